@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` sets everything up and runs the demo,
+# `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/stepcli demo --out demo-output
+
+test: setup
+	$(VENV)/bin/ruff check stepcli tests bench
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) bench/extract.py
+	$(PY) bench/train.py
+	$(PY) bench/shuffle.py
+
+clean:
+	rm -rf demo-output .pytest_cache

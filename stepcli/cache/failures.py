@@ -1,0 +1,27 @@
+"""failures.jsonl: one line per clip that could not be extracted, with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def append_failure(path: Path, clip_id: str, video: str, reason: str) -> None:
+    """Append and flush at once, so a crash later in the run keeps the record."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps({"clip_id": clip_id, "path": video, "reason": reason}) + "\n")
+
+
+def read_failures(path: Path) -> list[dict]:
+    """Latest record per clip id (a clip that failed in several runs is listed once)."""
+    if not path.is_file():
+        return []
+    latest: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            latest[record["clip_id"]] = record
+    return list(latest.values())

@@ -1,0 +1,49 @@
+"""The ``stepcli`` console script: one click group, one module per subcommand in ``commands/``.
+
+The CLI is thin: it parses options and calls library functions. A ``StepcliError`` (bad input)
+becomes one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from stepcli import StepcliError, __version__
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StepcliError as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: complete shards and outputs are kept; rerun the same command to resume", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="stepcli")
+def cli() -> None:
+    """Order-aware image-to-video probing: cache frozen frame tokens once, then train, compare and
+    shuffle-test probes (STEP and the order-blind baselines) from the cache."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+
+def _register() -> None:
+    from stepcli.commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point; tests call ``main([...])`` the way open_clip's tests call its ``main(argv)``."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="stepcli")

@@ -1,0 +1,52 @@
+"""``stepcli inspect``: what a cache holds and what made it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stepcli.cache.reader import FeatureCache
+
+
+def describe_cache(cache: FeatureCache) -> str:
+    m = cache.manifest
+    ex = m.extraction
+    T, L, D = cache.clip_shape
+    layout = m.token_layout
+    size = sum(p.stat().st_size for p in cache.shard_paths)
+    lines = [
+        f"cache        {cache.path}",
+        f"backbone     {ex['backbone']}  weights {ex['weights']}" + ("  (RANDOM INIT)" if ex["weights"] == "random-init" else ""),
+        f"frames       T={T}, {ex['image_size']} px, layer {ex['layer']}, sampler {ex['sampler']}",
+        f"tokens       [T={T}, P+N={L} ({layout['num_prefix']} prefix + {layout['num_patches']} patches), D={D}] {ex['dtype']}",
+        f"dataset      {m.dataset['name']}, {len(m.class_names)} classes, {len(m.pairs)} nearly-symmetric pairs",
+        f"clips        {len(cache)} in {len(cache.shard_paths)} shards, {size / 2**20:.1f} MiB on disk",
+    ]
+    counts = cache.split_counts()
+    names = m.class_names
+    if counts:
+        splits = sorted(counts)
+        width = max(len(n) for n in names)
+        lines.append("")
+        lines.append(f"{'class':<{width}}  " + "  ".join(f"{s:>6}" for s in splits))
+        for name in names:
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{counts[s][name]:>6}" for s in splits))
+        lines.append(f"{'total':<{width}}  " + "  ".join(f"{sum(counts[s].values()):>6}" for s in splits))
+    failures = cache.failures()
+    lines.append("")
+    lines.append(f"failures     {len(failures)}")
+    for record in failures[:20]:
+        lines.append(f"  {record['clip_id']}: {record['reason']}")
+    if len(failures) > 20:
+        lines.append(f"  ... {len(failures) - 20} more in failures.jsonl")
+    if cache.duplicates:
+        lines.append(f"warning: {cache.duplicates} clips appear in more than one shard (first copy used)")
+    return "\n".join(lines)
+
+
+@click.command("inspect")
+@click.argument("cache", type=click.Path(path_type=Path))
+def inspect_cache(cache: Path) -> None:
+    """Describe a cache: backbone and weights, T, token shape, clips per split and class, failures."""
+    click.echo(describe_cache(FeatureCache(cache)))

@@ -1,0 +1,1 @@
+"""Stage one: datasets -> clips -> frames -> frozen backbone -> feature cache."""

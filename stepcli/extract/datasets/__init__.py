@@ -1,0 +1,110 @@
+"""Dataset adapters: each turns a dataset's own annotation files into a list of clips.
+
+An adapter is a function registered in ``DATASETS`` that takes ``DatasetOptions`` and returns a
+``Dataset``. Adding a dataset is one module and one ``@register_dataset`` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stepcli import StepcliError
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled clip: a whole video file or a segment ``[start, end)`` of it.
+
+    ``start``/``end`` are in seconds; datasets that annotate frame numbers set ``frame_range``
+    (inclusive start, exclusive end) instead and the decoder converts them with the stream's
+    frame rate.
+    """
+
+    clip_id: str
+    path: str
+    label: int
+    split: str = ""
+    start: float | None = None
+    end: float | None = None
+    frame_range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A clip the annotations name but that cannot be extracted (e.g. label outside the class list)."""
+
+    clip_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    name: str
+    clips: list[Clip]
+    class_names: list[str]
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: what identifies this dataset's clip list in the manifest (root, annotation files, options)
+    source: dict = field(default_factory=dict)
+
+
+@dataclass
+class DatasetOptions:
+    """Options shared by every adapter; an adapter ignores those it has no use for."""
+
+    root: Path | None = None
+    annotations: Path | None = None
+    classes: Path | None = None
+    split_file: Path | None = None
+    view: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    num_frames: int = 8
+    size: int | None = None  # demo: clips per class
+    extra: dict = field(default_factory=dict)
+
+
+DatasetFn = Callable[[DatasetOptions], Dataset]
+DATASETS: dict[str, DatasetFn] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetFn], DatasetFn]:
+    def wrap(fn: DatasetFn) -> DatasetFn:
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_dataset(name: str, options: DatasetOptions) -> Dataset:
+    _import_adapters()
+    if name not in DATASETS:
+        raise StepcliError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
+    dataset = DATASETS[name](options)
+    _check_unique_ids(dataset)
+    if options.limit is not None:
+        dataset.clips = dataset.clips[: options.limit]
+    return dataset
+
+
+def _check_unique_ids(dataset: Dataset) -> None:
+    seen: set[str] = set()
+    for clip in dataset.clips:
+        if clip.clip_id in seen:
+            raise StepcliError(
+                f"duplicate clip id {clip.clip_id!r} in dataset {dataset.name!r}; clip ids must be unique"
+            )
+        seen.add(clip.clip_id)
+
+
+def dataset_names() -> list[str]:
+    _import_adapters()
+    return sorted(DATASETS)
+
+
+def _import_adapters() -> None:
+    # imported for their @register_dataset side effect
+    from stepcli.extract.datasets import csv_list, demo  # noqa: F401

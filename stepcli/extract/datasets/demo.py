@@ -1,0 +1,30 @@
+"""``--dataset demo``: generate (or reuse) the procedural demo videos and list their clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
+from stepcli.extract.demo import PAIRS, generate_demo
+
+DEFAULT_CLIPS_PER_CLASS = 20
+
+
+@register_dataset("demo")
+def demo_dataset(options: DatasetOptions) -> Dataset:
+    root = Path(options.root or "demo-videos")
+    clips_per_class = options.size or DEFAULT_CLIPS_PER_CLASS
+    made = generate_demo(root, clips_per_class=clips_per_class, num_frames=options.num_frames, seed=options.seed)
+    class_names = [name for pair in PAIRS for name in pair]
+    index = {name: i for i, name in enumerate(class_names)}
+    clips = [
+        Clip(clip_id=c.clip_id, path=str((root / c.path).resolve()), label=index[c.label], split=c.split)
+        for c in made
+    ]
+    return Dataset(
+        name="demo",
+        clips=clips,
+        class_names=class_names,
+        pairs=list(PAIRS),
+        source={"generator": "stepcli.demo", "clips_per_class": clips_per_class, "seed": options.seed},
+    )

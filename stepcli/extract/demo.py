@@ -1,0 +1,189 @@
+"""Procedural nearly-symmetric actions: the demo dataset (DESIGN §7).
+
+Every pair of classes is one motion and its exact time-reversal (move right / move left, grow /
+shrink, ...). Each random draw of background, colours, sizes, speed and noise is rendered once
+and written twice, forwards under one class and backwards under its partner, and both go to
+the same split. So the *set* of frames never tells the direction: an order-blind probe can find
+the pair but must guess within it, while an order-aware probe can be right every time.
+
+A clip has ``num_frames * 3`` frames: segments of odd length make centre-of-segment sampling of
+a clip and of its reversal pick the same frames in reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stepcli.extract.video import write_video
+
+FRAMES_PER_SEGMENT = 3
+FPS = 24
+
+# (forward class, reversed class)
+PAIRS: list[tuple[str, str]] = [
+    ("move right", "move left"),
+    ("grow", "shrink"),
+    ("appear", "disappear"),
+    ("open", "close"),
+    ("rotate clockwise", "rotate counterclockwise"),
+    ("fill", "empty"),
+]
+SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+@dataclass
+class DemoClip:
+    clip_id: str
+    path: str  # relative to the demo root
+    label: str
+    split: str
+
+
+def _canvas(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random background: a two-colour gradient at a random angle plus a few soft blobs."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx + np.sin(angle) * yy + 1.5) / 3
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    img = c0 + (c1 - c0) * ramp[..., None]
+    for _ in range(rng.integers(2, 6)):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.3)
+        weight = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r**2))[..., None] * rng.uniform(0.2, 0.6)
+        img = img * (1 - weight) + rng.uniform(0, 255, 3) * weight
+    return img
+
+
+def _contrasting(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A random colour that stands out from the background's mean (the object must be visible)."""
+    mean = background.reshape(-1, 3).mean(0)
+    while True:
+        colour = rng.uniform(0, 255, 3)
+        if np.linalg.norm(colour - mean) > 120:
+            return colour
+
+
+def _progress(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Motion progress 0..1 per frame; a random start, end and easing vary the speed."""
+    t0, t1 = rng.uniform(0.0, 0.25), rng.uniform(0.75, 1.0)
+    t = np.clip((np.linspace(0, 1, n) - t0) / (t1 - t0), 0, 1)
+    return t ** rng.uniform(0.7, 1.4)
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 1.0) -> None:
+    m = mask[..., None].astype(np.float64) * alpha
+    img *= 1 - m
+    img += colour * m
+
+
+def _render(kind: int, rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Forward-direction frames ``[n, size, size, 3]`` uint8 of pair type ``kind``."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    background = _canvas(rng, size)
+    colour = _contrasting(rng, background)
+    second = _contrasting(rng, background)
+    p = _progress(rng, n)
+    scale = rng.uniform(0.7, 1.3)
+    cx, cy = rng.uniform(0.35, 0.65, 2)
+    noise = rng.uniform(1, 6)
+    draw: Callable[[np.ndarray, float], None]
+
+    if kind == 0:  # move right
+        x0 = rng.uniform(0.1, 0.4)
+        x1 = x0 + rng.uniform(0.3, 0.5)
+        r = 0.1 * scale
+
+        def draw(img, q):
+            _paint(img, (xx - (x0 + (x1 - x0) * q)) ** 2 + (yy - cy) ** 2 < r**2, colour)
+    elif kind == 1:  # grow
+        r0, r1 = rng.uniform(0.04, 0.1), rng.uniform(0.25, 0.38)
+
+        def draw(img, q):
+            r = r0 + (r1 - r0) * q
+            _paint(img, np.maximum(abs(xx - cx), abs(yy - cy)) < r, colour)
+    elif kind == 2:  # appear
+        half = 0.15 * scale
+
+        def draw(img, q):
+            _paint(img, (abs(xx - cx) < half) & (abs(yy - cy) < half), colour, alpha=q)
+    elif kind == 3:  # open: two doors slide apart and uncover what is behind them
+        half = 0.2 * scale
+
+        def draw(img, q):
+            box = (abs(xx - cx) < half) & (abs(yy - cy) < half)
+            _paint(img, box, second)
+            gap = half * q
+            doors = box & (abs(xx - cx) >= gap)
+            _paint(img, doors, colour)
+    elif kind == 4:  # rotate clockwise (image y points down)
+        a0, sweep = rng.uniform(0, np.pi), rng.uniform(0.5, 0.9) * np.pi
+        length, width = 0.3 * scale, 0.05 * scale
+
+        def draw(img, q):
+            a = a0 + sweep * q
+            along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+            across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+            _paint(img, (abs(along) < length) & (abs(across) < width), colour)
+    else:  # fill: a container's level rises
+        half_w, half_h = 0.15 * scale, 0.3 * scale
+
+        def draw(img, q):
+            inside = (abs(xx - cx) < half_w) & (abs(yy - cy) < half_h)
+            wall = (abs(xx - cx) < half_w + 0.025) & (abs(yy - cy) < half_h + 0.025) & ~inside
+            _paint(img, wall, second)
+            level = cy + half_h - 2 * half_h * q
+            _paint(img, inside & (yy > level), colour)
+
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        img = background.copy()
+        draw(img, p[i])
+        img += rng.normal(0, noise, img.shape)
+        frames[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def _split_of(index: int, draws: int) -> str:
+    train_end = round(draws * SPLIT_FRACTIONS["train"])
+    val_end = train_end + round(draws * SPLIT_FRACTIONS["val"])
+    return "train" if index < train_end else "val" if index < val_end else "test"
+
+
+def generate_demo(
+    root: Path, clips_per_class: int = 20, num_frames: int = 8, seed: int = 0, size: int = 112
+) -> list[DemoClip]:
+    """Write the demo videos under ``root`` (skipped when the same demo is already there)."""
+    root = Path(root)
+    index_path = root / "demo.json"
+    params = {"clips_per_class": clips_per_class, "num_frames": num_frames, "seed": seed, "size": size}
+    if index_path.is_file():
+        saved = json.loads(index_path.read_text())
+        if saved["params"] == params:
+            return [DemoClip(**c) for c in saved["clips"]]
+    n = num_frames * FRAMES_PER_SEGMENT
+    clips: list[DemoClip] = []
+    for kind, (forward, backward) in enumerate(PAIRS):
+        rng = np.random.default_rng([seed, kind])
+        for i in range(clips_per_class):
+            frames = _render(kind, rng, n, size)
+            split = _split_of(i, clips_per_class)
+            for label, video in ((forward, frames), (backward, frames[::-1])):
+                slug = label.replace(" ", "-")
+                rel = f"{slug}/{slug}-{i:04d}.mp4"
+                (root / slug).mkdir(parents=True, exist_ok=True)
+                write_video(root / rel, np.ascontiguousarray(video), fps=FPS)
+                clips.append(DemoClip(clip_id=f"{slug}-{i:04d}", path=rel, label=label, split=split))
+    _write_annotations(root, clips)
+    index_path.write_text(json.dumps({"params": params, "clips": [c.__dict__ for c in clips]}, indent=1))
+    return clips
+
+
+def _write_annotations(root: Path, clips: list[DemoClip]) -> None:
+    """The same clip list in the generic CSV format, so the demo doubles as an example of it."""
+    lines = ["path,label,split"] + [f"{c.path},{c.label},{c.split}" for c in clips]
+    (root / "annotations.csv").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\n".join(name for pair in PAIRS for name in pair) + "\n")

@@ -1,0 +1,48 @@
+"""Attentive probe (V-JEPA style): one learnable query cross-attends to every token of the clip.
+
+Cross-attention from a single query is a weighted sum over the keys, so permuting the frames
+leaves the output unchanged: the probe is order-blind.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from stepcli.probe.base import Attention, Mlp, Probe, init_token, resolve_num_heads
+
+
+class AttentiveProbe(Probe):
+    """query + CrossAttn(query, LN(tokens)) -> + MLP(LN(.)) -> LayerNorm -> Linear.
+
+    As in V-JEPA's `AttentivePooler`, the keys/values are the layer-normed tokens of all T frames
+    `[B, T*(P+N), D]`, and the pooled query passes through a pre-norm residual MLP.
+    """
+
+    name = "attentive"
+    no_weight_decay_names = ("query",)
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        num_frames: int,
+        num_prefix: int,
+        num_patches: int,
+        *,
+        num_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        num_heads = resolve_num_heads(dim, num_heads)
+        options = dict(num_heads=num_heads, mlp_ratio=mlp_ratio)
+        super().__init__(dim, num_classes, num_frames, num_prefix, num_patches, **options)
+        self.query = init_token(1, 1, dim)
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
+
+    def forward_features(self, tokens: Tensor) -> Tensor:
+        """`[B, T, P+N, D]` -> `[B, D]`."""
+        context = self.norm1(tokens.flatten(1, 2))
+        x = self.query.expand(context.shape[0], -1, -1)
+        x = x + self.attn(x, context)
+        x = x + self.mlp(self.norm2(x))
+        return x[:, 0]

@@ -1,0 +1,128 @@
+"""The `Probe` interface every probe implements, and the attention layers the probes share.
+
+A probe maps cached frame tokens `[B, T, P+N, D]` (P prefix tokens: CLS and registers, N patch
+tokens) to logits `[B, C]`. Each probe pools the tokens to one clip embedding `[B, D]` in
+`forward_features`; the shared head (LayerNorm + Linear) turns that into logits, so probes differ
+only in how they pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stepcli import StepcliError
+
+
+def resolve_num_heads(dim: int, num_heads: int | None) -> int:
+    """12 heads (64-wide for ViT-B) when D allows it, else the largest divisor of D below 12."""
+    if num_heads is None:
+        return next(h for h in range(min(12, dim), 0, -1) if dim % h == 0)
+    if num_heads < 1 or dim % num_heads:
+        raise StepcliError(f"num_heads={num_heads} must be a positive divisor of the token width D={dim}")
+    return num_heads
+
+
+class Attention(nn.Module):
+    """Multi-head attention: queries `x [B, L, D]` attend to `context [B, S, D]` (to `x` if None)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        context = x if context is None else context
+        (b, n, d), s, h = x.shape, context.shape[1], self.num_heads
+        q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
+        k, v = self.kv(context).view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    """The transformer feed-forward part: `[B, L, D] -> [B, L, D]` through a GELU hidden layer."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Probe(nn.Module):
+    """Base class: shape checks, the shared head, parameter counting and AdamW groups.
+
+    Subclasses set `name`, list their learned tokens in `no_weight_decay_names`, pass their
+    options to `super().__init__` (so `config()` can rebuild them) and implement
+    `forward_features(tokens [B, T, P+N, D]) -> [B, D]`.
+    """
+
+    name: str = ""
+    no_weight_decay_names: tuple[str, ...] = ()
+
+    def __init__(
+        self, dim: int, num_classes: int, num_frames: int, num_prefix: int, num_patches: int, **options: Any
+    ) -> None:
+        super().__init__()
+        sizes = dict(dim=dim, num_classes=num_classes, num_frames=num_frames, num_patches=num_patches)
+        for key, value in {**sizes, "num_prefix": num_prefix}.items():
+            if not isinstance(value, int) or value < (0 if key == "num_prefix" else 1):
+                raise StepcliError(f"probe '{self.name}': {key} must be a positive integer, got {value!r}")
+        self.dim, self.num_classes, self.num_frames = dim, num_classes, num_frames
+        self.num_prefix, self.num_patches = num_prefix, num_patches
+        self._options = dict(options)
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor kwargs (JSON-serialisable): `build_probe(probe.name, **probe.config())`."""
+        sizes = dict(dim=self.dim, num_classes=self.num_classes, num_frames=self.num_frames)
+        return {**sizes, "num_prefix": self.num_prefix, "num_patches": self.num_patches, **self._options}
+
+    def forward_features(self, tokens: Tensor) -> Tensor:
+        """Pool `[B, T, P+N, D]` tokens to one clip embedding `[B, D]`."""
+        raise NotImplementedError
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """`tokens [B, T, P+N, D]` (any float dtype, e.g. float16 from the cache) -> logits `[B, C]`."""
+        expected = (self.num_frames, self.num_prefix + self.num_patches, self.dim)
+        if tokens.ndim != 4 or tuple(tokens.shape[1:]) != expected:
+            raise StepcliError(
+                f"probe '{self.name}' expects tokens [B, T, P+N, D] = [B, {', '.join(map(str, expected))}],"
+                f" got {list(tokens.shape)}"
+            )
+        features = self.forward_features(tokens.to(self.fc.weight.dtype))
+        return self.fc(self.norm(features))
+
+    def num_params(self) -> int:
+        """Trainable parameter count, the number the paper compares probes by."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that weight decay would only harm: biases, norms, learned tokens."""
+        return {
+            name for name, p in self.named_parameters() if p.ndim <= 1 or name in self.no_weight_decay_names
+        }
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: `weight_decay` for weight matrices, 0 for `no_weight_decay()`."""
+        skip = self.no_weight_decay()
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if n not in skip], "weight_decay": weight_decay},
+            {"params": [p for n, p in params if n in skip], "weight_decay": 0.0},
+        ]
+        return [g for g in groups if g["params"]]
+
+
+def init_token(*shape: int) -> nn.Parameter:
+    """A learned token / embedding, initialised as in ViT and V-JEPA (truncated normal, std .02)."""
+    return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))

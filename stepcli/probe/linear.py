@@ -1,0 +1,46 @@
+"""Linear probe: the standard image-to-video baseline, blind to frame order by construction."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from stepcli import StepcliError
+from stepcli.probe.base import Probe
+
+POOLS = ("cls", "patch")
+
+
+class LinearProbe(Probe):
+    """Mean over frames of the CLS token (or of all patch tokens) -> LayerNorm -> Linear.
+
+    Args:
+        pool: "cls" pools the first prefix token of each frame; "patch" pools the N patch tokens,
+            for backbones whose CLS token is weak or missing (P = 0).
+    """
+
+    name = "linear"
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        num_frames: int,
+        num_prefix: int,
+        num_patches: int,
+        *,
+        pool: str = "cls",
+    ) -> None:
+        super().__init__(dim, num_classes, num_frames, num_prefix, num_patches, pool=pool)
+        if pool not in POOLS:
+            raise StepcliError(f"linear probe: pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        if pool == "cls" and num_prefix < 1:
+            raise StepcliError(
+                "linear probe: pool='cls' needs a CLS token (num_prefix >= 1); use pool='patch'"
+            )
+        self.pool = pool
+
+    def forward_features(self, tokens: Tensor) -> Tensor:
+        """`[B, T, P+N, D]` -> `[B, D]`."""
+        if self.pool == "cls":
+            return tokens[:, :, 0].mean(dim=1)
+        return tokens[:, :, self.num_prefix :].mean(dim=(1, 2))

@@ -1,0 +1,58 @@
+"""Self-attention probe: transformer blocks over every token of every frame, then mean pooling.
+
+Without positional encoding, self-attention is permutation-equivariant and the mean is
+permutation-invariant, so this probe cannot see frame order (the failure STEP fixes).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from stepcli import StepcliError
+from stepcli.probe.base import Attention, Mlp, Probe, resolve_num_heads
+
+
+class TransformerBlock(nn.Module):
+    """Standard pre-norm ViT block on `[B, L, D]`: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class SelfAttentionProbe(Probe):
+    """`depth` pre-norm blocks over all T*(P+N) tokens -> mean pool -> LayerNorm -> Linear.
+
+    Following the paper's Figure 4 ("frame-wise embeddings with self-attention and mean pooling"),
+    the prefix/CLS tokens of every frame take part alongside the patch tokens.
+    """
+
+    name = "self-attention"
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        num_frames: int,
+        num_prefix: int,
+        num_patches: int,
+        *,
+        depth: int = 1,
+        num_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        num_heads = resolve_num_heads(dim, num_heads)
+        options = dict(depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
+        super().__init__(dim, num_classes, num_frames, num_prefix, num_patches, **options)
+        if depth < 1:
+            raise StepcliError(f"self-attention probe: depth must be >= 1, got {depth}")
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, num_heads, mlp_ratio) for _ in range(depth)))
+
+    def forward_features(self, tokens: Tensor) -> Tensor:
+        """`[B, T, P+N, D]` -> `[B, T*(P+N), D]` through the blocks -> mean `[B, D]`."""
+        return self.blocks(tokens.flatten(1, 2)).mean(dim=1)

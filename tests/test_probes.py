@@ -1,0 +1,128 @@
+"""Every registered probe: shapes, parameter counts, frame-order invariance or sensitivity."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from stepcli import StepcliError
+from stepcli.probe import PROBES, build_probe
+
+B, T, P, N, D, C = 2, 8, 1, 16, 64, 5
+LAYOUT = dict(dim=D, num_classes=C, num_frames=T, num_prefix=P, num_patches=N)
+# name and options of each probe that must not see frame order
+ORDER_BLIND = [
+    ("linear", {}),
+    ("linear", {"pool": "patch"}),
+    ("self-attention", {}),
+    ("attentive", {}),
+    ("step", {"temporal_pe": False, "cls": "mean"}),
+]
+STEP_ABLATIONS = list(
+    itertools.product([True, False], ["global", "frame", "mean"], ["simplified", "no-ff", "standard"])
+)
+
+
+def make(name: str, seed: int = 0, **options) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_probe(name, **LAYOUT, **options).eval()
+
+
+def tokens(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(B, T, P + N, D, generator=torch.Generator().manual_seed(1)).to(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_forward_shape_and_dtype(name: str) -> None:
+    probe = make(name)
+    logits = probe(tokens())
+    assert logits.shape == (B, C) and logits.dtype == torch.float32
+    assert torch.allclose(probe(tokens(torch.float16)), probe(tokens(torch.float16).float()))
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_num_params_counts_trainable(name: str) -> None:
+    probe = make(name)
+    assert probe.num_params() == sum(p.numel() for p in probe.parameters() if p.requires_grad) > 0
+    probe.fc.requires_grad_(False)
+    assert probe.num_params() == sum(p.numel() for p in probe.parameters()) - probe.fc.weight.numel() - C
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_config_rebuilds_probe(name: str) -> None:
+    probe = make(name)
+    config = json.loads(json.dumps(probe.config()))
+    rebuilt = build_probe(name, **config)
+    rebuilt.load_state_dict(probe.state_dict())
+    assert PROBES[name].name == name
+    assert torch.equal(rebuilt.eval()(tokens()), probe(tokens()))
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_param_groups_exempt_biases_norms_and_tokens(name: str) -> None:
+    probe = make(name)
+    decay, no_decay = probe.param_groups(0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    skip = {id(p) for p in no_decay["params"]}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(probe.parameters()))
+    for pname, p in probe.named_parameters():
+        exempt = pname.endswith("bias") or "norm" in pname or pname in ("query", "cls_token", "temporal_pe")
+        assert (id(p) in skip) == exempt, pname
+    torch.optim.AdamW(probe.param_groups(0.05), lr=1e-3)
+
+
+@pytest.mark.parametrize(("name", "options"), ORDER_BLIND, ids=lambda v: str(v))
+def test_order_blind_probes_ignore_frame_order(name: str, options: dict) -> None:
+    probe, x = make(name, **options), tokens()
+    with torch.no_grad():
+        logits = probe(x)
+        for order in (
+            torch.randperm(T, generator=torch.Generator().manual_seed(2)),
+            torch.arange(T - 1, -1, -1),
+        ):
+            torch.testing.assert_close(probe(x[:, order]), logits, atol=1e-5, rtol=0)
+
+
+def test_step_sees_frame_order() -> None:
+    probe, x = make("step"), tokens()
+    with torch.no_grad():
+        assert (probe(x.flip(1)) - probe(x)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(("temporal_pe", "cls", "block"), STEP_ABLATIONS)
+def test_step_ablations_build_and_run(temporal_pe: bool, cls: str, block: str) -> None:
+    probe = make("step", temporal_pe=temporal_pe, cls=cls, block=block)
+    assert probe(tokens()).shape == (B, C)
+    assert probe.config()["block"] == block
+
+
+def test_step_param_budget_at_vit_b() -> None:
+    layout = dict(dim=768, num_classes=12, num_frames=8, num_prefix=1, num_patches=49)
+    counts = {name: build_probe(name, **layout).num_params() for name in PROBES}
+    for te, cls, block in STEP_ABLATIONS:
+        counts[f"step temporal_pe={te} cls={cls} block={block}"] = build_probe(
+            "step", **layout, temporal_pe=te, cls=cls, block=block
+        ).num_params()
+    for label, count in counts.items():
+        print(f"{label:55s} {count:>10,d}  ({count / counts['attentive']:.3f} x attentive)")
+    assert counts["step"] <= 0.4 * counts["attentive"]
+    assert counts["step"] <= 0.4 * counts["self-attention"]
+
+
+def test_unknown_probe_and_option_are_one_line_errors() -> None:
+    with pytest.raises(StepcliError, match="linear, self-attention, attentive, step") as err:
+        build_probe("lstm", **LAYOUT)
+    assert "\n" not in str(err.value)
+    with pytest.raises(StepcliError, match="temporal_pe"):
+        build_probe("step", **LAYOUT, temporal_encoding=False)
+    for name, options in [("step", {"cls": "both"}), ("step", {"block": "mlp"}), ("linear", {"pool": "max"})]:
+        with pytest.raises(StepcliError):
+            build_probe(name, **LAYOUT, **options)
+
+
+def test_wrong_token_layout_is_an_error() -> None:
+    with pytest.raises(StepcliError, match=r"\[B, 8, 17, 64\]"):
+        make("step")(torch.randn(B, T + 1, P + N, D))
