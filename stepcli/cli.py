@@ -22,7 +22,10 @@ class _Group(click.Group):
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: complete shards and outputs are kept; rerun the same command to resume", err=True)
+            click.echo(
+                "interrupted: complete shards and outputs are kept; rerun the same command to resume",
+                err=True,
+            )
             ctx.exit(130)
 
 

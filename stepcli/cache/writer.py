@@ -38,7 +38,11 @@ class ShardWriter:
         self.attrs = {k: json.dumps(v) if not isinstance(v, str | int | float) else v for k, v in (attrs or {}).items()}
         remove_stale_temporaries(self.shard_dir, rank, world_size)
         self._next_number = 1 + max(
-            (int(m.group(2)) for m in map(_SHARD_NAME.match, os.listdir(self.shard_dir)) if m and int(m.group(1)) == rank),
+            (
+                int(m.group(2))
+                for m in map(_SHARD_NAME.match, os.listdir(self.shard_dir))
+                if m and int(m.group(1)) == rank
+            ),
             default=-1,
         )
         self._file: h5py.File | None = None

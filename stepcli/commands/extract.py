@@ -24,8 +24,12 @@ PathArg = click.Path(path_type=Path)
 @click.option("--limit", type=int, help="Only the first N clips (for a quick look).")
 @click.option("--size", type=int, help="demo: clips per class [20].")
 @click.option("--seed", type=int, default=0, show_default=True, help="demo: generator seed.")
-@click.option("--backbone", default="openclip:ViT-B-32", show_default=True,
-              help="openclip:<model>[:<tag or file>] or timm:<model>[:<file>|pretrained]; no weights = random init.")
+@click.option(
+    "--backbone",
+    default="openclip:ViT-B-32",
+    show_default=True,
+    help="openclip:<model>[:<tag or file>] or timm:<model>[:<file>|pretrained]; no weights = random init.",
+)
 @click.option("--frames", "num_frames", type=int, default=8, show_default=True, help="Frames sampled per clip (T).")
 @click.option("--image-size", type=int, default=224, show_default=True, help="Input size for every backbone.")
 @click.option("--layer", type=int, default=-1, show_default=True, help="Transformer block whose tokens are cached.")

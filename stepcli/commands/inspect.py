@@ -17,7 +17,8 @@ def describe_cache(cache: FeatureCache) -> str:
     size = sum(p.stat().st_size for p in cache.shard_paths)
     lines = [
         f"cache        {cache.path}",
-        f"backbone     {ex['backbone']}  weights {ex['weights']}" + ("  (RANDOM INIT)" if ex["weights"] == "random-init" else ""),
+        f"backbone     {ex['backbone']}  weights {ex['weights']}"
+        + ("  (RANDOM INIT)" if ex["weights"] == "random-init" else ""),
         f"frames       T={T}, {ex['image_size']} px, layer {ex['layer']}, sampler {ex['sampler']}",
         f"tokens       [T={T}, P+N={L} ({layout['num_prefix']} prefix + {layout['num_patches']} patches), D={D}] {ex['dtype']}",
         f"dataset      {m.dataset['name']}, {len(m.class_names)} classes, {len(m.pairs)} nearly-symmetric pairs",

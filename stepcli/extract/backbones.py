@@ -103,7 +103,16 @@ class OpenClipEncoder(FrameEncoder):
 
 
 class TimmEncoder(FrameEncoder):
-    def __init__(self, spec: str, model_name: str, weights_file: str | None, use_hub: bool, weights: str, image_size: int, layer: int):
+    def __init__(
+        self,
+        spec: str,
+        model_name: str,
+        weights_file: str | None,
+        use_hub: bool,
+        weights: str,
+        image_size: int,
+        layer: int,
+    ):
         import timm
 
         kwargs = {"pretrained": bool(weights_file) or use_hub, "img_size": image_size}
@@ -138,9 +147,7 @@ def load_backbone(spec: str, image_size: int = 224, layer: int = -1) -> FrameEnc
     family, _, rest = spec.partition(":")
     model_name, _, weights = rest.partition(":")
     if family not in ("openclip", "timm") or not model_name:
-        raise StepcliError(
-            f"backbone {spec!r} is not openclip:<model>[:<tag or file>] or timm:<model>[:<file>]"
-        )
+        raise StepcliError(f"backbone {spec!r} is not openclip:<model>[:<tag or file>] or timm:<model>[:<file>]")
     if family == "openclip":
         return _load_openclip(spec, model_name, weights, image_size, layer)
     return _load_timm(spec, model_name, weights, image_size, layer)
@@ -236,7 +243,8 @@ def _require_network(host: str, spec: str, model_name: str) -> None:
 def _warn_random_init(spec: str) -> None:
     logging.getLogger("stepcli").warning(
         "WARNING: %s has no weights: using RANDOM-INIT weights (fine for tests and the demo, "
-        "meaningless for research); pass a pretrained tag or a weights file", spec
+        "meaningless for research); pass a pretrained tag or a weights file",
+        spec,
     )
 
 

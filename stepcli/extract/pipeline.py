@@ -75,7 +75,12 @@ class _ClipFrames(Dataset):
             pixels = self.preprocess(sampled.frames)
         except Exception as err:  # any decoder error is this clip's failure, not the run's
             return {"clip": clip, "error": str(err).splitlines()[0] if str(err) else type(err).__name__}
-        return {"clip": clip, "pixels": pixels, "frame_index": sampled.frame_index, "timestamps": sampled.timestamps}
+        return {
+            "clip": clip,
+            "pixels": pixels,
+            "frame_index": sampled.frame_index,
+            "timestamps": sampled.timestamps,
+        }
 
 
 def _worker_init(_: int) -> None:
@@ -112,7 +117,12 @@ def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset) -> Manife
             "splits": splits,
             "source": dataset.source,
         },
-        versions={"stepcli": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__, "timm": timm.__version__},
+        versions={
+            "stepcli": __version__,
+            "torch": torch.__version__,
+            "open_clip": open_clip.__version__,
+            "timm": timm.__version__,
+        },
     )
 
 
@@ -178,7 +188,14 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
                     tokens = _encode(encoder, [item["pixels"] for item in good], device)
                     for item, clip_tokens in zip(good, tokens, strict=True):
                         clip = item["clip"]
-                        writer.add(clip.clip_id, clip.label, clip.split, clip_tokens, item["frame_index"], item["timestamps"])
+                        writer.add(
+                            clip.clip_id,
+                            clip.label,
+                            clip.split,
+                            clip_tokens,
+                            item["frame_index"],
+                            item["timestamps"],
+                        )
                         summary.extracted += 1
                 progress.update(len(batch), failed=summary.failed)
     summary.shards = writer.completed

@@ -53,8 +53,7 @@ def build_probe(
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise StepcliError(
-            f"unknown option(s) {', '.join(unknown)} for probe '{name}'; valid options: "
-            f"{', '.join(valid) or 'none'}"
+            f"unknown option(s) {', '.join(unknown)} for probe '{name}'; valid options: {', '.join(valid) or 'none'}"
         )
     layout = dict(dim=dim, num_classes=num_classes, num_frames=num_frames)
     return PROBES[name](**layout, num_prefix=num_prefix, num_patches=num_patches, **options)

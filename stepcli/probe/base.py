@@ -108,9 +108,7 @@ class Probe(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters that weight decay would only harm: biases, norms, learned tokens."""
-        return {
-            name for name, p in self.named_parameters() if p.ndim <= 1 or name in self.no_weight_decay_names
-        }
+        return {name for name, p in self.named_parameters() if p.ndim <= 1 or name in self.no_weight_decay_names}
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: `weight_decay` for weight matrices, 0 for `no_weight_decay()`."""

@@ -34,9 +34,7 @@ class LinearProbe(Probe):
         if pool not in POOLS:
             raise StepcliError(f"linear probe: pool must be one of {', '.join(POOLS)}, got {pool!r}")
         if pool == "cls" and num_prefix < 1:
-            raise StepcliError(
-                "linear probe: pool='cls' needs a CLS token (num_prefix >= 1); use pool='patch'"
-            )
+            raise StepcliError("linear probe: pool='cls' needs a CLS token (num_prefix >= 1); use pool='patch'")
         self.pool = pool
 
     def forward_features(self, tokens: Tensor) -> Tensor:

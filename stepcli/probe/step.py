@@ -96,9 +96,7 @@ class StepProbe(Probe):
         if cls == "frame" and num_prefix < 1:
             raise StepcliError("step probe: cls='frame' needs per-frame CLS tokens (num_prefix >= 1)")
         if not isinstance(temporal_pe, bool) or depth < 1:
-            raise StepcliError(
-                f"step probe: need temporal_pe a bool and depth >= 1, got {temporal_pe!r}, {depth}"
-            )
+            raise StepcliError(f"step probe: need temporal_pe a bool and depth >= 1, got {temporal_pe!r}, {depth}")
         self.cls = cls
         self.temporal_pe = init_token(num_frames, dim) if temporal_pe else None
         self.cls_token = init_token(1, 1, dim) if cls == "global" else None

@@ -44,7 +44,9 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
         reader = csv.DictReader(handle)
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
-            raise StepcliError(f"{ann}: header lacks column(s) {', '.join(sorted(missing))}; expected path,label[,start,end][,split]")
+            raise StepcliError(
+                f"{ann}: header lacks column(s) {', '.join(sorted(missing))}; expected path,label[,start,end][,split]"
+            )
         rows = [(n, row) for n, row in enumerate(reader, start=2)]
     class_names = read_class_list(options.classes) if options.classes else sorted({r["label"] for _, r in rows})
     index = {name: i for i, name in enumerate(class_names)}
@@ -53,7 +55,9 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
         where = f"{ann}:{line}"
         path = row["path"].strip()
         start, end = _seconds(row.get("start"), where), _seconds(row.get("end"), where)
-        clip_id = path if start is None and end is None else f"{path}@{start or 0:g}-{end if end is not None else 'end'}"
+        clip_id = (
+            path if start is None and end is None else f"{path}@{start or 0:g}-{end if end is not None else 'end'}"
+        )
         if clip_id in seen:
             raise StepcliError(f"{where}: clip {clip_id!r} is listed twice")
         seen.add(clip_id)

@@ -18,8 +18,7 @@ def demo_dataset(options: DatasetOptions) -> Dataset:
     class_names = [name for pair in PAIRS for name in pair]
     index = {name: i for i, name in enumerate(class_names)}
     clips = [
-        Clip(clip_id=c.clip_id, path=str((root / c.path).resolve()), label=index[c.label], split=c.split)
-        for c in made
+        Clip(clip_id=c.clip_id, path=str((root / c.path).resolve()), label=index[c.label], split=c.split) for c in made
     ]
     return Dataset(
         name="demo",
