@@ -1,0 +1,126 @@
+"""A killed extraction resumes to the same cache; a rerun with another configuration is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_IMAGE_SIZE, TINY_OPENCLIP
+
+from stepcli.cache.reader import FeatureCache
+from stepcli.cli import cli
+
+# the real CLI in a child process, with the tiny test config registered through open_clip
+CHILD = """
+import json, sys, tempfile, pathlib, open_clip
+path = pathlib.Path(tempfile.mkdtemp()) / "{name}.json"
+path.write_text(json.dumps({config}))
+open_clip.add_model_config(path)
+from stepcli.cli import main
+main(sys.argv[1:])
+"""
+
+
+def _extract_args(out: Path, videos: Path, **changes: str) -> list[str]:
+    options = {
+        "--dataset": "demo", "--out": str(out), "--root": str(videos), "--size": "6",
+        "--backbone": TINY_BACKBONE, "--image-size": str(TINY_IMAGE_SIZE), "--workers": "0",
+        "--batch-size": "1", "--clips-per-shard": "4",
+    } | changes  # fmt: skip
+    return [item for pair in options.items() for item in pair] + ["--quiet"]
+
+
+def _child(args: list[str]) -> subprocess.Popen:
+    code = CHILD.format(name=TINY_OPENCLIP, config=repr(TINY_CONFIG))
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, "extract", *args], env=env, stderr=subprocess.PIPE)
+
+
+def _tokens_by_id(cache_dir: Path) -> dict[str, np.ndarray]:
+    cache = FeatureCache(cache_dir)
+    return {clip_id: cache.tokens([row])[0] for row, clip_id in enumerate(cache.clip_ids)}
+
+
+def test_sigkill_then_rerun_resumes_to_identical_cache(tmp_path):
+    videos = tmp_path / "videos"
+    reference = tmp_path / "reference"
+    assert _child(_extract_args(reference, videos)).wait() == 0
+    expected = _tokens_by_id(reference)
+    assert len(expected) == 72
+
+    killed = tmp_path / "killed"
+    process = _child(_extract_args(killed, videos))
+    shards = killed / "shards"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(shards.glob("*.h5"))) < 3:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    complete = list(shards.glob("*.h5"))
+    assert 3 <= len(complete) < 18, "the kill should land part-way through the 18 shards"
+    partial = len(FeatureCache(killed))
+
+    rerun = subprocess.run(_child(_extract_args(killed, videos)).args, env=os.environ | {"HF_HUB_OFFLINE": "1"},
+                           capture_output=True, text=True)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert not list(shards.glob("*.tmp")), "stale temporary shards are cleaned up"
+    cache = FeatureCache(killed)
+    assert cache.duplicates == 0
+    assert sorted(cache.clip_ids) == sorted(expected)
+    got = _tokens_by_id(killed)
+    for clip_id, tokens in expected.items():
+        np.testing.assert_array_equal(got[clip_id], tokens)
+    assert partial < len(cache)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"--image-size": "32"}, "image_size"),
+        ({"--frames": "4"}, "num_frames"),
+        ({"--layer": "0"}, "layer"),
+        ({"--backbone": "timm:vit_small_patch14_dinov2"}, "backbone"),
+    ],
+)
+def test_rerun_with_other_configuration_is_refused(demo_cache, change, named):
+    before = sorted(p.stat().st_mtime_ns for p in (demo_cache / "shards").glob("*.h5"))
+    manifest = (demo_cache / "manifest.json").read_text()
+    args = _extract_args(demo_cache, demo_cache.parent / "demo-videos", **change)
+    args[args.index("--size") + 1] = "4"
+    result = CliRunner().invoke(cli, ["extract", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    line = result.output.strip()
+    assert "\n" not in line and named in line and "another configuration" in line
+    assert sorted(p.stat().st_mtime_ns for p in (demo_cache / "shards").glob("*.h5")) == before
+    assert (demo_cache / "manifest.json").read_text() == manifest
+
+
+def test_rerun_with_other_weights_is_refused(demo_cache, tmp_path):
+    import open_clip
+    import torch
+
+    checkpoint = tmp_path / "w.pt"
+    torch.save(open_clip.create_model(TINY_OPENCLIP, force_image_size=TINY_IMAGE_SIZE).state_dict(), checkpoint)
+    args = _extract_args(
+        demo_cache, demo_cache.parent / "demo-videos", **{"--backbone": f"{TINY_BACKBONE}:{checkpoint}"}
+    )
+    args[args.index("--size") + 1] = "4"
+    result = CliRunner().invoke(cli, ["extract", *args])
+    assert result.exit_code == 2 and "weights: 'random-init' -> 'sha256:" in result.output
+
+
+def test_complete_rerun_does_nothing(demo_cache):
+    args = _extract_args(demo_cache, demo_cache.parent / "demo-videos")
+    args[args.index("--size") + 1] = "4"
+    args.remove("--quiet")
+    result = CliRunner().invoke(cli, ["extract", *args])
+    assert result.exit_code == 0, result.output
+    assert "extracted 0 clips, 48 already cached, 0 failed" in result.output
