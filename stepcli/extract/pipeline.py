@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class ExtractSummary:
     failed: int = 0
     shards: list[Path] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
+    seconds: float = 0.0  # decode + forward + write, without loading the dataset and model
 
 
 class _ClipFrames(Dataset):
@@ -178,6 +180,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     with ShardWriter(out, rank=rank, world_size=world_size, clips_per_shard=cfg.clips_per_shard, attrs=attrs) as writer:
         from stepcli.progress import Progress
 
+        started = time.perf_counter()
         with Progress(len(todo), "extract", quiet=cfg.quiet) as progress:
             for batch in _batches(todo, cfg, encoder.preprocess):
                 good = [item for item in batch if "error" not in item]
@@ -198,6 +201,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
                         )
                         summary.extracted += 1
                 progress.update(len(batch), failed=summary.failed)
+    summary.seconds = time.perf_counter() - started
     summary.shards = writer.completed
     return summary
 

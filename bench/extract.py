@@ -1,0 +1,66 @@
+"""Extraction throughput relative to the backbone's own forward throughput on the same frames.
+
+    python bench/extract.py [--backbone openclip:ViT-B-32] [--clips-per-class 2] [--batch-size 8]
+
+Both measurements run in this process, one after the other, on the same decoded frames and batch
+size, so the ratio is meaningful on a shared, noisy machine. Target: >= 0.85 (the backbone, not
+decoding or writing, is the bottleneck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from stepcli.extract.backbones import load_backbone
+from stepcli.extract.datasets import DatasetOptions, load_dataset
+from stepcli.extract.pipeline import ExtractConfig, _encode, run_extract
+from stepcli.extract.video import sample_clip
+
+
+def forward_only_seconds(encoder, pixels: list[torch.Tensor], batch_size: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(pixels), batch_size):
+        _encode(encoder, pixels[i : i + batch_size], torch.device("cpu"))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="openclip:ViT-B-32")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--clips-per-class", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="stepcli-bench-"))
+    options = DatasetOptions(root=work / "videos", size=args.clips_per_class, num_frames=args.frames)
+    clips = load_dataset("demo", options).clips
+    encoder = load_backbone(args.backbone, args.image_size)
+    pixels = [encoder.preprocess(sample_clip(c.path, args.frames).frames) for c in clips]
+    forward_only_seconds(encoder, pixels[: args.batch_size], args.batch_size)  # warm-up
+
+    config = ExtractConfig(
+        dataset="demo", out=work / "cache", dataset_options=options, backbone=args.backbone,
+        num_frames=args.frames, image_size=args.image_size, batch_size=args.batch_size,
+        workers=args.workers, quiet=True,
+    )  # fmt: skip
+    before = forward_only_seconds(encoder, pixels, args.batch_size)
+    summary = run_extract(config)
+    after = forward_only_seconds(encoder, pixels, args.batch_size)
+    forward = (before + after) / 2
+    n = len(clips)
+    print(f"clips {n}, frames per clip {args.frames}, batch {args.batch_size} clips, backbone {args.backbone}")
+    print(f"backbone forward only      {n / forward:7.2f} clips/s  ({before:.1f}s, {after:.1f}s)")
+    print(f"extract (decode+fwd+write) {summary.extracted / summary.seconds:7.2f} clips/s  ({summary.seconds:.1f}s)")
+    print(f"ratio extract/forward = {forward / summary.seconds * summary.extracted / n:.3f}")
+
+
+if __name__ == "__main__":
+    main()
