@@ -1,9 +1,9 @@
 """Stage one end to end: decode workers -> batched frozen forward -> shard writer.
 
 Decoding and preprocessing run in DataLoader worker processes while the main process runs the
-backbone, so the backbone is the bottleneck. Each rank takes every ``world_size``-th clip that
-is not yet in a complete shard, so reruns resume and a restart with a different number of
-processes neither redoes nor duplicates clips.
+backbone, so the backbone is the bottleneck. Each rank takes every ``world_size``-th clip of the
+dataset and skips those already in a complete shard, so reruns resume and a restart with a
+different number of processes neither redoes nor duplicates clips.
 """
 
 from __future__ import annotations
@@ -166,7 +166,9 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
 
     done = clips_in_cache(out)
     summary = ExtractSummary(skipped=sum(c.clip_id in done for c in dataset.clips))
-    todo = [c for c in dataset.clips if c.clip_id not in done][rank::world_size]
+    # partition the full list, then drop what is done: every rank derives the same partition
+    # whenever it starts, so ranks never overlap even if one starts after another wrote shards
+    todo = [c for c in dataset.clips[rank::world_size] if c.clip_id not in done]
     for k, bad in enumerate(dataset.rejected):
         if k % world_size == rank:
             _fail(out, summary, bad.clip_id, bad.path, bad.reason)
