@@ -2,5 +2,6 @@
 
 from stepcli.commands.extract import extract
 from stepcli.commands.inspect import inspect_cache
+from stepcli.commands.pairs import pairs_command
 
-COMMANDS = [extract, inspect_cache]
+COMMANDS = [extract, inspect_cache, pairs_command]

@@ -19,9 +19,21 @@ PathArg = click.Path(path_type=Path)
 @click.option("--root", type=PathArg, help="Dataset root (videos). demo: where to generate videos [OUT/videos].")
 @click.option("--annotations", type=PathArg, help="Annotation file (csv: path,label[,start,end][,split]).")
 @click.option("--classes", type=PathArg, help="Class list, one name per line.")
-@click.option("--split-file", type=PathArg, help="Dataset split file, where the dataset has several.")
-@click.option("--view", help="Camera view, for multi-view datasets.")
+@click.option(
+    "--split-file",
+    type=PathArg,
+    help="Dataset split file, where the dataset has several (drive-act: a split CSV or the split number 0, 1, 2).",
+)
+@click.option(
+    "--view", help="Camera view, for multi-view datasets (ikea-asm: dev1-dev3 [dev3]; drive-act [kinect_color])."
+)
 @click.option("--limit", type=int, help="Only the first N clips (for a quick look).")
+@click.option(
+    "--pairs",
+    "pairs_file",
+    type=PathArg,
+    help="Nearly-symmetric pairs ('class a,class b' per line or JSON); replaces the built-in list.",
+)
 @click.option("--size", type=int, help="demo: clips per class [20].")
 @click.option("--seed", type=int, default=0, show_default=True, help="demo: generator seed.")
 @click.option(
@@ -40,13 +52,15 @@ PathArg = click.Path(path_type=Path)
 @click.option("--rank", type=int, help="This process's rank (default: torchrun / Slurm environment).")
 @click.option("--world-size", type=int, help="Number of processes (default: torchrun / Slurm environment).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def extract(dataset, out, root, annotations, classes, split_file, view, limit, size, seed, **kwargs) -> None:
+def extract(
+    dataset, out, root, annotations, classes, split_file, view, limit, pairs_file, size, seed, **kwargs
+) -> None:
     """Decode clips, run the frozen backbone once, cache every frame's tokens in HDF5 shards."""
     if dataset == "demo" and root is None:
         root = out / "videos"
     options = DatasetOptions(
         root=root, annotations=annotations, classes=classes, split_file=split_file,
-        view=view, limit=limit, size=size, seed=seed,
+        view=view, limit=limit, size=size, seed=seed, pairs=pairs_file,
     )  # fmt: skip
     summary = run_extract(ExtractConfig(dataset=dataset, out=out, dataset_options=options, **kwargs))
     if not kwargs["quiet"]:

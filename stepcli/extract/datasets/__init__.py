@@ -64,6 +64,7 @@ class DatasetOptions:
     seed: int = 0
     num_frames: int = 8
     size: int | None = None  # demo: clips per class
+    pairs: Path | None = None  # replaces the dataset's built-in nearly-symmetric pairs
     extra: dict = field(default_factory=dict)
 
 
@@ -85,6 +86,7 @@ def load_dataset(name: str, options: DatasetOptions) -> Dataset:
         raise StepcliError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     dataset = DATASETS[name](options)
     _check_unique_ids(dataset)
+    _set_pairs(name, dataset, options.pairs)
     if options.limit is not None:
         dataset.clips = dataset.clips[: options.limit]
     return dataset
@@ -100,6 +102,15 @@ def _check_unique_ids(dataset: Dataset) -> None:
         seen.add(clip.clip_id)
 
 
+def _set_pairs(name: str, dataset: Dataset, pairs_file: Path | None) -> None:
+    from stepcli.extract.datasets.pairs import known_pairs, read_pairs
+
+    if pairs_file is not None:
+        dataset.pairs = read_pairs(pairs_file, dataset.class_names)
+    elif not dataset.pairs:
+        dataset.pairs = known_pairs(name, dataset.class_names)
+
+
 def dataset_names() -> list[str]:
     _import_adapters()
     return sorted(DATASETS)
@@ -107,4 +118,4 @@ def dataset_names() -> list[str]:
 
 def _import_adapters() -> None:
     # imported for their @register_dataset side effect
-    from stepcli.extract.datasets import csv_list, demo  # noqa: F401
+    from stepcli.extract.datasets import csv_list, demo, diving48, drive_act, ikea_asm, ssv2  # noqa: F401

@@ -1,0 +1,35 @@
+"""``stepcli pairs``: the built-in nearly-symmetric class pairs of a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from stepcli.extract.datasets import dataset_names
+from stepcli.extract.datasets.csv_list import read_class_list
+from stepcli.extract.datasets.pairs import known_pairs, table
+
+
+@click.command("pairs")
+@click.option("--dataset", required=True, type=click.Choice(dataset_names()), help="Dataset adapter.")
+@click.option(
+    "--classes",
+    type=click.Path(path_type=Path),
+    help="Class list, one name per line: only the pairs whose two classes are in it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of pairs.")
+def pairs_command(dataset: str, classes: Path | None, as_json: bool) -> None:
+    """Print a dataset's nearly-symmetric class pairs, one 'class a,class b' per line.
+
+    This is the format `stepcli extract --pairs FILE` reads: save it, edit it, pass it back.
+    """
+    pairs = known_pairs(dataset, read_class_list(classes)) if classes is not None else table(dataset)
+    if as_json:
+        click.echo(json.dumps([list(p) for p in pairs], indent=1))
+        return
+    if not pairs:
+        click.echo(f"no built-in pairs for {dataset}; write a --pairs file for stepcli extract", err=True)
+    for a, b in pairs:
+        click.echo(f"{a},{b}")

@@ -1,0 +1,112 @@
+"""``--dataset diving48``: Diving48 in its official layout, V2 annotations.
+
+Reads the V2 annotation release (``Diving48_V2_train.json`` / ``Diving48_V2_test.json``, the
+relabelled version published in 2020 that replaces V1's noisy labels) and the 48-class
+vocabulary, with the videos of ``Diving48_rgb.tar.gz``::
+
+    <annotations>/                 --annotations DIR [default: ROOT, else ROOT/annotations]
+        Diving48_vocab.json        [["Back", "15som", "05Twis", "FREE"], ...]  (48 entries)
+        Diving48_V2_train.json     [{"vid_name": "-mmq0PT-u8k_00155", "label": 12,
+        Diving48_V2_test.json        "start_frame": 0, "end_frame": 184}, ...]
+    <root>/rgb/<vid_name>.mp4      (or ROOT/<vid_name>.mp4)
+
+A class is named by its four vocabulary words joined with spaces ("Back 15som 05Twis FREE":
+take-off, somersaults, twists, flight position); ``label`` indexes the vocabulary. The videos
+are trimmed dives, so ``[start_frame, end_frame)`` is read as a frame range of the clip's own
+video with the end exclusive (``end_frame`` is the clip's frame count when ``start_frame`` is 0,
+as in the reference TSM/mmaction preprocessing). Splits: train, test (Diving48 has no
+validation split). ``--split-file`` reads one list file (e.g. V1 ``Diving48_train.json``)
+instead of both V2 files. Clip ids are ``<vid_name>@<start_frame>-<end_frame>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stepcli import StepcliError
+from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
+from stepcli.extract.datasets.annotations import entry_fields, frame_range, json_list, read_json, restrict_classes
+
+VOCAB = "Diving48_vocab.json"
+LISTS = {"train": "Diving48_V2_train.json", "test": "Diving48_V2_test.json"}
+
+
+def read_vocab(path: Path) -> list[str]:
+    data = read_json(path)
+    if not isinstance(data, list) or not data:
+        raise StepcliError(f"{path}: expected a JSON list of [take-off, somersaults, twists, position] entries")
+    names = []
+    for n, words in enumerate(data):
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+            raise StepcliError(f"{path}: entry {n}: expected a list of words, found {words!r}")
+        names.append(" ".join(words))
+    if len(set(names)) != len(names):
+        raise StepcliError(f"{path}: two entries name the same class")
+    return names
+
+
+def _annotation_dir(options: DatasetOptions, root: Path) -> Path:
+    if options.annotations is not None:
+        ann = Path(options.annotations)
+        return ann.parent if ann.is_file() else ann
+    for candidate in (root, root / "annotations"):
+        if (candidate / VOCAB).is_file():
+            return candidate
+    raise StepcliError(f"Diving48 vocabulary {root / VOCAB} not found; pass --annotations DIR")
+
+
+@register_dataset("diving48")
+def diving48_dataset(options: DatasetOptions) -> Dataset:
+    if options.root is None and options.annotations is None:
+        raise StepcliError("--dataset diving48 needs --root DIR (videos) and/or --annotations DIR (the JSON files)")
+    root = Path(options.root) if options.root else Path(options.annotations)
+    ann_dir = _annotation_dir(options, root)
+    vocab_file = ann_dir / VOCAB
+    if not vocab_file.is_file():
+        raise StepcliError(f"Diving48 vocabulary {vocab_file} not found")
+    official = read_vocab(vocab_file)
+    class_names = restrict_classes(official, options.classes, str(vocab_file))
+    index = {name: i for i, name in enumerate(class_names)}
+    video_dir = root / "rgb" if (root / "rgb").is_dir() else root
+
+    if options.split_file is not None:
+        path = Path(options.split_file)
+        lists = [(path, next((s for s in ("train", "test") if s in path.name.lower()), ""))]
+    else:
+        lists = [(ann_dir / name, split) for split, name in LISTS.items()]
+        missing = [str(p) for p, _ in lists if not p.is_file()]
+        if missing:
+            raise StepcliError(f"Diving48 annotation file {missing[0]} not found")
+
+    clips: list[Clip] = []
+    seen: dict[str, str] = {}
+    for path, split in lists:
+        for n, entry in enumerate(json_list(path)):
+            where = f"{path}: entry {n}"
+            vid_name, label, start, end = entry_fields(entry, ["vid_name", "label", "start_frame", "end_frame"], where)
+            where = f"{where} ({vid_name})"
+            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(official):
+                raise StepcliError(
+                    f"{where}: label {label!r} is not a class index 0..{len(official) - 1} of {vocab_file}"
+                )
+            first, stop = frame_range(start, end, where, ("start_frame", "end_frame"))
+            clip_id = f"{vid_name}@{first}-{stop}"
+            if clip_id in seen:
+                raise StepcliError(f"{where}: clip {clip_id!r} is listed twice (also {seen[clip_id]})")
+            seen[clip_id] = where
+            name = official[label]
+            if name not in index:
+                continue  # left out by --classes
+            video = str((video_dir / f"{vid_name}.mp4").resolve())
+            clips.append(Clip(clip_id, video, index[name], split, frame_range=(first, stop)))
+    return Dataset(
+        name="diving48",
+        clips=clips,
+        class_names=class_names,
+        source={
+            "format": "diving48-v2",
+            "vocab": str(vocab_file.resolve()),
+            "lists": [str(p.resolve()) for p, _ in lists],
+            "videos": str(video_dir.resolve()),
+        },
+    )

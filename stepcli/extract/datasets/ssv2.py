@@ -1,0 +1,146 @@
+"""``--dataset ssv2``: Something-Something v2 in its official layout.
+
+Reads the v2 release (20BN, 2018; the same JSON files are in the later Qualcomm download),
+174 classes::
+
+    <annotations>/                         --annotations DIR [default: ROOT/labels, else ROOT]
+        something-something-v2-labels.json  {"Approaching something with your camera": "0", ...}
+        something-something-v2-train.json   [{"id": "78687", "label": "holding potato next to ...",
+        something-something-v2-validation.json  "template": "Holding [something] next to [something]",
+                                                 "placeholders": ["potato", ...]}, ...]
+        something-something-v2-test.json    [{"id": "..."}, ...]  (no labels)
+        something-something-v2-test-answers.csv  optional, "id;class name" per line
+    <root>/20bn-something-something-v2/<id>.webm   (or ROOT/<id>.webm)
+
+The short names of the newer download (``labels.json``, ``train.json``, ``validation.json``,
+``test.json``, ``test-answers.csv``) are read as well. An entry's class is its ``template`` with
+the brackets removed ("Holding [something] next to [something]" -> "Holding something next to
+something"), which is how the labels file names the classes; ``label`` is the filled-in
+sentence and is not a class. Splits: train, validation -> ``val``, and test only when the
+answers file is present. ``--split-file`` reads a single one of the list files instead of all.
+Clip ids are the SSv2 video ids; clips are whole videos.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stepcli import StepcliError
+from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
+from stepcli.extract.datasets.annotations import entry_fields, first_existing, json_list, read_json, restrict_classes
+
+PREFIX = "something-something-v2-"
+VIDEO_DIR = "20bn-something-something-v2"
+SPLITS = {"train": "train", "validation": "val", "test": "test"}
+
+
+def _find(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / f"{PREFIX}{name}", directory / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_labels(path: Path) -> list[str]:
+    """Class names in label-index order from the ``{"name": "index"}`` labels file."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise StepcliError(f"{path}: expected a JSON object {{class name: index}}")
+    by_index: dict[int, str] = {}
+    for name, value in data.items():
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            raise StepcliError(f"{path}: entry {name!r}: index {value!r} is not an integer") from None
+        if index in by_index:
+            raise StepcliError(f"{path}: entry {name!r}: index {index} is also {by_index[index]!r}")
+        by_index[index] = name
+    if sorted(by_index) != list(range(len(by_index))):
+        raise StepcliError(f"{path}: class indices are not 0..{len(by_index) - 1}")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def template_class(template: object, where: str) -> str:
+    if not isinstance(template, str):
+        raise StepcliError(f"{where}: template {template!r} is not a string")
+    return template.replace("[", "").replace("]", "")
+
+
+def _test_answers(path: Path) -> dict[str, str]:
+    answers: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        video_id, sep, name = line.partition(";")
+        if not sep:
+            raise StepcliError(f"{path}:{n}: expected 'id;class name'")
+        answers[video_id.strip()] = name.strip()
+    return answers
+
+
+@register_dataset("ssv2")
+def ssv2_dataset(options: DatasetOptions) -> Dataset:
+    if options.root is None and options.annotations is None:
+        raise StepcliError("--dataset ssv2 needs --root DIR (videos) and/or --annotations DIR (the label JSON files)")
+    root = Path(options.root) if options.root else Path(options.annotations)
+    ann_dir = (
+        Path(options.annotations) if options.annotations else first_existing([root / "labels", root], "SSv2 labels")
+    )
+    if ann_dir.is_file():
+        ann_dir = ann_dir.parent
+    labels_file = _find(ann_dir, "labels.json")
+    if labels_file is None:
+        raise StepcliError(f"SSv2 labels file {ann_dir / (PREFIX + 'labels.json')} not found")
+    official = read_labels(labels_file)
+    class_names = restrict_classes(official, options.classes, str(labels_file))
+    index = {name: i for i, name in enumerate(class_names)}
+    video_dir = root / VIDEO_DIR if (root / VIDEO_DIR).is_dir() else root
+
+    if options.split_file is not None:
+        lists = [(Path(options.split_file), _split_of_file(Path(options.split_file)))]
+    else:
+        lists = [(path, split) for name, split in SPLITS.items() if (path := _find(ann_dir, f"{name}.json"))]
+        if not lists:
+            raise StepcliError(f"no SSv2 list files ({PREFIX}train.json, ...) in {ann_dir}")
+    answers_file = _find(ann_dir, "test-answers.csv")
+    answers = _test_answers(answers_file) if answers_file else None
+
+    clips: list[Clip] = []
+    skipped_test = 0
+    official_set = set(official)
+    for path, split in lists:
+        for n, entry in enumerate(json_list(path)):
+            where = f"{path}: entry {n}"
+            if split == "test" and (not isinstance(entry, dict) or "template" not in entry):
+                (video_id,) = entry_fields(entry, ["id"], where)
+                if answers is None:
+                    skipped_test += 1
+                    continue
+                name = answers.get(str(video_id))
+                if name is None:
+                    raise StepcliError(f"{where} (id {video_id}): no answer in {answers_file}")
+            else:
+                video_id, template = entry_fields(entry, ["id", "template"], where)
+                name = template_class(template, f"{where} (id {video_id})")
+            if name not in official_set:
+                raise StepcliError(f"{where} (id {video_id}): class {name!r} is not in {labels_file}")
+            if name not in index:
+                continue  # left out by --classes
+            clips.append(Clip(str(video_id), str((video_dir / f"{video_id}.webm").resolve()), index[name], split))
+    return Dataset(
+        name="ssv2",
+        clips=clips,
+        class_names=class_names,
+        source={
+            "format": "something-something-v2",
+            "labels": str(labels_file.resolve()),
+            "lists": [str(p.resolve()) for p, _ in lists],
+            "videos": str(video_dir.resolve()),
+            "unlabelled_test_skipped": skipped_test,
+        },
+    )
+
+
+def _split_of_file(path: Path) -> str:
+    stem = path.name.removeprefix(PREFIX).split(".")[0]
+    return SPLITS.get(stem, "")
