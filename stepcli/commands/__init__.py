@@ -3,5 +3,7 @@
 from stepcli.commands.extract import extract
 from stepcli.commands.inspect import inspect_cache
 from stepcli.commands.pairs import pairs_command
+from stepcli.commands.predict import predict_command
+from stepcli.commands.train_probe import train_probe_command
 
-COMMANDS = [extract, inspect_cache, pairs_command]
+COMMANDS = [extract, inspect_cache, pairs_command, train_probe_command, predict_command]

@@ -1,0 +1,164 @@
+"""Which cached clips a probe trains, validates and tests on, and how their tokens reach it.
+
+Splits come from the cache; a dataset without splits gets a seeded, stratified 60/20/20 split,
+and one without a validation split gets a stratified slice of train, so that model selection
+never looks at test. Low-data subsets (`shots`, `train_fraction`) are drawn per class with the
+run's seed. Batches are read in the main process from memory, or streamed from HDF5 by
+DataLoader workers that each open their own file handles (FeatureCache reopens after a fork).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from stepcli import StepcliError
+from stepcli.cache.format import SPLITS
+from stepcli.cache.reader import FeatureCache
+
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+VAL_FROM_TRAIN = 0.2  # share of each class's train clips held out when the dataset has no val split
+
+
+@dataclass
+class Splits:
+    """Cache rows per split; `source` says where the split came from (recorded in config.json)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def rows(self, split: str) -> np.ndarray:
+        return getattr(self, split)
+
+    def clip_ids(self, cache: FeatureCache) -> dict[str, list[str]]:
+        return {s: [cache.clip_ids[r] for r in self.rows(s)] for s in SPLITS}
+
+
+def stratified_split(rows: np.ndarray, labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Cut each class's rows (shuffled with `seed`) by `fractions`; parts come back sorted."""
+    rng = np.random.default_rng([seed, 7919])
+    parts: list[list[int]] = [[] for _ in fractions]
+    bounds = np.cumsum(fractions)[:-1]
+    for label in np.unique(labels):
+        mine = rng.permutation(rows[labels == label])
+        cuts = np.round(bounds * len(mine)).astype(int)
+        for part, chunk in zip(parts, np.split(mine, cuts), strict=True):
+            part.extend(chunk.tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def resolve_splits(cache: FeatureCache, seed: int) -> Splits:
+    """Train/val/test rows of `cache`; raises a one-line error when a split ends up empty."""
+    everything = np.arange(len(cache), dtype=np.int64)
+    if len(cache) == 0:
+        raise StepcliError(f"cache {cache.path} holds no clips; run `stepcli extract` first")
+    if not any(cache.splits):
+        train, val, test = stratified_split(everything, cache.labels, DEFAULT_FRACTIONS, seed)
+        splits = Splits(train, val, test, "seeded-stratified-60/20/20")
+    else:
+        splits = Splits(cache.rows("train"), cache.rows("val"), cache.rows("test"), "cache")
+        if len(splits.val) == 0 and len(splits.train) > 0:
+            labels = cache.labels[splits.train]
+            splits.train, splits.val = stratified_split(
+                splits.train, labels, (1 - VAL_FROM_TRAIN, VAL_FROM_TRAIN), seed
+            )
+            splits.source = "cache+val-from-train"
+            splits.notes.append(f"no val split in the cache: held out {VAL_FROM_TRAIN:.0%} of train per class")
+    for name in SPLITS:
+        if len(splits.rows(name)) == 0:
+            counts = ", ".join(f"{s or '(none)'} {n}" for s, n in sorted(Counter(cache.splits.tolist()).items()))
+            raise StepcliError(f"cache {cache.path} has no '{name}' clips to use (clips per split: {counts})")
+    return splits
+
+
+def subsample_train(
+    rows: np.ndarray, labels: np.ndarray, class_names: list[str], seed: int, shots: int | None, fraction: float | None
+) -> np.ndarray:
+    """`shots` clips per class, or `fraction` of each class (at least one), drawn with `seed`."""
+    if shots is None and fraction is None:
+        return rows
+    if shots is not None and fraction is not None:
+        raise StepcliError("give --shots or --train-fraction, not both")
+    if shots is not None and shots < 1:
+        raise StepcliError(f"--shots must be at least 1 clip per class, got {shots}")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise StepcliError(f"--train-fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng([seed, 104729])
+    chosen: list[int] = []
+    for label in np.unique(labels):
+        mine = rng.permutation(rows[labels == label])
+        take = shots if shots is not None else max(1, round(fraction * len(mine)))
+        if take > len(mine):
+            raise StepcliError(f"--shots {shots}: class '{class_names[label]}' has only {len(mine)} train clips")
+        chosen.extend(mine[:take].tolist())
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def available_memory() -> int:
+    """Bytes of RAM the kernel could give us now (MemAvailable), falling back to free pages."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def use_memory(cache: FeatureCache, in_memory: str) -> bool:
+    """`auto`: load the cache when it takes at most half of the available RAM."""
+    if in_memory not in ("auto", "yes", "no"):
+        raise StepcliError(f"--in-memory must be auto, yes or no, got {in_memory!r}")
+    if in_memory == "auto":
+        return cache.nbytes <= available_memory() // 2
+    return in_memory == "yes"
+
+
+class _RowBatches(Dataset):
+    """Item i = (tokens `[b, T, P+N, D]` float16, labels `[b]`) of the i-th batch of cache rows."""
+
+    def __init__(self, cache: FeatureCache, batches: list[np.ndarray]) -> None:
+        self.cache, self.batches = cache, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.batches[i]
+        return torch.from_numpy(self.cache.tokens(rows)), torch.from_numpy(self.cache.labels[rows])
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers only read HDF5; the cores belong to the probe
+
+
+def iterate_batches(
+    cache: FeatureCache, batches: list[np.ndarray], workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield the batches in the given order: from memory in-process, or from HDF5 by `workers`."""
+    if workers == 0 or cache.in_memory:
+        dataset = _RowBatches(cache, batches)
+        yield from (dataset[i] for i in range(len(dataset)))
+        return
+    loader = DataLoader(_RowBatches(cache, batches), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
+    yield from loader
+
+
+def epoch_batches(rows: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """A seeded shuffle of `rows` cut into batches (the last one may be smaller)."""
+    order = np.random.default_rng([seed, epoch]).permutation(rows)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def fixed_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]

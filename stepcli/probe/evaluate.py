@@ -1,0 +1,86 @@
+"""Evaluating a probe on cached clips, optionally under several frame orders at once.
+
+Reading tokens is the slow part of evaluating a small probe, so `predict_logits` reads each
+batch once and applies every requested frame order to it in memory: a K-permutation shuffle test
+costs one read plus K cheap forwards, and never touches the backbone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from stepcli import StepcliError
+from stepcli.cache.reader import FeatureCache
+from stepcli.probe.data import fixed_batches, iterate_batches
+from stepcli.probe.metrics import classification_metrics
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; plain fp32 on CPU, where bf16 is slower and less exact."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_orders(frame_orders: list[np.ndarray] | None, num_frames: int) -> list[torch.Tensor | None]:
+    if frame_orders is None:
+        return [None]
+    orders = []
+    for order in frame_orders:
+        order = np.asarray(order, dtype=np.int64)
+        if sorted(order.tolist()) != list(range(num_frames)):
+            raise StepcliError(f"frame order {order.tolist()} is not a permutation of the {num_frames} frames")
+        orders.append(torch.as_tensor(order.copy()))
+    return orders
+
+
+@torch.no_grad()
+def predict_logits(
+    probe: nn.Module,
+    cache: FeatureCache,
+    rows: np.ndarray | list[int],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    frame_orders: list[np.ndarray] | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """Logits `[K, len(rows), C]` float32 for the K `frame_orders` (None: original order, K = 1).
+
+    Each order is a permutation of `range(T)`: order `o` feeds frames `tokens[:, o]` to the probe.
+    """
+    device = torch.device(device)
+    rows = np.asarray(rows, dtype=np.int64)
+    orders = _check_orders(frame_orders, cache.clip_shape[0])
+    out = np.empty((len(orders), len(rows), probe.num_classes), dtype=np.float32)
+    was_training = probe.training
+    probe.eval()
+    start = 0
+    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers):
+        tokens = tokens.to(device, non_blocking=True)
+        for k, order in enumerate(orders):
+            x = tokens if order is None else tokens[:, order.to(device)]
+            with autocast(device):
+                logits = probe(x)
+            out[k, start : start + len(tokens)] = logits.float().cpu().numpy()
+        start += len(tokens)
+    probe.train(was_training)
+    return out
+
+
+def evaluate(
+    probe: nn.Module,
+    cache: FeatureCache,
+    rows: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+) -> dict:
+    """`classification_metrics` of `probe` on cache `rows` in their original frame order."""
+    logits = predict_logits(probe, cache, rows, batch_size=batch_size, device=device, workers=workers)[0]
+    return classification_metrics(logits, cache.labels[rows], cache.class_names)

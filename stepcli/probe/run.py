@@ -1,0 +1,162 @@
+"""A run directory: what `train-probe` leaves behind, and loading it back without executing code.
+
+    config.json        resolved training config, probe name and config, the cache's provenance
+    model.safetensors  probe weights (safetensors: tensors only, nothing to unpickle)
+    metrics.json       test metrics at the top level, `val` beside them; deterministic on CPU
+    timing.json        wall-clock times, kept apart so that metrics.json compares byte for byte
+    splits.json        clip ids of train/val/test, so later evaluations use the same clips
+    log.jsonl          one line per epoch (written by the training loop as it goes)
+
+A run is only meaningful on tokens from the extraction it was trained on; `load_run(run, cache)`
+refuses any other cache and names the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from stepcli import StepcliError, __version__
+from stepcli.cache.format import describe_difference, write_atomic
+from stepcli.cache.reader import FeatureCache
+
+CONFIG, MODEL, METRICS, TIMING, SPLIT_IDS, LOG = (
+    "config.json",
+    "model.safetensors",
+    "metrics.json",
+    "timing.json",
+    "splits.json",
+    "log.jsonl",
+)
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    probe: nn.Module  # in eval mode
+    config: dict
+    cache_path: Path
+    class_names: list[str]
+    metrics: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+    split_ids: dict[str, list[str]] = field(default_factory=dict)
+
+    def rows(self, cache: FeatureCache, split: str = "test") -> np.ndarray:
+        """Rows of `cache` holding this run's `split` clips (the split it was trained with)."""
+        index = {clip_id: r for r, clip_id in enumerate(cache.clip_ids)}
+        ids = self.split_ids.get(split, [])
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise StepcliError(
+                f"cache {cache.path} lacks {len(missing)} of run {self.run_dir}'s {split} clips (e.g. {missing[0]!r})"
+            )
+        return np.asarray([index[i] for i in ids], dtype=np.int64)
+
+
+def cache_record(cache: FeatureCache) -> dict:
+    """What config.json keeps of the cache: where it is and the provenance of its tokens."""
+    manifest = cache.manifest
+    dataset = {k: manifest.dataset.get(k) for k in ("name", "class_names", "pairs", "splits")}
+    return {"path": str(cache.path.resolve()), "extraction": manifest.extraction, "dataset": dataset}
+
+
+def check_cache(config: dict, cache: FeatureCache, run_dir: Path | str) -> None:
+    """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)."""
+    recorded = config["cache"]
+    diff = describe_difference(recorded["extraction"], cache.manifest.extraction)
+    if list(recorded["dataset"]["class_names"]) != cache.class_names:
+        diff.append("class_names differ")
+    if diff:
+        raise StepcliError(
+            f"run {run_dir} was trained on tokens from another extraction than cache {cache.path} "
+            f"(run -> cache: {'; '.join(diff)}); extract the cache with the run's settings"
+        )
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def save_run(
+    run_dir: Path | str,
+    *,
+    probe: nn.Module,
+    config: dict,
+    metrics: dict,
+    timing: dict,
+    split_ids: dict[str, list[str]],
+) -> None:
+    """Write a run's files, each via a temporary name so that a killed process leaves no half file."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {**config, "probe": probe.name, "probe_config": probe.config(), "stepcli_version": __version__}
+    state = {k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()}
+    tmp = run_dir / f".{MODEL}.tmp"
+    save_file(state, str(tmp), metadata={"probe": probe.name})
+    os.replace(tmp, run_dir / MODEL)
+    write_atomic(run_dir / SPLIT_IDS, _dump(split_ids))
+    write_atomic(run_dir / TIMING, _dump(timing))
+    write_atomic(run_dir / METRICS, _dump(metrics))
+    write_atomic(run_dir / CONFIG, _dump(config))  # last: a run with config.json is complete
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise StepcliError(f"{path.parent} is not a complete stepcli run (no {path.name}); {what}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StepcliError(f"{path} is not valid JSON ({err}); the run is damaged") from None
+
+
+def build_run_probe(name: str, probe_config: dict) -> nn.Module:
+    """Rebuild a probe from its name and config: the registry, or the logreg baseline."""
+    from stepcli.probe import build_probe
+    from stepcli.probe.logreg import LOGREG, LogRegProbe
+
+    if name == LOGREG:
+        return LogRegProbe(**probe_config)
+    return build_probe(name, **probe_config)
+
+
+def load_run(run_dir: Path | str, cache: FeatureCache | Path | str | None = None) -> Run:
+    """Load a run (probe in eval mode); with `cache`, also check the cache matches the run's tokens."""
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir / CONFIG, "train it with `stepcli train-probe`")
+    try:
+        probe = build_run_probe(config["probe"], config["probe_config"])
+    except (KeyError, TypeError) as err:
+        raise StepcliError(f"{run_dir / CONFIG} does not describe a probe ({err!r}); the run is damaged") from None
+    try:
+        state = load_file(str(run_dir / MODEL))
+    except Exception as err:  # safetensors raises its own error type for truncated or garbled files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StepcliError(f"{run_dir / MODEL} is missing or corrupt ({reason}); retrain the probe") from None
+    try:
+        probe.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise StepcliError(
+            f"{run_dir / MODEL} does not hold the weights of the probe in {CONFIG} ({config['probe']}); retrain the probe"
+        ) from None
+    if cache is not None:
+        check_cache(config, cache if isinstance(cache, FeatureCache) else FeatureCache(cache), run_dir)
+    optional = {name: run_dir / name for name in (METRICS, TIMING, SPLIT_IDS)}
+    loaded = {k: (_read_json(p, "") if p.is_file() else {}) for k, p in optional.items()}
+    return Run(
+        run_dir=run_dir,
+        probe=probe.eval().to(torch.float32),
+        config=config,
+        cache_path=Path(config["cache"]["path"]),
+        class_names=list(config["cache"]["dataset"]["class_names"]),
+        metrics=loaded[METRICS],
+        timing=loaded[TIMING],
+        split_ids=loaded[SPLIT_IDS],
+    )

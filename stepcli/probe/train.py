@@ -1,0 +1,223 @@
+"""Training a probe from a feature cache: AdamW, linear warmup then cosine, gradient clipping.
+
+Everything random is seeded (probe init, split, low-data subset, batch order), so on CPU the same
+seed and cache give the same metrics.json. The checkpoint kept is the one with the best
+validation accuracy (ties: lower validation loss); the reported numbers are on test.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stepcli import StepcliError
+from stepcli.cache.reader import FeatureCache
+from stepcli.probe import build_probe
+from stepcli.probe.data import epoch_batches, iterate_batches, resolve_splits, subsample_train, use_memory
+from stepcli.probe.evaluate import autocast, evaluate
+from stepcli.probe.logreg import LOGREG, fit_logreg
+from stepcli.probe.run import CONFIG, LOG, Run, cache_record, load_run, save_run
+from stepcli.progress import Progress
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run; saved resolved in config.json."""
+
+    cache: Path
+    probe: str
+    out: Path
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    batch_size: int = 16
+    warmup_epochs: float = 1.0
+    clip_grad: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    shots: int | None = None
+    train_fraction: float | None = None
+    in_memory: str = "auto"
+    workers: int | None = None  # HDF5 reader processes when streaming; None = min(2, CPUs)
+    probe_options: dict = field(default_factory=dict)
+    quiet: bool = False
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise StepcliError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise StepcliError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LR factor per optimizer step: linear ramp to 1 over `warmup_steps`, then cosine to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _check(cfg: TrainConfig) -> None:
+    problems = [
+        f"--epochs must be >= 1, got {cfg.epochs}" if cfg.epochs < 1 else "",
+        f"--lr must be > 0, got {cfg.lr}" if not cfg.lr > 0 else "",
+        f"--batch-size must be >= 1, got {cfg.batch_size}" if cfg.batch_size < 1 else "",
+        f"--weight-decay must be >= 0, got {cfg.weight_decay}" if cfg.weight_decay < 0 else "",
+        f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}" if cfg.warmup_epochs < 0 else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise StepcliError("; ".join(problems))
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / LOG).exists())):
+        raise StepcliError(f"--out {out} exists and is not a stepcli run directory; choose a new --out")
+
+
+def _say(cfg: TrainConfig, message: str) -> None:
+    if not cfg.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def train_probe(cfg: TrainConfig) -> Run:
+    """Train (or, for logreg, fit) the probe named in `cfg` and write its run to `cfg.out`."""
+    _check(cfg)
+    cache = FeatureCache(cfg.cache)
+    splits = resolve_splits(cache, cfg.seed)
+    class_names = cache.class_names
+    splits.train = subsample_train(
+        splits.train, cache.labels[splits.train], class_names, cfg.seed, cfg.shots, cfg.train_fraction
+    )
+    in_memory = use_memory(cache, cfg.in_memory)
+    if in_memory:
+        cache.load_into_memory()
+    workers = 0 if in_memory else (min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG).unlink(missing_ok=True)  # an interrupted rerun must not look like a finished run
+    (out / LOG).write_text("")
+    for note in splits.notes:
+        _say(cfg, f"note: {note}")
+    counts = {s: int(len(splits.rows(s))) for s in ("train", "val", "test")}
+    _say(cfg, f"train-probe: {cfg.probe} on {cache.path} ({counts}), {'in memory' if in_memory else 'streaming'}")
+
+    start = time.monotonic()
+    if cfg.probe == LOGREG:
+        probe, extra = fit_logreg(cache, splits.train, splits.val, workers=workers, seed=cfg.seed)
+        epoch_times: list[float] = []
+        with (out / LOG).open("a") as log:
+            log.write(json.dumps({"epoch": 1, **extra}) + "\n")
+    else:
+        probe, extra, epoch_times = _fit(cfg, cache, splits.train, splits.val, device, workers)
+    train_time = time.monotonic() - start
+    probe = probe.to(device)
+    val = evaluate(probe, cache, splits.val, device=device, workers=workers)
+    test = evaluate(probe, cache, splits.test, device=device, workers=workers)
+    metrics = {
+        "probe": probe.name,
+        "num_params": probe.num_params(),
+        **extra,
+        "train_clips": counts["train"],
+        **test,
+        "val": val,
+    }
+    resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    resolved.update(device=device.type, in_memory=in_memory, workers=workers)
+    config = {
+        "train": resolved,
+        "cache": cache_record(cache),
+        "splits": {"source": splits.source, "notes": splits.notes, "counts": counts},
+    }
+    timing = {"train_time_s": round(train_time, 3), "epoch_times_s": [round(t, 3) for t in epoch_times]}
+    save_run(out, probe=probe.cpu(), config=config, metrics=metrics, timing=timing, split_ids=splits.clip_ids(cache))
+    _say(
+        cfg,
+        f"{probe.name}: test top-1 {test['top1']:.4f}, mean per-class {test['mean_class_accuracy']:.4f}, "
+        f"{metrics['num_params']:,} params, {train_time:.1f}s; run in {out}",
+    )
+    return load_run(out)
+
+
+def _fit(
+    cfg: TrainConfig, cache: FeatureCache, train: np.ndarray, val: np.ndarray, device: torch.device, workers: int
+) -> tuple[nn.Module, dict, list[float]]:
+    """The gradient-descent loop; returns the best-on-val probe, its epoch and per-epoch times."""
+    T, _, D = cache.clip_shape
+    layout = cache.manifest.token_layout
+    torch.manual_seed(cfg.seed)
+    probe = build_probe(
+        cfg.probe,
+        dim=D,
+        num_classes=len(cache.class_names),
+        num_frames=T,
+        num_prefix=layout["num_prefix"],
+        num_patches=layout["num_patches"],
+        **cfg.probe_options,
+    ).to(device)
+    _say(cfg, f"{probe.name}: {probe.num_params():,} trainable parameters")
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    optimizer = torch.optim.AdamW(probe.param_groups(cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
+    best_key, best_state, best_epoch, epoch_times = None, None, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        tick = time.monotonic()
+        probe.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = epoch_batches(train, cfg.batch_size, cfg.seed, epoch)
+        with Progress(len(train), f"epoch {epoch}/{cfg.epochs}", quiet=cfg.quiet) as bar:
+            for tokens, labels in iterate_batches(cache, batches, workers):
+                tokens, labels = tokens.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with autocast(device):
+                    logits = probe(tokens)
+                loss = F.cross_entropy(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(probe.parameters(), cfg.clip_grad)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.item() * len(labels)
+                correct += int((logits.argmax(1) == labels).sum())
+                seen += len(labels)
+                bar.update(len(labels), loss=loss_sum / seen, acc=correct / seen)
+        epoch_times.append(time.monotonic() - tick)
+        metrics = evaluate(probe, cache, val, device=device, workers=workers)
+        record = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": round(loss_sum / seen, 6),
+            "train_top1": round(correct / seen, 6),
+            "val_loss": metrics["loss"],
+            "val_top1": metrics["top1"],
+            "val_mean_class_accuracy": metrics["mean_class_accuracy"],
+            "epoch_time_s": round(epoch_times[-1], 3),
+        }
+        with (Path(cfg.out) / LOG).open("a") as log:
+            log.write(json.dumps(record) + "\n")
+        _say(cfg, "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        key = (metrics["top1"], -metrics["loss"])
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = copy.deepcopy(probe.state_dict())
+    probe.load_state_dict(best_state)
+    return probe.eval(), {"best_epoch": best_epoch, "epochs": cfg.epochs}, epoch_times
