@@ -71,6 +71,7 @@ def sample_clip(
         raise VideoError("file not found")
     if Path(path).stat().st_size == 0:
         raise VideoError("empty file (0 bytes)")
+    times = None
     if frame_range is not None or start is None or end is None:
         times, video_end = frame_times(path)
         if frame_range is not None:
@@ -86,10 +87,10 @@ def sample_clip(
     if end <= start:
         raise VideoError(f"segment end {end:.3f}s is not after its start {start:.3f}s")
     targets = segment_centres(start, end, num_frames)
-    return _decode_at(path, targets, start)
+    return _decode_at(path, targets, start, times)
 
 
-def _decode_at(path: str, targets: np.ndarray, start: float) -> SampledFrames:
+def _decode_at(path: str, targets: np.ndarray, start: float, times: np.ndarray | None) -> SampledFrames:
     chosen: list[av.VideoFrame | None] = [None] * len(targets)
     chosen_time = np.zeros(len(targets))
     decoded = 0
@@ -131,8 +132,11 @@ def _decode_at(path: str, targets: np.ndarray, start: float) -> SampledFrames:
             else:
                 raise VideoError("video ends before the requested segment (truncated?)")
     frames = np.stack([f.to_ndarray(format="rgb24") for f in chosen])
-    rate = float(fps) if fps else 0.0
-    frame_index = np.round((chosen_time - offset) * rate).astype(np.int64) if rate else np.zeros(len(chosen), np.int64)
+    if times is not None:  # exact, whatever the container's start offset
+        frame_index = np.searchsorted(times, chosen_time - 1e-6).astype(np.int64)
+    else:
+        rate = float(fps) if fps else 0.0
+        frame_index = np.round((chosen_time - offset) * rate).astype(np.int64)
     return SampledFrames(frames=frames, frame_index=frame_index, timestamps=chosen_time, decoded=decoded)
 
 

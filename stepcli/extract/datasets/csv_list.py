@@ -45,7 +45,7 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
             raise StepcliError(
-                f"{ann}: header lacks column(s) {', '.join(sorted(missing))}; expected path,label[,start,end][,split]"
+                f"{ann}:1: header lacks column(s) {', '.join(sorted(missing))}; expected path,label[,start,end][,split]"
             )
         rows = [(n, row) for n, row in enumerate(reader, start=2)]
     class_names = read_class_list(options.classes) if options.classes else sorted({r["label"] for _, r in rows})
