@@ -12,20 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_IMAGE_SIZE, TINY_OPENCLIP
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, TINY_OPENCLIP
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
 
-# the real CLI in a child process, with the tiny test config registered through open_clip
-CHILD = """
-import json, sys, tempfile, pathlib, open_clip
-path = pathlib.Path(tempfile.mkdtemp()) / "{name}.json"
-path.write_text(json.dumps({config}))
-open_clip.add_model_config(path)
-from stepcli.cli import main
-main(sys.argv[1:])
-"""
+TINY_CLI = Path(__file__).parent / "tiny_cli.py"  # the real CLI, with the tiny config registered
 
 
 def _extract_args(out: Path, videos: Path, **changes: str) -> list[str]:
@@ -38,9 +30,8 @@ def _extract_args(out: Path, videos: Path, **changes: str) -> list[str]:
 
 
 def _child(args: list[str]) -> subprocess.Popen:
-    code = CHILD.format(name=TINY_OPENCLIP, config=repr(TINY_CONFIG))
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, "extract", *args], env=env, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, str(TINY_CLI), "extract", *args], env=env, stderr=subprocess.PIPE)
 
 
 def _tokens_by_id(cache_dir: Path) -> dict[str, np.ndarray]:
