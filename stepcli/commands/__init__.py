@@ -1,9 +1,21 @@
 """One module per subcommand; each defines a click command, listed here in help order."""
 
+from stepcli.commands.compare import compare_command
+from stepcli.commands.demo import demo_command
 from stepcli.commands.extract import extract
 from stepcli.commands.inspect import inspect_cache
 from stepcli.commands.pairs import pairs_command
 from stepcli.commands.predict import predict_command
+from stepcli.commands.shuffle_test import shuffle_test_command
 from stepcli.commands.train_probe import train_probe_command
 
-COMMANDS = [extract, inspect_cache, pairs_command, train_probe_command, predict_command]
+COMMANDS = [
+    extract,
+    inspect_cache,
+    pairs_command,
+    train_probe_command,
+    predict_command,
+    shuffle_test_command,
+    compare_command,
+    demo_command,
+]

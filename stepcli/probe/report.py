@@ -1,0 +1,208 @@
+"""Tables (markdown, CSV, JSON) and PNG plots of shuffle tests and probe comparisons.
+
+Plots are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through pyplot:
+no display, no global figure state, nothing to close, safe to call from tests and servers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stepcli.cache.format import write_atomic
+from stepcli.probe.shuffle import ORIGINAL, REVERSED, SHUFFLED
+
+# (key in a comparison row, column title, how to show it)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("probe", "probe", "str"),
+    ("num_params", "params", "int"),
+    ("top1", "top-1", "pct"),
+    ("mean_class_accuracy", "mean per-class", "pct"),
+    ("pair_top1", "sym. pairs", "pct"),
+    ("shuffled_top1", "shuffled", "pct"),
+    ("reversed_top1", "reversed", "pct"),
+    ("reversed_pair_top1", "sym. pairs reversed", "pct"),
+    ("flip_rate", "flip rate", "pct"),
+    ("train_time_s", "train time", "sec"),
+]
+ORDER_COLOURS = {ORIGINAL: "#4c72b0", SHUFFLED: "#dd8452", REVERSED: "#c44e52"}
+
+
+def fmt(value: object, kind: str) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if kind == "pct":
+        return f"{100 * float(value):.1f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "sec":
+        return f"{float(value):.1f} s"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured markdown table; every column but the first right-aligned."""
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
+
+
+def shuffle_markdown(result: dict) -> str:
+    """One row per order (shuffled: mean over the K permutations, with min–max of top-1)."""
+    s = result["summary"]
+    header = ["frame order", "top-1", "mean per-class", "flip rate", "sym. pairs", "pairs → partner"]
+    keys = ("top1", "mean_class_accuracy", "flip_rate", "pair_top1", "pair_partner_rate")
+    rows = [[name] + [fmt(s[name][k], "pct") for k in keys] for name in (ORIGINAL, REVERSED)]
+    if result["permutations"]:
+        top = s[SHUFFLED]["top1"]
+        label = f"shuffled (mean of {result['permutations']}; top-1 {fmt(top['min'], 'pct')}–{fmt(top['max'], 'pct')})"
+        rows.append([label] + [fmt(s[SHUFFLED][k]["mean"], "pct") for k in keys])
+    title = (
+        f"{result['probe']} ({result['num_params']:,} params), {result['num_clips']} test clips, "
+        f"{len(result['pairs'])} nearly-symmetric pairs ({result['pairs_source']})\n\n"
+    )
+    return title + markdown_table(header, rows)
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    return markdown_table([c[1] for c in COLUMNS], [[fmt(r.get(k), kind) for k, _, kind in COLUMNS] for r in rows])
+
+
+def comparison_csv(rows: list[dict]) -> str:
+    """Raw values (fractions, seconds), one column per `COLUMNS` key, for spreadsheets and pandas."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([k for k, _, _ in COLUMNS])
+    writer.writerows([["" if r.get(k) is None else r.get(k) for k, _, _ in COLUMNS] for r in rows])
+    return buffer.getvalue()
+
+
+def write_tables(out: Path, rows: list[dict], meta: dict) -> dict[str, Path]:
+    """`comparison.md`, `.csv` and `.json` in `out`; returns their paths."""
+    paths = {ext: Path(out) / f"comparison.{ext}" for ext in ("md", "csv", "json")}
+    write_atomic(paths["md"], comparison_markdown(rows))
+    write_atomic(paths["csv"], comparison_csv(rows))
+    write_atomic(paths["json"], json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    return paths
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _label_bars(ax, bars, values) -> None:
+    for bar, value in zip(bars, values, strict=True):
+        if value is not None and not np.isnan(value):
+            ax.annotate(f"{100 * value:.0f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")  # fmt: skip
+
+
+def _val(x: float | None) -> float:
+    return np.nan if x is None else float(x)
+
+
+def plot_shuffle(result: dict, path: Path) -> Path:
+    """Figure-1 style: accuracy with original, shuffled and reversed frames, all clips and pairs."""
+    s = result["summary"]
+    groups = [("all test clips", "top1"), ("nearly-symmetric pairs", "pair_top1")]
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
+    x = np.arange(len(groups))
+    width = 0.26
+    for i, order in enumerate((ORIGINAL, SHUFFLED, REVERSED)):
+        if order == SHUFFLED and not result["permutations"]:
+            continue
+        stats = [s[order][k] for _, k in groups]
+        values = [_val(v["mean"] if order == SHUFFLED else v) for v in stats]
+        errors = [_val(v["std"]) if order == SHUFFLED else 0.0 for v in stats]
+        label = f"shuffled (mean ± sd of {result['permutations']})" if order == SHUFFLED else order
+        bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=3, label=label,
+                      color=ORDER_COLOURS[order])  # fmt: skip
+        _label_bars(ax, bars, values)
+    ax.set_xticks(x, [g for g, _ in groups])
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("test accuracy (top-1)")
+    ax.set_title(f"{result['probe']}: test accuracy by frame order")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_accuracy_vs_params(rows: list[dict], path: Path) -> Path:
+    """Accuracy (all clips and nearly-symmetric pairs) against trainable parameters, log x."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.subplots()
+    params = np.asarray([r["num_params"] for r in rows], dtype=float)
+    for key, label, marker in (("top1", "test top-1", "o"), ("pair_top1", "nearly-symmetric pairs", "^")):
+        ax.scatter(params, [_val(r.get(key)) for r in rows], marker=marker, s=50, label=label)
+    for r in rows:
+        ax.annotate(r["probe"], (r["num_params"], _val(r.get("top1"))), xytext=(5, 4),
+                    textcoords="offset points", fontsize=8)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Accuracy vs. trainable parameters per probe")
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_order_sensitivity(rows: list[dict], path: Path, key: str = "pair_top1") -> Path:
+    """Per probe: accuracy with frames ordered, shuffled and reversed (Figure 1 for every probe)."""
+    fig = _figure(max(6.4, 1.3 * len(rows) + 2), 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    x = np.arange(len(rows))
+    width = 0.26
+    panels = (("all test clips", ""), ("nearly-symmetric pairs", "pair_"))
+    for ax, (panel, prefix) in zip(axes, panels, strict=True):
+        for i, order in enumerate((ORIGINAL, SHUFFLED, REVERSED)):
+            field = f"{prefix}top1" if order == ORIGINAL else f"{order}_{prefix}top1"
+            values = [_val(r.get(field)) for r in rows]
+            bars = ax.bar(x + (i - 1) * width, values, width, label=order, color=ORDER_COLOURS[order])
+            _label_bars(ax, bars, values)
+        ax.set_xticks(x, [r["probe"] for r in rows], rotation=20)
+        ax.set_title(panel, fontsize=10)
+        ax.set_ylim(0, 1.12)
+    axes[0].set_ylabel("test accuracy (top-1)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Ordered vs. shuffled vs. reversed frames, per probe")
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], pairs: list, title: str, path: Path) -> Path:
+    """Row-normalised confusion matrix; red boxes mark each class's nearly-symmetric partner cell."""
+    from matplotlib.patches import Rectangle
+
+    matrix = np.asarray(confusion, dtype=float)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    size = max(5.0, 0.45 * n + 2.5)
+    fig = _figure(size + 1, size)
+    ax = fig.subplots()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    index = {name: i for i, name in enumerate(class_names)}
+    for a, b in pairs:
+        for r, c in ((index[a], index[b]), (index[b], index[a])):
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.8))
+    if n <= 30:
+        for r in range(n):
+            for c in range(n):
+                if matrix[r, c]:
+                    colour = "white" if rates[r, c] > 0.6 else "black"
+                    ax.text(c, r, int(matrix[r, c]), ha="center", va="center", fontsize=7, color=colour)
+        ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{title}\n(red boxes: nearly-symmetric partner class)", fontsize=10)
+    fig.savefig(path)
+    return Path(path)

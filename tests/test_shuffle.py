@@ -1,0 +1,191 @@
+"""`stepcli shuffle-test`: frame orders, flip rate, pair metrics, results.json, PNG, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from stepcli.cache.format import Manifest
+from stepcli.cache.writer import ShardWriter
+from stepcli.cli import cli
+from stepcli.probe.shuffle import (
+    ORIGINAL,
+    REVERSED,
+    SHUFFLED,
+    ShuffleConfig,
+    frame_orders,
+    shuffle_test,
+    shuffle_test_logits,
+)
+from stepcli.probe.train import TrainConfig, train_probe
+
+METRIC_KEYS = {"top1", "mean_class_accuracy", "flip_rate", "pair_top1", "pair_partner_rate", "pair_direction"}
+
+
+def fails(args: list[str]) -> str:
+    """Run the CLI expecting a user error: exit 2, one line, no traceback."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny probes on a shared machine: two OpenMP threads only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(demo_cache: Path, tmp_path_factory) -> dict[str, Path]:
+    """Order-blind probes and STEP, one quick epoch each on the demo cache."""
+    root = tmp_path_factory.mktemp("shuffle-runs")
+    for name in ("linear", "attentive", "step"):
+        train_probe(TrainConfig(cache=demo_cache, probe=name, out=root / name, epochs=1, batch_size=8, quiet=True))
+    return {name: root / name for name in ("linear", "attentive", "step")}
+
+
+def test_frame_orders_are_seeded_permutations() -> None:
+    orders = frame_orders(8, 20, seed=3)
+    assert list(orders)[:2] == [ORIGINAL, REVERSED] and len(orders) == 22
+    assert orders[ORIGINAL].tolist() == list(range(8)) and orders[REVERSED].tolist() == list(range(7, -1, -1))
+    for name, order in list(orders.items())[2:]:
+        assert sorted(order.tolist()) == list(range(8)) and order.tolist() != list(range(8)), name
+    again = frame_orders(8, 20, seed=3)
+    assert all(np.array_equal(orders[k], again[k]) for k in orders)
+    assert not np.array_equal(frame_orders(8, 1, seed=4)["shuffle-01"], orders["shuffle-01"])
+
+
+@pytest.mark.parametrize("name", ["linear", "attentive"])
+def test_order_blind_probe_never_flips(runs: dict[str, Path], demo_cache: Path, name: str) -> None:
+    result = shuffle_test(runs[name], demo_cache, ShuffleConfig(permutations=5))
+    assert [o["flip_rate"] for o in result["per_order"]] == [0.0] * 7
+    for key in ("top1", "mean_class_accuracy", "pair_top1", "pair_partner_rate"):
+        assert len({o[key] for o in result["per_order"]}) == 1, key
+    assert all(c["change_reversed"] == 0 and c["change_shuffled"] == 0 for c in result["per_class"].values())
+
+
+def _pair_logits(labels: np.ndarray, partner: dict[int, int], orders: int, num_classes: int) -> np.ndarray:
+    """An ideal order-aware probe: right in the original order; reversed, pairs turn into partners."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 0.1, (orders, len(labels), num_classes))
+    for i, y in enumerate(labels):
+        logits[0, i, y] += 5
+        logits[1, i, partner.get(y, y)] += 5
+        logits[2:, i, rng.integers(num_classes)] += 5
+    return logits
+
+
+def test_pair_metrics_of_an_order_aware_probe() -> None:
+    names = ["open", "close", "grow", "shrink", "static"]
+    pairs = [("open", "close"), ("grow", "shrink")]
+    partner = {0: 1, 1: 0, 2: 3, 3: 2}
+    labels = np.repeat(np.arange(5), 4)
+    orders = frame_orders(8, 6, seed=0)
+    result = shuffle_test_logits(_pair_logits(labels, partner, len(orders), 5), labels, orders, names, pairs)
+    s = result["summary"]
+    assert s[ORIGINAL]["top1"] == 1.0 and s[ORIGINAL]["pair_top1"] == 1.0 and s[ORIGINAL]["pair_direction"] == 1.0
+    assert s[REVERSED]["pair_top1"] == 0.0 and s[REVERSED]["pair_partner_rate"] == 1.0
+    assert s[REVERSED]["pair_direction"] == 0.0
+    assert s[REVERSED]["top1"] == pytest.approx(4 / 20) and s[REVERSED]["flip_rate"] == pytest.approx(16 / 20)
+    assert s[SHUFFLED]["top1"]["mean"] < 0.6 and set(s[SHUFFLED]) == METRIC_KEYS
+    assert result["per_class"]["static"] == {**result["per_class"]["static"], "in_pair": False, REVERSED: 1.0}
+    assert result["per_class"]["open"]["change_reversed"] == -1.0
+    assert np.trace(np.asarray(result["confusion_matrix"])) == 20
+
+
+def _reversal_cache(path: Path, per_class: int = 40) -> Path:
+    """Tokens [T=4, 1+2, 8]: each pair is one motion forwards and backwards; 'static' never moves."""
+    names, pairs = ["up", "down", "left", "right", "static"], [["up", "down"], ["left", "right"]]
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(-1, 1, 4)
+    axis = np.eye(8)
+    splits = ["train"] * (per_class // 2) + ["val"] * (per_class // 4) + ["test"] * (per_class // 4)
+    with ShardWriter(path, clips_per_shard=1000) as writer:
+        for label in range(5):
+            for i, split in enumerate(splits):
+                motion = 0 * ramp if label == 4 else ramp if label % 2 == 0 else ramp[::-1]
+                tokens = rng.normal(0, 0.3, (4, 3, 8)) + axis[label // 2 + 4]
+                tokens[:, 1:] += 2 * motion[:, None, None] * axis[label // 2]
+                writer.add(f"c{label}-{i}", label, split, tokens, np.arange(4), np.arange(4) / 8.0)
+    layout = {"num_prefix": 1, "num_patches": 2, "dim": 8}
+    extraction = {"backbone": "synthetic", "num_frames": 4, "token_layout": layout, "dtype": "float16"}
+    dataset = {"name": "reversal", "class_names": names, "pairs": pairs, "splits": ["test", "train", "val"]}
+    Manifest(extraction=extraction, dataset=dataset).save(path)
+    return path
+
+
+def test_step_on_a_reversed_pair_task(tmp_path: Path) -> None:
+    cache = _reversal_cache(tmp_path / "cache")
+    config = TrainConfig(cache=cache, probe="step", out=tmp_path / "step", epochs=10, lr=1e-2, batch_size=8, quiet=True)
+    run = train_probe(config)
+    s = shuffle_test(run, cache, ShuffleConfig(permutations=10))["summary"]
+    assert s[ORIGINAL]["pair_top1"] >= 0.9, s
+    assert s[REVERSED]["pair_top1"] <= 0.1 and s[REVERSED]["pair_partner_rate"] >= 0.9, s
+    assert s[REVERSED]["flip_rate"] >= 0.7 and s[SHUFFLED]["flip_rate"]["mean"] > 0, s
+
+
+def test_cli_writes_results_png_and_table(runs: dict[str, Path], demo_cache: Path, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    out = tmp_path / "shuffle"
+    args = ["shuffle-test", "--run", str(runs["step"]), "--permutations", "4", "--seed", "1", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "| frame order | top-1 |" in result.output and "shuffled (mean of 4" in result.output
+    data = json.loads((out / "results.json").read_text())
+    assert {"run", "probe", "num_params", "cache", "num_clips", "num_frames", "permutations", "seed", "pairs",
+            "pairs_source", "class_names", "summary", "per_order", "per_class", "confusion_matrix"} <= set(data)  # fmt: skip
+    assert data["probe"] == "step" and data["permutations"] == 4 and data["seed"] == 1 and len(data["pairs"]) == 6
+    assert [o["order"] for o in data["per_order"]] == [ORIGINAL, REVERSED, *[f"shuffle-0{k}" for k in range(1, 5)]]
+    assert all(METRIC_KEYS <= set(o) for o in data["per_order"]) and set(data["summary"]) == {
+        ORIGINAL,
+        REVERSED,
+        SHUFFLED,
+    }
+    assert set(data["per_class"]) == set(data["class_names"])
+    image = matplotlib.image.imread(out / "shuffle.png")
+    assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0
+    default = CliRunner().invoke(cli, ["shuffle-test", "--run", str(runs["linear"]), "--permutations", "2"])
+    assert default.exit_code == 0 and (runs["linear"] / "shuffle" / "results.json").is_file()
+
+
+def test_pairs_file(runs: dict[str, Path], demo_cache: Path, tmp_path: Path) -> None:
+    good = tmp_path / "pairs.txt"
+    good.write_text("# one pair\nopen,close\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["shuffle-test", "--run", str(runs["linear"]), "--pairs", str(good),
+                                      "--permutations", "2", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["pairs"] == [["open", "close"]] and data["pairs_source"] == str(good)
+    assert [c for c, v in data["per_class"].items() if v["in_pair"]] == ["open", "close"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("open,closing\n")
+    line = fails(["shuffle-test", "--run", str(runs["linear"]), "--pairs", str(bad)])
+    assert "'closing'" in line and "class list" in line
+    assert "not found" in fails(["shuffle-test", "--run", str(runs["linear"]), "--pairs", str(tmp_path / "none")])
+
+
+def test_run_cache_mismatch_and_bad_run(runs: dict[str, Path], demo_cache: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(demo_cache, other)
+    manifest = Manifest.load(other)
+    manifest.extraction["layer"] = -2
+    manifest.save(other)
+    line = fails(["shuffle-test", "--run", str(runs["step"]), "--cache", str(other)])
+    assert "another extraction" in line and "layer" in line
+    assert "not a complete stepcli run" in fails(["shuffle-test", "--run", str(tmp_path)])
+    assert "not a stepcli cache" in fails(["shuffle-test", "--run", str(runs["step"]), "--cache", str(tmp_path)])
+    assert "--permutations" in fails(["shuffle-test", "--run", str(runs["step"]), "--permutations", "-1"])
