@@ -21,13 +21,14 @@ from stepcli.probe.compare import CompareConfig, run_compare
 PathArg = click.Path(path_type=Path)
 # --quick: a smoke test of every step in a minute or two; its numbers mean nothing
 QUICK = {"size": 4, "epochs": 1, "permutations": 5}
+PERMUTATIONS = 10  # the demo's default: half of compare's 20 keeps the big probes' shuffle tests short
 
 
 @click.command("demo")
 @click.option("--out", type=PathArg, default=Path("stepcli-demo"), show_default=True, help="Output directory.")
 @click.option("--size", type=int, help="Demo clips per class [20; --quick: 4].")
 @click.option("--epochs", type=int, help="Epochs per probe [train-probe's default; --quick: 1].")
-@click.option("--permutations", type=int, help="Shuffled frame orders per probe [20; --quick: 5].")
+@click.option("--permutations", type=int, help="Shuffled frame orders per probe [10; --quick: 5].")
 @click.option("--quick", is_flag=True, help="Tiny dataset, 1 epoch: checks the pipeline, numbers mean nothing.")
 @click.option("--backbone", default="openclip:ViT-B-32", hidden=True)
 @click.option("--image-size", type=int, default=224, hidden=True)
@@ -51,13 +52,14 @@ def demo_command(out, size, epochs, permutations, quick, backbone, image_size, w
         workers=workers, quiet=quiet,
     )  # fmt: skip
     summary = run_extract(config)
+    say(f"extracted {summary.extracted} clips, {summary.skipped} already cached, {summary.failed} failed")
     if summary.failed:
         say(f"warning: {summary.failed} clips failed to extract (see {cache / 'failures.jsonl'}); comparing the rest")
     say(f"demo 2/2: training and shuffle-testing every probe into {out / 'compare'}")
     compare = CompareConfig(
         cache=cache, out=out / "compare", quiet=quiet,
         epochs=epochs if epochs is not None else defaults.get("epochs"),
-        permutations=permutations if permutations is not None else defaults.get("permutations", 20),
+        permutations=permutations if permutations is not None else defaults.get("permutations", PERMUTATIONS),
     )  # fmt: skip
     comparison = run_compare(compare)
     print_comparison(comparison, out / "compare")

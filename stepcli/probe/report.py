@@ -96,11 +96,12 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def _label_bars(ax, bars, values) -> None:
+def _label_bars(ax, bars, values, vertical: bool = False) -> None:
     for bar, value in zip(bars, values, strict=True):
         if value is not None and not np.isnan(value):
             ax.annotate(f"{100 * value:.0f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")  # fmt: skip
+                        ha="center", va="bottom", fontsize=7 if vertical else 8, xytext=(0, 2),
+                        textcoords="offset points", rotation=90 if vertical else 0)  # fmt: skip
 
 
 def _val(x: float | None) -> float:
@@ -120,13 +121,13 @@ def plot_shuffle(result: dict, path: Path) -> Path:
             continue
         stats = [s[order][k] for _, k in groups]
         values = [_val(v["mean"] if order == SHUFFLED else v) for v in stats]
-        errors = [_val(v["std"]) if order == SHUFFLED else 0.0 for v in stats]
+        errors = [_val(v["std"]) for v in stats] if order == SHUFFLED else None
         label = f"shuffled (mean ± sd of {result['permutations']})" if order == SHUFFLED else order
         bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=3, label=label,
                       color=ORDER_COLOURS[order])  # fmt: skip
         _label_bars(ax, bars, values)
     ax.set_xticks(x, [g for g, _ in groups])
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.15)
     ax.set_ylabel("test accuracy (top-1)")
     ax.set_title(f"{result['probe']}: test accuracy by frame order")
     ax.legend(loc="upper right", fontsize=8)
@@ -141,8 +142,8 @@ def plot_accuracy_vs_params(rows: list[dict], path: Path) -> Path:
     params = np.asarray([r["num_params"] for r in rows], dtype=float)
     for key, label, marker in (("top1", "test top-1", "o"), ("pair_top1", "nearly-symmetric pairs", "^")):
         ax.scatter(params, [_val(r.get(key)) for r in rows], marker=marker, s=50, label=label)
-    for r in rows:
-        ax.annotate(r["probe"], (r["num_params"], _val(r.get("top1"))), xytext=(5, 4),
+    for i, r in enumerate(sorted(rows, key=lambda r: (r["num_params"], _val(r.get("top1"))))):
+        ax.annotate(r["probe"], (r["num_params"], _val(r.get("top1"))), xytext=(6, 5 if i % 2 else -11),
                     textcoords="offset points", fontsize=8)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
@@ -166,12 +167,12 @@ def plot_order_sensitivity(rows: list[dict], path: Path, key: str = "pair_top1")
             field = f"{prefix}top1" if order == ORIGINAL else f"{order}_{prefix}top1"
             values = [_val(r.get(field)) for r in rows]
             bars = ax.bar(x + (i - 1) * width, values, width, label=order, color=ORDER_COLOURS[order])
-            _label_bars(ax, bars, values)
+            _label_bars(ax, bars, values, vertical=len(rows) > 2)
         ax.set_xticks(x, [r["probe"] for r in rows], rotation=20)
         ax.set_title(panel, fontsize=10)
-        ax.set_ylim(0, 1.12)
+        ax.set_ylim(0, 1.18)
     axes[0].set_ylabel("test accuracy (top-1)")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(loc="upper right", ncol=3, fontsize=7)
     fig.suptitle("Ordered vs. shuffled vs. reversed frames, per probe")
     fig.savefig(path)
     return Path(path)

@@ -1,0 +1,108 @@
+"""`stepcli compare` and `stepcli demo`: tables, plots, resuming, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
+from test_shuffle import fails
+
+from stepcli.cli import cli
+from stepcli.probe.compare import all_probes
+from stepcli.probe.report import COLUMNS
+
+PNGS = ("accuracy_vs_params.png", "order_sensitivity.png")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny probes on a shared machine: two OpenMP threads only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def check_png(path: Path) -> None:
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 200 and image.std() > 0, path
+
+
+def check_outputs(out: Path, probes: list[str]) -> list[dict]:
+    table = (out / "comparison.md").read_text().splitlines()
+    assert table[0].startswith("| probe | params | top-1 | mean per-class | sym. pairs | shuffled | reversed |")
+    assert [line.split("|")[1].strip() for line in table[2:]] == probes
+    with (out / "comparison.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["probe"] for r in rows] == probes and list(rows[0]) == [k for k, _, _ in COLUMNS]
+    data = json.loads((out / "comparison.json").read_text())
+    assert [r["probe"] for r in data["rows"]] == probes and data["best_probe"] in probes
+    for png in (*PNGS, f"confusion_{data['best_probe']}.png"):
+        check_png(out / png)
+    for name in probes:
+        assert (out / "runs" / name / "config.json").is_file()
+        check_png(out / "runs" / name / "shuffle" / "shuffle.png")
+        result = json.loads((out / "runs" / name / "shuffle" / "results.json").read_text())
+        assert result["probe"] == name and result["permutations"] == data["permutations"]
+    return data["rows"]
+
+
+def assert_order_blind(row: dict) -> None:
+    """Every frame order gives the same answers."""
+    assert row["flip_rate"] == 0 and row["reversed_flip_rate"] == 0, row
+    assert row["top1"] == row["shuffled_top1"] == row["reversed_top1"], row
+    assert row["pair_top1"] == row["shuffled_pair_top1"] == row["reversed_pair_top1"], row
+
+
+def test_compare_writes_tables_and_plots_and_resumes(demo_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    probes = ["linear", "step"]
+    args = ["compare", "--cache", str(demo_cache), "--out", str(out), "--probes", ",".join(probes),
+            "--epochs", "1", "--batch-size", "8", "--permutations", "3", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "| probe | params |" in result.output
+    rows = check_outputs(out, probes)
+    by_name = {r["probe"]: r for r in rows}
+    assert_order_blind(by_name["linear"])
+    assert all(r["num_params"] > 0 and r["train_time_s"] is not None for r in rows)
+    mtime = (out / "runs" / "step" / "model.safetensors").stat().st_mtime_ns
+    again = CliRunner().invoke(cli, args[:-1])
+    assert again.exit_code == 0 and again.output.count("reusing the finished run") == 2, again.output
+    assert (out / "runs" / "step" / "model.safetensors").stat().st_mtime_ns == mtime
+    retrain = CliRunner().invoke(cli, [*args[:6], "step", "--epochs", "2", "--batch-size", "8", "--permutations", "3"])
+    assert retrain.exit_code == 0 and "reusing" not in retrain.output, retrain.output
+
+
+def test_compare_errors(demo_cache: Path, tmp_path: Path) -> None:
+    base = ["compare", "--cache", str(demo_cache), "--out", str(tmp_path / "c")]
+    assert "unknown probe(s) nope" in fails([*base, "--probes", "linear,nope"])
+    assert "twice" in fails([*base, "--probes", "linear,linear"])
+    assert "--permutations" in fails([*base, "--permutations", "0"])
+    assert "not a stepcli cache" in fails(["compare", "--cache", str(tmp_path), "--out", str(tmp_path / "c")])
+    bad = tmp_path / "pairs.txt"
+    bad.write_text("open,nope\n")
+    assert "'nope'" in fails([*base, "--pairs", str(bad)])
+
+
+def test_demo_quick_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--quick", "--quiet", "--backbone", TINY_BACKBONE,
+            "--image-size", str(TINY_IMAGE_SIZE), "--workers", "0"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "| probe | params |" in result.output and "demo finished" in result.output
+    assert (out / "cache" / "manifest.json").is_file() and (out / "cache" / "videos").is_dir()
+    rows = {r["probe"]: r for r in check_outputs(out / "compare", all_probes())}
+    for name in ("linear", "self-attention", "attentive", "logreg"):
+        assert_order_blind(rows[name])
+    again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses
+    assert again.exit_code == 0, again.output
+    assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == 5
