@@ -1,6 +1,6 @@
 """Extraction throughput relative to the backbone's own forward throughput on the same frames.
 
-    python bench/extract.py [--backbone openclip:ViT-B-32] [--clips-per-class 2] [--batch-size 8]
+    python bench/extract.py [--backbone openclip:ViT-S-32] [--clips-per-class 2] [--batch-size 8]
 
 Both measurements run in this process, one after the other, on the same decoded frames and batch
 size, so the ratio is meaningful on a shared, noisy machine. Target: >= 0.85 (the backbone, not
@@ -31,7 +31,7 @@ def forward_only_seconds(encoder, pixels: list[torch.Tensor], batch_size: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="openclip:ViT-B-32")
+    parser.add_argument("--backbone", default="openclip:ViT-S-32")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--clips-per-class", type=int, default=2)

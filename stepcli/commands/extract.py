@@ -38,7 +38,7 @@ PathArg = click.Path(path_type=Path)
 @click.option("--seed", type=int, default=0, show_default=True, help="demo: generator seed.")
 @click.option(
     "--backbone",
-    default="openclip:ViT-B-32",
+    default="openclip:ViT-S-32",
     show_default=True,
     help="openclip:<model>[:<tag or file>] or timm:<model>[:<file>|pretrained]; no weights = random init.",
 )

@@ -45,26 +45,25 @@ class DemoClip:
 
 
 def _canvas(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random background: a two-colour gradient at a random angle plus a few soft blobs."""
+    """A random dark background: a tinted base with a gentle gradient at a random angle and a faint blob.
+
+    Kept calm and dark on purpose, with bright objects: the demo must be learnable from a randomly
+    initialised backbone, whose tokens entangle colour with shape and drown a small object in a
+    busy background.
+    """
     yy, xx = np.mgrid[0:size, 0:size] / size
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * xx + np.sin(angle) * yy + 1.5) / 3
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    img = c0 + (c1 - c0) * ramp[..., None]
-    for _ in range(rng.integers(2, 6)):
-        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.3)
-        weight = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r**2))[..., None] * rng.uniform(0.2, 0.6)
-        img = img * (1 - weight) + rng.uniform(0, 255, 3) * weight
-    return img
+    ramp = np.cos(angle) * xx + np.sin(angle) * yy
+    base = rng.uniform(20, 70) + rng.uniform(-15, 15, 3)
+    img = base + rng.uniform(-15, 15) * ramp[..., None]
+    cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.3)
+    weight = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r**2))[..., None] * rng.uniform(0.05, 0.2)
+    return img * (1 - weight) + rng.uniform(0, 100, 3) * weight
 
 
-def _contrasting(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
-    """A random colour that stands out from the background's mean (the object must be visible)."""
-    mean = background.reshape(-1, 3).mean(0)
-    while True:
-        colour = rng.uniform(0, 255, 3)
-        if np.linalg.norm(colour - mean) > 120:
-            return colour
+def _bright(rng: np.random.Generator) -> np.ndarray:
+    """A light colour with a random tint: objects stand out from the dark background."""
+    return rng.uniform(170, 245) + rng.uniform(-10, 10, 3)
 
 
 def _progress(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -84,34 +83,34 @@ def _render(kind: int, rng: np.random.Generator, n: int, size: int) -> np.ndarra
     """Forward-direction frames ``[n, size, size, 3]`` uint8 of pair type ``kind``."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     background = _canvas(rng, size)
-    colour = _contrasting(rng, background)
-    second = _contrasting(rng, background)
+    colour = _bright(rng)
+    second = colour * rng.uniform(0.45, 0.6)  # what is behind a door, a container's wall
     p = _progress(rng, n)
-    scale = rng.uniform(0.7, 1.3)
-    cx, cy = rng.uniform(0.35, 0.65, 2)
-    noise = rng.uniform(1, 6)
+    scale = rng.uniform(0.85, 1.15)
+    cx, cy = rng.uniform(0.4, 0.6, 2)
+    noise = rng.uniform(1, 4)
     draw: Callable[[np.ndarray, float], None]
 
     if kind == 0:  # move right
-        x0 = rng.uniform(0.1, 0.4)
-        x1 = x0 + rng.uniform(0.3, 0.5)
-        r = 0.1 * scale
+        x0 = rng.uniform(0.15, 0.3)
+        x1 = x0 + rng.uniform(0.4, 0.55)
+        r = 0.14 * scale
 
         def draw(img, q):
             _paint(img, (xx - (x0 + (x1 - x0) * q)) ** 2 + (yy - cy) ** 2 < r**2, colour)
     elif kind == 1:  # grow
-        r0, r1 = rng.uniform(0.04, 0.1), rng.uniform(0.25, 0.38)
+        r0, r1 = rng.uniform(0.04, 0.08), rng.uniform(0.3, 0.4)
 
         def draw(img, q):
             r = r0 + (r1 - r0) * q
             _paint(img, np.maximum(abs(xx - cx), abs(yy - cy)) < r, colour)
     elif kind == 2:  # appear
-        half = 0.15 * scale
+        half = 0.22 * scale
 
         def draw(img, q):
             _paint(img, (abs(xx - cx) < half) & (abs(yy - cy) < half), colour, alpha=q)
     elif kind == 3:  # open: two doors slide apart and uncover what is behind them
-        half = 0.2 * scale
+        half = 0.28 * scale
 
         def draw(img, q):
             box = (abs(xx - cx) < half) & (abs(yy - cy) < half)
@@ -121,7 +120,7 @@ def _render(kind: int, rng: np.random.Generator, n: int, size: int) -> np.ndarra
             _paint(img, doors, colour)
     elif kind == 4:  # rotate clockwise (image y points down)
         a0, sweep = rng.uniform(0, np.pi), rng.uniform(0.5, 0.9) * np.pi
-        length, width = 0.3 * scale, 0.05 * scale
+        length, width = 0.35 * scale, 0.08 * scale
 
         def draw(img, q):
             a = a0 + sweep * q
@@ -129,7 +128,7 @@ def _render(kind: int, rng: np.random.Generator, n: int, size: int) -> np.ndarra
             across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
             _paint(img, (abs(along) < length) & (abs(across) < width), colour)
     else:  # fill: a container's level rises
-        half_w, half_h = 0.15 * scale, 0.3 * scale
+        half_w, half_h = 0.22 * scale, 0.32 * scale
 
         def draw(img, q):
             inside = (abs(xx - cx) < half_w) & (abs(yy - cy) < half_h)

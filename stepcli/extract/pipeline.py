@@ -38,7 +38,7 @@ class ExtractConfig:
     dataset: str
     out: Path
     dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
-    backbone: str = "openclip:ViT-B-32"
+    backbone: str = "openclip:ViT-S-32"
     num_frames: int = 8
     image_size: int = 224
     layer: int = -1
