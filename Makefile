@@ -23,8 +23,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/extract.py
-	$(PY) bench/train.py
 	$(PY) bench/shuffle.py
+	$(PY) bench/train.py --cache demo-output/cache
 
 clean:
 	rm -rf demo-output .pytest_cache
