@@ -131,7 +131,10 @@ def shuffle_test_logits(
     keys = ("top1", "mean_class_accuracy", "flip_rate", "pair_top1", "pair_partner_rate", "pair_direction")
     summary = {ORIGINAL: _pick(per_order[0], keys), REVERSED: _pick(per_order[1], keys)}
     summary[SHUFFLED] = {k: _mean_std([o[k] for o in shuffles]) for k in keys}
-    shuffled_class = np.nanmean([per_class[o["order"]] for o in shuffles], axis=0) if shuffles else None
+    shuffled_class = None
+    if shuffles:  # a class without test clips is NaN in every order and stays NaN
+        stacked = np.asarray([per_class[o["order"]] for o in shuffles])
+        shuffled_class = stacked.mean(axis=0)
     classes = {}
     for c, name in enumerate(class_names):
         orig, rev = per_class[ORIGINAL][c], per_class[REVERSED][c]
