@@ -30,9 +30,9 @@ PERMUTATIONS = 10  # the demo's default: half of compare's 20 keeps the big prob
 @click.option("--epochs", type=int, help="Epochs per probe [train-probe's default; --quick: 1].")
 @click.option("--permutations", type=int, help="Shuffled frame orders per probe [10; --quick: 5].")
 @click.option("--quick", is_flag=True, help="Tiny dataset, 1 epoch: checks the pipeline, numbers mean nothing.")
-@click.option("--backbone", default="openclip:ViT-S-32", hidden=True)
-@click.option("--image-size", type=int, default=224, hidden=True)
-@click.option("--workers", type=int, default=2, hidden=True)
+@click.option("--backbone", default=ExtractConfig.backbone, hidden=True)
+@click.option("--image-size", type=int, default=ExtractConfig.image_size, hidden=True)
+@click.option("--workers", type=int, default=ExtractConfig.workers, hidden=True)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def demo_command(out, size, epochs, permutations, quick, backbone, image_size, workers, quiet) -> None:
     """Generate the demo videos, extract them, compare every probe; print the table and plots.
