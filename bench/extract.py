@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from stepcli.extract.backbones import load_backbone
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--clips-per-class", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="stepcli-bench-"))
@@ -46,20 +48,24 @@ def main() -> None:
     pixels = [encoder.preprocess(sample_clip(c.path, args.frames).frames) for c in clips]
     forward_only_seconds(encoder, pixels[: args.batch_size], args.batch_size)  # warm-up
 
-    config = ExtractConfig(
-        dataset="demo", out=work / "cache", dataset_options=options, backbone=args.backbone,
-        num_frames=args.frames, image_size=args.image_size, batch_size=args.batch_size,
-        workers=args.workers, quiet=True,
-    )  # fmt: skip
-    before = forward_only_seconds(encoder, pixels, args.batch_size)
-    summary = run_extract(config)
-    after = forward_only_seconds(encoder, pixels, args.batch_size)
-    forward = (before + after) / 2
+    forward_times, extract_rates = [], []
+    for repeat in range(args.repeats):  # alternate the two, so a change in load hits both alike
+        forward_times.append(forward_only_seconds(encoder, pixels, args.batch_size))
+        config = ExtractConfig(
+            dataset="demo", out=work / f"cache{repeat}", dataset_options=options, backbone=args.backbone,
+            num_frames=args.frames, image_size=args.image_size, batch_size=args.batch_size,
+            workers=args.workers, quiet=True,
+        )  # fmt: skip
+        summary = run_extract(config)
+        extract_rates.append(summary.extracted / summary.seconds)
+    forward_times.append(forward_only_seconds(encoder, pixels, args.batch_size))
     n = len(clips)
+    forward_rate = n / float(np.median(forward_times))
+    extract_rate = float(np.median(extract_rates))
     print(f"clips {n}, frames per clip {args.frames}, batch {args.batch_size} clips, backbone {args.backbone}")
-    print(f"backbone forward only      {n / forward:7.2f} clips/s  ({before:.1f}s, {after:.1f}s)")
-    print(f"extract (decode+fwd+write) {summary.extracted / summary.seconds:7.2f} clips/s  ({summary.seconds:.1f}s)")
-    print(f"ratio extract/forward = {forward / summary.seconds * summary.extracted / n:.3f}")
+    print(f"backbone forward only      {forward_rate:7.2f} clips/s  (median of {len(forward_times)})")
+    print(f"extract (decode+fwd+write) {extract_rate:7.2f} clips/s  (median of {len(extract_rates)})")
+    print(f"ratio extract/forward = {extract_rate / forward_rate:.3f}")
 
 
 if __name__ == "__main__":
