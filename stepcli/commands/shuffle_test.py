@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from stepcli.cache.reader import FeatureCache
+from stepcli.device import resolve_device
 from stepcli.extract.datasets.pairs import read_pairs
 from stepcli.probe.report import plot_shuffle, shuffle_markdown
 from stepcli.probe.run import load_run
 from stepcli.probe.shuffle import RESULTS, ShuffleConfig, shuffle_test
-from stepcli.probe.train import resolve_device
 
 PathArg = click.Path(path_type=Path)
 

@@ -24,6 +24,7 @@ from stepcli import StepcliError, __version__
 from stepcli.cache.failures import append_failure
 from stepcli.cache.format import FAILURES, MANIFEST, SHARDS, Manifest, describe_difference
 from stepcli.cache.writer import ShardWriter
+from stepcli.device import resolve_device
 from stepcli.distributed import rank_and_world_size
 from stepcli.extract.backbones import FrameEncoder, Preprocess, load_backbone
 from stepcli.extract.datasets import Clip, DatasetOptions, load_dataset
@@ -87,16 +88,6 @@ class _ClipFrames(Dataset):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # the cores belong to the backbone in the main process
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise StepcliError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(device)
 
 
 def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset) -> Manifest:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.device import resolve_device
 from stepcli.extract.datasets.pairs import read_pairs
 from stepcli.probe import PROBES
 from stepcli.probe.data import use_memory
@@ -30,7 +31,7 @@ from stepcli.probe.report import (
 )
 from stepcli.probe.run import CONFIG, load_run
 from stepcli.probe.shuffle import ORIGINAL, RESULTS, REVERSED, SHUFFLED, ShuffleConfig, shuffle_test
-from stepcli.probe.train import TrainConfig, resolve_device, train_probe
+from stepcli.probe.train import TrainConfig, train_probe
 
 RUNS = "runs"
 # train settings that must match for an existing run to be reused

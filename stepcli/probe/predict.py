@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from stepcli import StepcliError
+from stepcli.device import resolve_device
 from stepcli.extract.backbones import RANDOM_INIT, load_backbone
-from stepcli.extract.pipeline import _encode, resolve_device
+from stepcli.extract.pipeline import _encode
 from stepcli.extract.video import VideoError, sample_clip
 from stepcli.probe.run import Run
 

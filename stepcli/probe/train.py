@@ -28,6 +28,7 @@ from torch import nn
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.device import resolve_device
 from stepcli.probe import build_probe
 from stepcli.probe.data import epoch_batches, iterate_batches, resolve_splits, subsample_train, use_memory
 from stepcli.probe.evaluate import autocast, evaluate
@@ -57,16 +58,6 @@ class TrainConfig:
     workers: int | None = None  # HDF5 reader processes when streaming; None = min(2, CPUs)
     probe_options: dict = field(default_factory=dict)
     quiet: bool = False
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise StepcliError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    if device not in ("cpu", "cuda"):
-        raise StepcliError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):

@@ -56,7 +56,9 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
         path = row["path"].strip()
         start, end = _seconds(row.get("start"), where), _seconds(row.get("end"), where)
         clip_id = (
-            path if start is None and end is None else f"{path}@{start or 0:g}-{'end' if end is None else format(end, 'g')}"
+            path
+            if start is None and end is None
+            else f"{path}@{start or 0:g}-{'end' if end is None else format(end, 'g')}"
         )
         if clip_id in seen:
             raise StepcliError(f"{where}: clip {clip_id!r} is listed twice")
