@@ -63,3 +63,14 @@ def demo_cache(tiny_openclip, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "cache"
     make_demo_cache(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny probes on a shared machine: two OpenMP threads only wait for each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

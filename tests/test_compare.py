@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
 from test_shuffle import fails
@@ -19,13 +18,7 @@ from stepcli.probe.report import COLUMNS
 PNGS = ("accuracy_vs_params.png", "order_sensitivity.png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny probes on a shared machine: two OpenMP threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def check_png(path: Path) -> None:

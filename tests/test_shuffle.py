@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from stepcli.cache.format import Manifest
@@ -38,13 +37,7 @@ def fails(args: list[str]) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny probes on a shared machine: two OpenMP threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
