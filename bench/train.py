@@ -40,7 +40,7 @@ def make_probe(name: str, cache: FeatureCache, seed: int) -> tuple[torch.nn.Modu
         num_prefix=layout["num_prefix"],
         num_patches=layout["num_patches"],
     )
-    return probe.train(), torch.optim.AdamW(probe.param_groups(0.05), lr=1e-3)
+    return probe.train(), probe.optimizer(1e-3, 0.05)
 
 
 def probe_step(

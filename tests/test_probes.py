@@ -71,7 +71,7 @@ def test_param_groups_exempt_biases_norms_and_tokens(name: str) -> None:
     for pname, p in probe.named_parameters():
         exempt = pname.endswith("bias") or "norm" in pname or pname in ("query", "cls_token", "temporal_pe")
         assert (id(p) in skip) == exempt, pname
-    torch.optim.AdamW(probe.param_groups(0.05), lr=1e-3)
+    assert probe.optimizer(1e-3, 0.05).param_groups[1]["weight_decay"] == 0.0
 
 
 @pytest.mark.parametrize(("name", "options"), ORDER_BLIND, ids=lambda v: str(v))
@@ -97,6 +97,23 @@ def test_step_ablations_build_and_run(temporal_pe: bool, cls: str, block: str) -
     probe = make("step", temporal_pe=temporal_pe, cls=cls, block=block)
     assert probe(tokens()).shape == (B, C)
     assert probe.config()["block"] == block
+
+
+@pytest.mark.parametrize("block", ["simplified", "no-ff", "standard"])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_step_cls_row_shortcut_matches_full_block(block: str, depth: int) -> None:
+    """The last block computes only the CLS row; values and gradients must equal the full block's."""
+    probe, x = make("step", block=block, depth=depth).train(), tokens()
+    for p in probe.parameters():  # away from init, so every weight and bias matters
+        p.data.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    features = probe.forward_features(x)
+    patches = x[:, :, P:] + probe.temporal_pe[None, :, None, :]
+    sequence = torch.cat([probe.cls_token.expand(B, -1, -1), patches.flatten(1, 2)], dim=1)
+    full = probe.blocks(sequence)[:, 0]
+    torch.testing.assert_close(features, full, atol=1e-5, rtol=1e-5)
+    grads = [torch.autograd.grad(out.square().sum(), list(probe.blocks.parameters())) for out in (features, full)]
+    for fast, reference in zip(*grads):
+        torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-4)
 
 
 def test_step_param_budget_at_vit_b() -> None:

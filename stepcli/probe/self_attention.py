@@ -24,6 +24,12 @@ class TransformerBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
+    def forward_first(self, x: Tensor) -> Tensor:
+        """Output row 0 only, `[B, D]`: what a CLS readout after the last block needs."""
+        context = self.norm1(x)
+        first = x[:, 0] + self.attn.forward_one_query(context[:, 0], context)
+        return first + self.mlp(self.norm2(first))
+
 
 class SelfAttentionProbe(Probe):
     """`depth` pre-norm blocks over all T*(P+N) tokens -> mean pool -> LayerNorm -> Linear.

@@ -47,6 +47,11 @@ class SimplifiedBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.attn(self.norm1(x))
 
+    def forward_first(self, x: Tensor) -> Tensor:
+        """Output row 0 only, `[B, D]`: what a CLS readout after the last block needs."""
+        context = self.norm1(x)
+        return x[:, 0] + self.attn.forward_one_query(context[:, 0], context)
+
 
 class NoFeedForwardBlock(SimplifiedBlock):
     """A standard block with the MLP removed but its norm kept: `LN(x + Attn(LN(x)))`."""
@@ -57,6 +62,9 @@ class NoFeedForwardBlock(SimplifiedBlock):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm2(super().forward(x))
+
+    def forward_first(self, x: Tensor) -> Tensor:
+        return self.norm2(super().forward_first(x))
 
 
 BLOCKS: dict[str, type[nn.Module]] = {
@@ -112,9 +120,9 @@ class StepProbe(Probe):
         x = x.flatten(1, 2)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
+        if self.cls == "global":  # only the CLS row of the last block is read: compute just that row
+            return self.blocks[-1].forward_first(self.blocks[:-1](x))
         x = self.blocks(x)
-        if self.cls == "global":
-            return x[:, 0]
         if self.cls == "frame":
             return x.view(b, t, length, d)[:, :, 0].mean(dim=1)
         return x.mean(dim=1)

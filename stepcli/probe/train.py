@@ -173,7 +173,7 @@ def _fit(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
-    optimizer = torch.optim.AdamW(probe.param_groups(cfg.weight_decay), lr=cfg.lr)
+    optimizer = probe.optimizer(cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
     best_key, best_state, best_epoch, epoch_times = None, None, 0, []
     for epoch in range(1, cfg.epochs + 1):
