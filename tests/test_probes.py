@@ -112,7 +112,7 @@ def test_step_cls_row_shortcut_matches_full_block(block: str, depth: int) -> Non
     full = probe.blocks(sequence)[:, 0]
     torch.testing.assert_close(features, full, atol=1e-5, rtol=1e-5)
     grads = [torch.autograd.grad(out.square().sum(), list(probe.blocks.parameters())) for out in (features, full)]
-    for fast, reference in zip(*grads):
+    for fast, reference in zip(*grads, strict=True):
         torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-4)
 
 
