@@ -17,6 +17,7 @@ from pathlib import Path
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
+from stepcli.distributed import rank_and_world_size
 from stepcli.extract.datasets.pairs import read_pairs
 from stepcli.probe import PROBES
 from stepcli.probe.data import use_memory
@@ -127,6 +128,12 @@ def _check(cfg: CompareConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise StepcliError(f"--out {out} exists and is not a directory")
+    world_size = rank_and_world_size()[1]
+    if world_size > 1:  # every process would write the same tables and plots
+        raise StepcliError(
+            f"compare runs in one process, not {world_size}: train probes with `torchrun ... train-probe --out "
+            "OUT/runs/<probe>` first (compare reuses finished runs), then run compare without torchrun"
+        )
 
 
 def run_compare(cfg: CompareConfig) -> Comparison:

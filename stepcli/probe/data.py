@@ -5,6 +5,7 @@ and one without a validation split gets a stratified slice of train, so that mod
 never looks at test. Low-data subsets (`shots`, `train_fraction`) are drawn per class with the
 run's seed. Batches are read in the main process from memory, or streamed from HDF5 by
 DataLoader workers that each open their own file handles (FeatureCache reopens after a fork).
+Under torchrun every process draws the same batches and `shard_batch` gives each its share.
 """
 
 from __future__ import annotations
@@ -115,12 +116,13 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def use_memory(cache: FeatureCache, in_memory: str) -> bool:
-    """`auto`: load the cache when it takes at most half of the available RAM."""
+def use_memory(cache: FeatureCache, in_memory: str, copies: int = 1) -> bool:
+    """`auto`: load the cache when `copies` of it (one per process on this machine) take at most
+    half of the available RAM."""
     if in_memory not in ("auto", "yes", "no"):
         raise StepcliError(f"--in-memory must be auto, yes or no, got {in_memory!r}")
     if in_memory == "auto":
-        return cache.nbytes <= available_memory() // 2
+        return cache.nbytes * copies <= available_memory() // 2
     return in_memory == "yes"
 
 
@@ -158,6 +160,19 @@ def epoch_batches(rows: np.ndarray, batch_size: int, seed: int, epoch: int) -> l
     """A seeded shuffle of `rows` cut into batches (the last one may be smaller)."""
     order = np.random.default_rng([seed, epoch]).permutation(rows)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def shard_batch(batch: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """This process's rows of a global `batch` and their loss weights.
+
+    Rank r takes rows r, r + W, ... so each clip goes to exactly one process. A rank left without
+    a row (a batch smaller than W) gets the batch's first row with weight 0: every process must
+    run forward and backward at every step, or DistributedDataParallel would wait forever.
+    """
+    mine = batch[rank::world_size]
+    if len(mine) == 0:
+        return batch[:1], np.zeros(1, dtype=np.float32)
+    return mine, np.ones(len(mine), dtype=np.float32)
 
 
 def fixed_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -2,7 +2,9 @@
 
 Reading tokens is the slow part of evaluating a small probe, so `predict_logits` reads each
 batch once and applies every requested frame order to it in memory: a K-permutation shuffle test
-costs one read plus K cheap forwards, and never touches the backbone.
+costs one read plus K cheap forwards, and never touches the backbone. Under torchrun `evaluate`
+splits the clips across the processes and gathers the logits, so every process computes the same
+metrics (and picks the same best epoch) from all of them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.distributed import Group
 from stepcli.probe.data import fixed_batches, iterate_batches
 from stepcli.probe.metrics import classification_metrics
 
@@ -80,7 +83,15 @@ def evaluate(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     workers: int = 0,
+    group: Group | None = None,
 ) -> dict:
-    """`classification_metrics` of `probe` on cache `rows` in their original frame order."""
-    logits = predict_logits(probe, cache, rows, batch_size=batch_size, device=device, workers=workers)[0]
+    """`classification_metrics` of `probe` on cache `rows` in their original frame order.
+
+    With a `group` of several processes each predicts `rows[rank::world_size]`; all get the metrics."""
+    if group is None or group.world_size == 1:
+        logits = predict_logits(probe, cache, rows, batch_size=batch_size, device=device, workers=workers)[0]
+    else:
+        mine = rows[group.rank :: group.world_size]
+        part = predict_logits(probe, cache, mine, batch_size=batch_size, device=device, workers=workers)[0]
+        logits = group.gather_rows(torch.from_numpy(part).to(group.device), len(rows)).cpu().numpy()
     return classification_metrics(logits, cache.labels[rows], cache.class_names)

@@ -8,6 +8,10 @@ Defaults (5 epochs of batch 8, peak LR 1e-3 after one warmup epoch) are sized fo
 2-core CPU: on ViT-B tokens an epoch of `self-attention` (a full block over T*(P+N) tokens) is
 the most expensive of the probes, so the schedule buys optimizer steps with small batches rather
 than with epochs. Real datasets with thousands of clips will want `--epochs 10` or more.
+
+Under torchrun the same loop runs in every process with DistributedDataParallel (gloo on CPU,
+nccl on GPU); `--batch-size` stays the global batch, so one and W processes take the same steps
+and report the same kind of numbers (loss and accuracy summed over all processes).
 """
 
 from __future__ import annotations
@@ -18,19 +22,29 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
+from stepcli.distributed import Group, process_group, processes_per_node, rank_and_world_size
 from stepcli.probe import build_probe
-from stepcli.probe.data import epoch_batches, iterate_batches, resolve_splits, subsample_train, use_memory
+from stepcli.probe.data import (
+    epoch_batches,
+    iterate_batches,
+    resolve_splits,
+    shard_batch,
+    subsample_train,
+    use_memory,
+)
 from stepcli.probe.evaluate import autocast, evaluate
 from stepcli.probe.logreg import LOGREG, fit_logreg
 from stepcli.probe.run import CONFIG, LOG, Run, cache_record, load_run, save_run
@@ -93,28 +107,48 @@ def _say(cfg: TrainConfig, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def train_probe(cfg: TrainConfig) -> Run:
-    """Train (or, for logreg, fit) the probe named in `cfg` and write its run to `cfg.out`."""
+def train_probe(cfg: TrainConfig) -> Run | None:
+    """Train (or, for logreg, fit) the probe named in `cfg` and write its run to `cfg.out`.
+
+    Under torchrun (or srun with MASTER_ADDR/MASTER_PORT) the processes train one probe together
+    with DistributedDataParallel. Rank 0 alone prints and writes the run and returns it; the other
+    ranks return None (on several nodes they may not even see rank 0's filesystem).
+    """
     _check(cfg)
+    _, world_size, local_rank = rank_and_world_size()
+    if cfg.probe == LOGREG and world_size > 1:
+        raise StepcliError(
+            f"--probe logreg is fitted by scikit-learn in one process, not across {world_size}; run it without torchrun"
+        )
+    device = resolve_device(cfg.device, local_rank)
+    with process_group(device) as group:
+        return _train(replace(cfg, quiet=cfg.quiet or not group.main), group)
+
+
+def _train(cfg: TrainConfig, group: Group) -> Run | None:
+    """`train_probe` in one process of `group`: all train and evaluate, rank 0 writes and returns the run."""
+    device = group.device
     cache = FeatureCache(cfg.cache)
     splits = resolve_splits(cache, cfg.seed)
     class_names = cache.class_names
     splits.train = subsample_train(
         splits.train, cache.labels[splits.train], class_names, cfg.seed, cfg.shots, cfg.train_fraction
     )
-    in_memory = use_memory(cache, cfg.in_memory)
+    in_memory = use_memory(cache, cfg.in_memory, copies=processes_per_node(group.world_size))
     if in_memory:
         cache.load_into_memory()
     workers = 0 if in_memory else (min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers)
-    device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).unlink(missing_ok=True)  # an interrupted rerun must not look like a finished run
-    (out / LOG).write_text("")
+    if group.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).unlink(missing_ok=True)  # an interrupted rerun must not look like a finished run
+        (out / LOG).write_text("")
     for note in splits.notes:
         _say(cfg, f"note: {note}")
     counts = {s: int(len(splits.rows(s))) for s in ("train", "val", "test")}
-    _say(cfg, f"train-probe: {cfg.probe} on {cache.path} ({counts}), {'in memory' if in_memory else 'streaming'}")
+    reading = "in memory" if in_memory else "streaming"
+    where = f", {group.world_size} processes ({device.type})" if group.world_size > 1 else ""
+    _say(cfg, f"train-probe: {cfg.probe} on {cache.path} ({counts}), {reading}{where}")
 
     start = time.monotonic()
     if cfg.probe == LOGREG:
@@ -123,11 +157,13 @@ def train_probe(cfg: TrainConfig) -> Run:
         with (out / LOG).open("a") as log:
             log.write(json.dumps({"epoch": 1, **extra}) + "\n")
     else:
-        probe, extra, epoch_times = _fit(cfg, cache, splits.train, splits.val, device, workers)
+        probe, extra, epoch_times = _fit(cfg, cache, splits.train, splits.val, group, workers)
     train_time = time.monotonic() - start
     probe = probe.to(device)
-    val = evaluate(probe, cache, splits.val, device=device, workers=workers)
-    test = evaluate(probe, cache, splits.test, device=device, workers=workers)
+    val = evaluate(probe, cache, splits.val, device=device, workers=workers, group=group)
+    test = evaluate(probe, cache, splits.test, device=device, workers=workers, group=group)
+    if not group.main:
+        return None
     metrics = {
         "probe": probe.name,
         "num_params": probe.num_params(),
@@ -137,7 +173,7 @@ def train_probe(cfg: TrainConfig) -> Run:
         "val": val,
     }
     resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    resolved.update(device=device.type, in_memory=in_memory, workers=workers)
+    resolved.update(device=device.type, in_memory=in_memory, workers=workers, world_size=group.world_size)
     config = {
         "train": resolved,
         "cache": cache_record(cache),
@@ -154,9 +190,14 @@ def train_probe(cfg: TrainConfig) -> Run:
 
 
 def _fit(
-    cfg: TrainConfig, cache: FeatureCache, train: np.ndarray, val: np.ndarray, device: torch.device, workers: int
+    cfg: TrainConfig, cache: FeatureCache, train: np.ndarray, val: np.ndarray, group: Group, workers: int
 ) -> tuple[nn.Module, dict, list[float]]:
-    """The gradient-descent loop; returns the best-on-val probe, its epoch and per-epoch times."""
+    """The gradient-descent loop; returns the best-on-val probe, its epoch and per-epoch times.
+
+    `--batch-size` is the global batch: with W processes each step's batch is split across them
+    (`shard_batch`), so the steps, the LR schedule and each step's gradient are those of one process.
+    """
+    device = group.device
     T, _, D = cache.clip_shape
     layout = cache.manifest.token_layout
     torch.manual_seed(cfg.seed)
@@ -169,6 +210,12 @@ def _fit(
         num_patches=layout["num_patches"],
         **cfg.probe_options,
     ).to(device)
+    model = probe
+    if group.world_size > 1:
+        model = DistributedDataParallel(probe, device_ids=[device.index] if device.type == "cuda" else None)
+        # one clip on a rank makes step's cls-token gradient a strided slice, which DDP copies and
+        # reports on every rank; the copy is of D floats and the numbers are right
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     _say(cfg, f"{probe.name}: {probe.num_params():,} trainable parameters")
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -178,26 +225,32 @@ def _fit(
     best_key, best_state, best_epoch, epoch_times = None, None, 0, []
     for epoch in range(1, cfg.epochs + 1):
         tick = time.monotonic()
-        probe.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        batches = epoch_batches(train, cfg.batch_size, cfg.seed, epoch)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0.0, 0
+        batches = epoch_batches(train, cfg.batch_size, cfg.seed, epoch)  # the same on every rank
+        shards = [shard_batch(batch, group.rank, group.world_size) for batch in batches]
         with Progress(len(train), f"epoch {epoch}/{cfg.epochs}", quiet=cfg.quiet) as bar:
-            for tokens, labels in iterate_batches(cache, batches, workers):
+            loaded = iterate_batches(cache, [rows for rows, _ in shards], workers)
+            for batch, (_, weights), (tokens, labels) in zip(batches, shards, loaded, strict=True):
                 tokens, labels = tokens.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                weights = torch.from_numpy(weights).to(device)
                 with autocast(device):
-                    logits = probe(tokens)
-                loss = F.cross_entropy(logits.float(), labels)
+                    logits = model(tokens)
+                losses = F.cross_entropy(logits.float(), labels, reduction="none") * weights
+                # DDP averages gradients over the W processes; scaling each one's loss sum by
+                # W / (global batch) makes that average the gradient of the global batch's mean loss
+                loss = losses.sum() * (group.world_size / len(batch))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(probe.parameters(), cfg.clip_grad)
                 optimizer.step()
                 scheduler.step()
-                loss_sum += loss.item() * len(labels)
-                correct += int((logits.argmax(1) == labels).sum())
-                seen += len(labels)
-                bar.update(len(labels), loss=loss_sum / seen, acc=correct / seen)
+                hits = ((logits.argmax(1) == labels).float() * weights).sum()
+                step_loss, step_correct = group.sum([losses.sum().item(), hits.item()])
+                loss_sum, correct, seen = loss_sum + step_loss, correct + step_correct, seen + len(batch)
+                bar.update(len(batch), loss=loss_sum / seen, acc=correct / seen)
         epoch_times.append(time.monotonic() - tick)
-        metrics = evaluate(probe, cache, val, device=device, workers=workers)
+        metrics = evaluate(probe, cache, val, device=device, workers=workers, group=group)
         record = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
@@ -208,9 +261,11 @@ def _fit(
             "val_mean_class_accuracy": metrics["mean_class_accuracy"],
             "epoch_time_s": round(epoch_times[-1], 3),
         }
-        with (Path(cfg.out) / LOG).open("a") as log:
-            log.write(json.dumps(record) + "\n")
+        if group.main:
+            with (Path(cfg.out) / LOG).open("a") as log:
+                log.write(json.dumps(record) + "\n")
         _say(cfg, "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        # every rank evaluated the same gathered logits, so every rank keeps the same checkpoint
         key = (metrics["top1"], -metrics["loss"])
         if best_key is None or key > best_key:
             best_key, best_epoch = key, epoch
