@@ -15,22 +15,21 @@ import click
 
 from stepcli.commands.compare import print_comparison
 from stepcli.extract.datasets import DatasetOptions
+from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
 from stepcli.extract.pipeline import ExtractConfig, run_extract
 from stepcli.probe.compare import CompareConfig, run_compare
+from stepcli.probe.train import TrainConfig
 
 PathArg = click.Path(path_type=Path)
 # --quick: a smoke test of every step in a minute or two; its numbers mean nothing
 QUICK = {"size": 4, "epochs": 1, "permutations": 5}
 PERMUTATIONS = 10  # the demo's default: half of compare's 20 keeps the big probes' shuffle tests short
-# train-probe's 5 epochs are too few for STEP to learn the order from random-init tokens; 12 let it
-# (measured: 52% vs. 42% for the best order-blind probe) and keep the demo within minutes on 2 cores
-EPOCHS = 12
 
 
 @click.command("demo")
 @click.option("--out", type=PathArg, default=Path("stepcli-demo"), show_default=True, help="Output directory.")
-@click.option("--size", type=int, help="Demo clips per class [20; --quick: 4].")
-@click.option("--epochs", type=int, help="Epochs per probe [12; --quick: 1].")
+@click.option("--size", type=int, help=f"Demo clips per class [{DEFAULT_CLIPS_PER_CLASS}; --quick: 4].")
+@click.option("--epochs", type=int, help=f"Epochs per probe [{TrainConfig.epochs}; --quick: 1].")
 @click.option("--permutations", type=int, help="Shuffled frame orders per probe [10; --quick: 5].")
 @click.option("--quick", is_flag=True, help="Tiny dataset, 1 epoch: checks the pipeline, numbers mean nothing.")
 @click.option("--backbone", default=ExtractConfig.backbone, hidden=True)
@@ -40,8 +39,8 @@ EPOCHS = 12
 def demo_command(out, size, epochs, permutations, quick, backbone, image_size, workers, quiet) -> None:
     """Generate the demo videos, extract them, compare every probe; print the table and plots.
 
-    The demo's classes come in pairs that are exact time-reversals of each other (move right /
-    move left, open / close, ...): one frame tells the pair, only the frame order tells the class.
+    The demo's classes come in pairs that are exact time-reversals of each other (brighten /
+    dim, open / close, ...): one frame tells the pair, only the frame order tells the class.
     """
     start = time.monotonic()
     defaults = QUICK if quick else {}
@@ -61,7 +60,7 @@ def demo_command(out, size, epochs, permutations, quick, backbone, image_size, w
     say(f"demo 2/2: training and shuffle-testing every probe into {out / 'compare'}")
     compare = CompareConfig(
         cache=cache, out=out / "compare", quiet=quiet,
-        epochs=epochs if epochs is not None else defaults.get("epochs", EPOCHS),
+        epochs=epochs if epochs is not None else defaults.get("epochs"),
         permutations=permutations if permutations is not None else defaults.get("permutations", PERMUTATIONS),
     )  # fmt: skip
     comparison = run_compare(compare)

@@ -1,7 +1,7 @@
 """Procedural nearly-symmetric actions: the demo dataset (DESIGN §7).
 
-Every pair of classes is one motion and its exact time-reversal (move right / move left, grow /
-shrink, ...). Each random draw of background, colours, sizes, speed and noise is rendered once
+Every pair of classes is one motion and its exact time-reversal (brighten / dim, grow / shrink,
+...). Each random draw of background, colours, sizes, speed and noise is rendered once
 and written twice, forwards under one class and backwards under its partner, and both go to
 the same split. So the *set* of frames never tells the direction: an order-blind probe can find
 the pair but must guess within it, while an order-aware probe can be right every time.
@@ -24,9 +24,12 @@ from stepcli.extract.video import write_video
 FRAMES_PER_SEGMENT = 3
 FPS = 24
 
-# (forward class, reversed class)
+# (forward class, reversed class). Every pair changes what the frames show (light, size, opacity,
+# a gap, an angle, a level), not only where something is: offline, the demo runs a randomly
+# initialised backbone, whose patch tokens barely encode position. A "move right / move left" pair
+# was tried and stayed at chance for every probe, STEP included, even when trained on it alone.
 PAIRS: list[tuple[str, str]] = [
-    ("move right", "move left"),
+    ("brighten", "dim"),
     ("grow", "shrink"),
     ("appear", "disappear"),
     ("open", "close"),
@@ -91,13 +94,13 @@ def _render(kind: int, rng: np.random.Generator, n: int, size: int) -> np.ndarra
     noise = rng.uniform(1, 4)
     draw: Callable[[np.ndarray, float], None]
 
-    if kind == 0:  # move right
-        x0 = rng.uniform(0.15, 0.3)
-        x1 = x0 + rng.uniform(0.4, 0.55)
-        r = 0.14 * scale
+    if kind == 0:  # brighten: a lamp on a dimmer lights up a scene with a disc in it
+        light0, light1 = rng.uniform(0.15, 0.3), rng.uniform(0.9, 1.05)
+        r = 0.16 * scale
 
         def draw(img, q):
-            _paint(img, (xx - (x0 + (x1 - x0) * q)) ** 2 + (yy - cy) ** 2 < r**2, colour)
+            _paint(img, (xx - cx) ** 2 + (yy - cy) ** 2 < r**2, colour)
+            img *= light0 + (light1 - light0) * q
     elif kind == 1:  # grow
         r0, r1 = rng.uniform(0.04, 0.08), rng.uniform(0.3, 0.4)
 
@@ -118,8 +121,11 @@ def _render(kind: int, rng: np.random.Generator, n: int, size: int) -> np.ndarra
             gap = half * q
             doors = box & (abs(xx - cx) >= gap)
             _paint(img, doors, colour)
-    elif kind == 4:  # rotate clockwise (image y points down)
-        a0, sweep = rng.uniform(0, np.pi), rng.uniform(0.5, 0.9) * np.pi
+    elif kind == 4:  # rotate clockwise (image y points down), like a handle turned from level to upright
+        # Start near level and end near upright, as a door handle or a tap would turn. Were the start
+        # angle uniform over the half-turn, start and end orientations would be distributed alike
+        # for both directions and only a frame-to-frame comparison could tell them apart.
+        a0, sweep = rng.uniform(-0.1, 0.1) * np.pi, rng.uniform(0.4, 0.6) * np.pi
         length, width = 0.35 * scale, 0.08 * scale
 
         def draw(img, q):
