@@ -44,22 +44,24 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
-    def forward_one_query(self, query: Tensor, context: Tensor) -> Tensor:
-        """`forward` for a single query row `[B, D]` over `context [B, S, D]`, without projecting the context.
+    def forward_first(self, first: Tensor, others: Tensor) -> Tensor:
+        """Output row 0 only, `[B, D]`, of `forward` on the sequence `[first; others]` (`[B, D]`, `[B, S, D]`).
 
         When only one output row is needed (STEP's global CLS at the last block), the key and
         value projections can be moved off the S context tokens: `q . (W_k c + b_k)` is
         `(W_k^T q) . c` plus a term constant over c that softmax ignores, and the attention-
         weighted sum of `W_v c + b_v` is `W_v` applied to the weighted sum of c, plus `b_v`.
         Each context token then costs O(heads * D) instead of O(D^2): the same function and
-        gradients (up to float rounding) at a small fraction of the cost.
+        gradients (up to float rounding) at a small fraction of the cost. The first row is kept
+        apart rather than concatenated, which would copy the whole sequence.
         """
-        (b, d), h = query.shape, self.num_heads
+        (b, d), h = first.shape, self.num_heads
         w_k, w_v = self.kv.weight.view(2, h, d // h, d)
-        q = self.q(query).view(b, h, d // h) * (d // h) ** -0.5
+        q = self.q(first).view(b, h, d // h) * (d // h) ** -0.5
         keys = torch.einsum("bhe,hed->bhd", q, w_k)
-        weights = torch.einsum("bhd,bsd->bhs", keys, context).softmax(dim=-1)
-        pooled = torch.einsum("bhs,bsd->bhd", weights, context)
+        scores = torch.cat([torch.einsum("bhd,bd->bh", keys, first)[..., None], keys @ others.transpose(1, 2)], -1)
+        weights = scores.softmax(dim=-1)
+        pooled = weights[..., :1] * first[:, None] + weights[..., 1:] @ others
         out = torch.einsum("bhd,hed->bhe", pooled, w_v).reshape(b, d) + self.kv.bias[d:]
         return self.proj(out)
 

@@ -96,10 +96,12 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def _label_bars(ax, bars, values, vertical: bool = False) -> None:
-    for bar, value in zip(bars, values, strict=True):
+def _label_bars(ax, bars, values, vertical: bool = False, above: list[float] | None = None) -> None:
+    """Print each bar's value on top of it, or on top of its error bar (`above`: the error sizes)."""
+    for bar, value, extra in zip(bars, values, above or [0.0] * len(values), strict=True):
         if value is not None and not np.isnan(value):
-            ax.annotate(f"{100 * value:.0f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            top = bar.get_height() + (0.0 if np.isnan(extra) else extra)
+            ax.annotate(f"{100 * value:.0f}%", (bar.get_x() + bar.get_width() / 2, top),
                         ha="center", va="bottom", fontsize=7 if vertical else 8, xytext=(0, 2),
                         textcoords="offset points", rotation=90 if vertical else 0)  # fmt: skip
 
@@ -125,12 +127,12 @@ def plot_shuffle(result: dict, path: Path) -> Path:
         label = f"shuffled (mean ± sd of {result['permutations']})" if order == SHUFFLED else order
         bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=3, label=label,
                       color=ORDER_COLOURS[order])  # fmt: skip
-        _label_bars(ax, bars, values)
+        _label_bars(ax, bars, values, above=errors)
     ax.set_xticks(x, [g for g, _ in groups])
-    ax.set_ylim(0, 1.15)
+    ax.set_ylim(0, 1.3)
     ax.set_ylabel("test accuracy (top-1)")
     ax.set_title(f"{result['probe']}: test accuracy by frame order")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.savefig(path)
     return Path(path)
 

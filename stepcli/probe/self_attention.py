@@ -24,10 +24,9 @@ class TransformerBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-    def forward_first(self, x: Tensor) -> Tensor:
-        """Output row 0 only, `[B, D]`: what a CLS readout after the last block needs."""
-        context = self.norm1(x)
-        first = x[:, 0] + self.attn.forward_one_query(context[:, 0], context)
+    def forward_first(self, first: Tensor, others: Tensor) -> Tensor:
+        """Row 0 of `forward([first; others])`, `[B, D]`: all a CLS readout after the last block needs."""
+        first = first + self.attn.forward_first(self.norm1(first), self.norm1(others))
         return first + self.mlp(self.norm2(first))
 
 

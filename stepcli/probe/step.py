@@ -47,10 +47,9 @@ class SimplifiedBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.attn(self.norm1(x))
 
-    def forward_first(self, x: Tensor) -> Tensor:
-        """Output row 0 only, `[B, D]`: what a CLS readout after the last block needs."""
-        context = self.norm1(x)
-        return x[:, 0] + self.attn.forward_one_query(context[:, 0], context)
+    def forward_first(self, first: Tensor, others: Tensor) -> Tensor:
+        """Row 0 of `forward([first; others])`, `[B, D]`: all a CLS readout after the last block needs."""
+        return first + self.attn.forward_first(self.norm1(first), self.norm1(others))
 
 
 class NoFeedForwardBlock(SimplifiedBlock):
@@ -63,8 +62,8 @@ class NoFeedForwardBlock(SimplifiedBlock):
     def forward(self, x: Tensor) -> Tensor:
         return self.norm2(super().forward(x))
 
-    def forward_first(self, x: Tensor) -> Tensor:
-        return self.norm2(super().forward_first(x))
+    def forward_first(self, first: Tensor, others: Tensor) -> Tensor:
+        return self.norm2(super().forward_first(first, others))
 
 
 BLOCKS: dict[str, type[nn.Module]] = {
@@ -118,10 +117,12 @@ class StepProbe(Probe):
             x = x + self.temporal_pe[None, :, None, :]
         b, t, length, d = x.shape
         x = x.flatten(1, 2)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
-        if self.cls == "global":  # only the CLS row of the last block is read: compute just that row
-            return self.blocks[-1].forward_first(self.blocks[:-1](x))
+        if self.cls_token is not None:  # only the CLS row of the last block is read: compute just that row
+            cls = self.cls_token.expand(b, -1, -1)
+            if len(self.blocks) > 1:
+                x = self.blocks[:-1](torch.cat([cls, x], dim=1))
+                cls, x = x[:, :1], x[:, 1:]
+            return self.blocks[-1].forward_first(cls[:, 0], x)
         x = self.blocks(x)
         if self.cls == "frame":
             return x.view(b, t, length, d)[:, :, 0].mean(dim=1)
