@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
 from test_shuffle import fails
 
+from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
 from stepcli.probe.compare import all_probes
 from stepcli.probe.report import COLUMNS
@@ -54,13 +55,17 @@ def assert_order_blind(row: dict) -> None:
     assert row["pair_top1"] == row["shuffled_pair_top1"] == row["reversed_pair_top1"], row
 
 
-def test_compare_writes_tables_and_plots_and_resumes(demo_cache: Path, tmp_path: Path) -> None:
+def test_compare_writes_tables_and_plots_and_resumes(demo_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    loads = []
+    real_load = FeatureCache.load_into_memory
+    monkeypatch.setattr(FeatureCache, "load_into_memory", lambda cache: loads.append(1) or real_load(cache))
     out = tmp_path / "compare"
     probes = ["linear", "step"]
     args = ["compare", "--cache", str(demo_cache), "--out", str(out), "--probes", ",".join(probes),
             "--epochs", "1", "--batch-size", "8", "--permutations", "3", "--quiet"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    assert len(loads) == 1  # the cache is read once for training and shuffle-testing every probe
     assert "| probe | params |" in result.output
     rows = check_outputs(out, probes)
     by_name = {r["probe"]: r for r in rows}

@@ -157,7 +157,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
             run = load_run(tcfg.out)
         else:
             _say(cfg, f"[{n}/{len(cfg.probes)}] {name}: training")
-            run = train_probe(tcfg)
+            run = train_probe(tcfg, cache)
         tick = time.monotonic()
         result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
         shuffle_time = time.monotonic() - tick

@@ -109,8 +109,11 @@ def _say(cfg: TrainConfig, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def train_probe(cfg: TrainConfig) -> Run | None:
+def train_probe(cfg: TrainConfig, cache: FeatureCache | None = None) -> Run | None:
     """Train (or, for logreg, fit) the probe named in `cfg` and write its run to `cfg.out`.
+
+    `cache`, when given, is `cfg.cache` already opened (and perhaps loaded into memory), so that
+    `compare` reads the tokens once for all its probes.
 
     Under torchrun (or srun with MASTER_ADDR/MASTER_PORT) the processes train one probe together
     with DistributedDataParallel. Rank 0 alone prints and writes the run and returns it; the other
@@ -124,20 +127,21 @@ def train_probe(cfg: TrainConfig) -> Run | None:
         )
     device = resolve_device(cfg.device, local_rank)
     with process_group(device) as group:
-        return _train(replace(cfg, quiet=cfg.quiet or not group.main), group)
+        return _train(replace(cfg, quiet=cfg.quiet or not group.main), group, cache)
 
 
-def _train(cfg: TrainConfig, group: Group) -> Run | None:
+def _train(cfg: TrainConfig, group: Group, cache: FeatureCache | None) -> Run | None:
     """`train_probe` in one process of `group`: all train and evaluate, rank 0 writes and returns the run."""
     device = group.device
-    cache = FeatureCache(cfg.cache)
+    if cache is None or cache.path.resolve() != Path(cfg.cache).resolve():
+        cache = FeatureCache(cfg.cache)
     splits = resolve_splits(cache, cfg.seed)
     class_names = cache.class_names
     splits.train = subsample_train(
         splits.train, cache.labels[splits.train], class_names, cfg.seed, cfg.shots, cfg.train_fraction
     )
-    in_memory = use_memory(cache, cfg.in_memory, copies=processes_per_node(group.world_size))
-    if in_memory:
+    in_memory = cache.in_memory or use_memory(cache, cfg.in_memory, copies=processes_per_node(group.world_size))
+    if in_memory and not cache.in_memory:
         cache.load_into_memory()
     workers = 0 if in_memory else (min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers)
     out = Path(cfg.out)
