@@ -8,7 +8,7 @@ from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dat
 from stepcli.extract.demo import PAIRS, generate_demo
 
 # Enough draws that a probe on random-init tokens generalises: at 20 per class STEP overfit (~70%
-# test top-1), at 60 it reaches 95% and more. 720 clips extract in about 2.5 minutes on 2 CPU cores.
+# test top-1), at 60 it reaches 95% and more. 720 clips extract in under 3 minutes on 2 CPU cores.
 DEFAULT_CLIPS_PER_CLASS = 60
 
 
