@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
 from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
 
 from stepcli.cache.reader import FeatureCache
+from stepcli.cli import cli
 from stepcli.distributed import rank_and_world_size
 
 TINY_CLI = Path(__file__).parent / "tiny_cli.py"
@@ -96,3 +98,17 @@ def test_killed_rank_is_made_up_by_a_single_process_rerun(tmp_path):
     subprocess.run([sys.executable, str(TINY_CLI), *_args(out, videos)], env=_env(), check=True)
     assert not list((out / "shards").glob("*.tmp"))
     _assert_same(_tokens(out), expected)
+
+
+def test_a_rank_alone_says_the_cache_is_incomplete(tmp_path, monkeypatch):
+    """A process that ran alone with a world size of 2 (sbatch without srun) must not look like a full run."""
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
+        monkeypatch.delenv(name, raising=False)
+    args = [a for a in _args(tmp_path / "cache", tmp_path / "videos") if a != "--quiet"]
+    alone = CliRunner().invoke(cli, [*args, "--rank", "0", "--world-size", "2"])
+    assert alone.exit_code == 0, alone.output
+    assert "rank 0/2: extracted 24 clips" in alone.output and "the cache holds 24 of 48 clips" in alone.output
+    assert "up to 24 clips are the other ranks'" in alone.output
+    rest = CliRunner().invoke(cli, args)
+    assert rest.exit_code == 0 and "extracted 24 clips, 24 already cached" in rest.output, rest.output
+    assert "the cache holds 48 of 48 clips" in rest.output and "other ranks" not in rest.output

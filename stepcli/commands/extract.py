@@ -64,10 +64,18 @@ def extract(
     )  # fmt: skip
     summary = run_extract(ExtractConfig(dataset=dataset, out=out, dataset_options=options, **kwargs))
     if not kwargs["quiet"]:
+        rank = f"rank {summary.rank}/{summary.world_size}: " if summary.world_size > 1 else ""
         click.echo(
-            f"extracted {summary.extracted} clips, {summary.skipped} already cached, {summary.failed} failed"
+            f"{rank}extracted {summary.extracted} clips, {summary.skipped} already cached, {summary.failed} failed"
             + (f" (reasons in {out / 'failures.jsonl'})" if summary.failed else "")
-            + f"; inspect with: stepcli inspect {out}",
+            + f"; the cache holds {summary.cached} of {summary.total} clips; inspect with: stepcli inspect {out}",
             err=True,
         )
+        missing = summary.total - summary.cached - summary.failed
+        if summary.world_size > 1 and missing > 0:
+            click.echo(
+                f"note: this process did its share (1/{summary.world_size}); up to {missing} clips are the other "
+                "ranks'. If they did not run (e.g. sbatch without srun), rerun with any number of processes to finish.",
+                err=True,
+            )
     sys.exit(1 if summary.failed else 0)

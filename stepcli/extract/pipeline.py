@@ -60,6 +60,10 @@ class ExtractSummary:
     shards: list[Path] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # decode + forward + write, without loading the dataset and model
+    rank: int = 0
+    world_size: int = 1
+    total: int = 0  # clips in the dataset
+    cached: int = 0  # clips in the cache when this process finished, from every rank's shards
 
 
 class _ClipFrames(Dataset):
@@ -156,7 +160,10 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     check_or_write_manifest(out, manifest)
 
     done = clips_in_cache(out)
-    summary = ExtractSummary(skipped=sum(c.clip_id in done for c in dataset.clips))
+    summary = ExtractSummary(
+        skipped=sum(c.clip_id in done for c in dataset.clips), rank=rank, world_size=world_size,
+        total=len(dataset.clips) + len(dataset.rejected),
+    )  # fmt: skip
     # partition the full list, then drop what is done: every rank derives the same partition
     # whenever it starts, so ranks never overlap even if one starts after another wrote shards
     todo = [c for c in dataset.clips[rank::world_size] if c.clip_id not in done]
@@ -196,6 +203,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
                 progress.update(len(batch), failed=summary.failed)
     summary.seconds = time.perf_counter() - started
     summary.shards = writer.completed
+    summary.cached = len(clips_in_cache(out))
     return summary
 
 
