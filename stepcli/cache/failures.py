@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
 def append_failure(path: Path, clip_id: str, video: str, reason: str) -> None:
-    """Append and flush at once, so a crash later in the run keeps the record."""
-    with open(path, "a") as handle:
-        handle.write(json.dumps({"clip_id": clip_id, "path": video, "reason": reason}) + "\n")
+    """Append the record in one O_APPEND write, at once: a crash later in the run keeps it, and
+    ranks appending to the same file at the same time cannot interleave their lines."""
+    line = (json.dumps({"clip_id": clip_id, "path": video, "reason": reason}) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def read_failures(path: Path) -> list[dict]:
