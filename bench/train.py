@@ -4,7 +4,8 @@ Both epochs train the same probe (fresh, same seed) on the same clips in the sam
 backbone epoch decodes each clip (`sample_clip`), preprocesses it, runs the frozen backbone from
 the cache manifest under no_grad and then takes the probe step; the cache epoch reads the tokens
 and takes the same step, twice over: from memory (what `train-probe --in-memory auto` does when
-the cache fits, as the demo's does) and streamed from the HDF5 shards (what it does when not).
+the cache fits, as the demo's does) and streamed from the HDF5 shards (what it does when not:
+in-process on a CPU, by reader processes on a GPU), through the same `iterate_batches` that `train-probe` uses.
 Times are measured in one run because the machine is shared and noisy; each cache epoch is
 repeated and its median used. By default the epoch is the whole train split.
 
@@ -28,6 +29,8 @@ from stepcli.extract.backbones import load_backbone
 from stepcli.extract.datasets import DatasetOptions, load_dataset
 from stepcli.extract.video import sample_clip
 from stepcli.probe import build_probe
+from stepcli.probe.data import iterate_batches
+from stepcli.probe.train import reader_processes
 
 
 def make_probe(name: str, cache: FeatureCache, seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -89,16 +92,18 @@ def backbone_epoch(cache, batches, paths, encoder, probe_name, seed) -> dict[str
 
 
 def cache_epoch(cache, batches, probe_name, seed) -> dict[str, float]:
-    """One epoch from the cache: from its HDF5 shards, or from memory after `cache.load_into_memory()`."""
+    """One epoch from the cache as `train-probe` reads it (`iterate_batches`): from memory after
+    `cache.load_into_memory()`, else streamed from the HDF5 shards by its default reader processes."""
     probe, optimizer = make_probe(probe_name, cache, seed)
+    workers = 0 if cache.in_memory else reader_processes(torch.device("cpu"))
     times = {"read": 0.0, "probe": 0.0}
-    for rows in batches:
+    tick = time.perf_counter()
+    for tokens, labels in iterate_batches(cache, batches, workers):
+        times["read"] += time.perf_counter() - tick  # waiting for the batch
         tick = time.perf_counter()
-        tokens = torch.from_numpy(cache.tokens(rows))
-        times["read"] += time.perf_counter() - tick
-        tick = time.perf_counter()
-        probe_step(probe, optimizer, tokens, cache.labels[rows])
+        probe_step(probe, optimizer, tokens, labels.numpy())
         times["probe"] += time.perf_counter() - tick
+        tick = time.perf_counter()
     return times
 
 

@@ -17,6 +17,7 @@ from stepcli.commands.train_probe import probe_names
 from stepcli.probe.evaluate import predict_logits
 from stepcli.probe.metrics import classification_metrics
 from stepcli.probe.run import load_run
+from stepcli.probe.train import TrainConfig, train_probe
 
 FAST = ["--epochs", "2", "--batch-size", "8", "--quiet"]
 
@@ -110,6 +111,11 @@ def test_streaming_and_in_memory_agree(demo_cache: Path, tmp_path: Path) -> None
     train(demo_cache, "attentive", tmp_path / "stream", "--in-memory", "no")
     assert json.loads((tmp_path / "stream/config.json").read_text())["train"]["in_memory"] is False
     assert (tmp_path / "memory/metrics.json").read_bytes() == (tmp_path / "stream/metrics.json").read_bytes()
+    # the GPU default: reader processes, each with its own HDF5 handles
+    train_probe(TrainConfig(cache=demo_cache, probe="attentive", out=tmp_path / "readers", epochs=2, batch_size=8,
+                            in_memory="no", workers=2, quiet=True))  # fmt: skip
+    assert json.loads((tmp_path / "readers/config.json").read_text())["train"]["workers"] == 2
+    assert (tmp_path / "memory/metrics.json").read_bytes() == (tmp_path / "readers/metrics.json").read_bytes()
 
 
 def test_shots_draws_exactly_k_train_clips_per_class(demo_cache: Path, tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ class TrainConfig:
     shots: int | None = None
     train_fraction: float | None = None
     in_memory: str = "auto"
-    workers: int | None = None  # HDF5 reader processes when streaming; None = min(2, CPUs)
+    workers: int | None = None  # HDF5 reader processes when streaming; None: see `reader_processes`
     probe_options: dict = field(default_factory=dict)
     quiet: bool = False
 
@@ -109,6 +109,13 @@ def _say(cfg: TrainConfig, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def reader_processes(device: torch.device) -> int:
+    """HDF5 reader processes for a streamed cache: none when the probe trains on the CPU, whose
+    cores the probe already uses (on 2 cores, two readers made a STEP epoch 1.3-1.6x slower than
+    reading in-process), else two to keep the GPU fed."""
+    return 0 if device.type == "cpu" else min(2, os.cpu_count() or 1)
+
+
 def train_probe(cfg: TrainConfig, cache: FeatureCache | None = None) -> Run | None:
     """Train (or, for logreg, fit) the probe named in `cfg` and write its run to `cfg.out`.
 
@@ -143,7 +150,7 @@ def _train(cfg: TrainConfig, group: Group, cache: FeatureCache | None) -> Run | 
     in_memory = cache.in_memory or use_memory(cache, cfg.in_memory, copies=processes_per_node(group.world_size))
     if in_memory and not cache.in_memory:
         cache.load_into_memory()
-    workers = 0 if in_memory else (min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers)
+    workers = 0 if in_memory else (reader_processes(device) if cfg.workers is None else cfg.workers)
     out = Path(cfg.out)
     if group.main:
         out.mkdir(parents=True, exist_ok=True)
