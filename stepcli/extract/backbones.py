@@ -28,7 +28,12 @@ RANDOM_INIT_SEED = 0
 
 @dataclass
 class Preprocess:
-    """Resize the shorter side to ``size`` (bicubic, antialiased), centre-crop, normalise."""
+    """Resize the shorter side to ``size`` (bicubic, antialiased), centre-crop, normalise.
+
+    The resize runs on the uint8 frames, as PIL's does in the CLIP and timm reference transforms
+    (rounded and saturated to 0..255): torch's uint8 path is also about ten times faster than the
+    float one, which matters on a CPU, where preprocessing competes with the backbone for cores.
+    """
 
     size: int
     mean: tuple[float, float, float]
@@ -36,16 +41,16 @@ class Preprocess:
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         """``[B, H, W, 3]`` uint8 -> ``[B, 3, size, size]`` float32."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8)).permute(0, 3, 1, 2)  # channels-last
         h, w = x.shape[-2:]
         scale = self.size / min(h, w)
         new_h, new_w = max(self.size, round(h * scale)), max(self.size, round(w * scale))
         x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
         top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
-        x = x[..., top : top + self.size, left : left + self.size].clamp_(0, 1)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+        x = x[..., top : top + self.size, left : left + self.size]
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std).view(1, 3, 1, 1) * 255
+        return x.contiguous().float().sub_(mean).div_(std)  # NCHW uint8 first: the cheapest copy
 
 
 class FrameEncoder(torch.nn.Module):
@@ -71,7 +76,7 @@ class FrameEncoder(torch.nn.Module):
             "image_size": self.image_size,
             "mean": list(self.preprocess.mean),
             "std": list(self.preprocess.std),
-            "resize": "shorter-side bicubic antialias, centre crop",
+            "resize": "shorter-side bicubic antialias on uint8, centre crop",
             "normalize": "final-norm",
             "token_layout": {"num_prefix": self.num_prefix, "num_patches": self.num_patches, "dim": self.dim},
         }

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 class VideoError(Exception):
@@ -131,7 +132,8 @@ def _decode_at(path: str, targets: np.ndarray, start: float, times: np.ndarray |
                 chosen[k], chosen_time[k] = first, chosen_time[first_k]
             else:
                 raise VideoError("video ends before the requested segment (truncated?)")
-    frames = np.stack([f.to_ndarray(format="rgb24") for f in chosen])
+    rgb = VideoReformatter()  # one colour converter for the clip: `to_ndarray(format=...)` makes one per frame
+    frames = np.stack([rgb.reformat(f, format="rgb24").to_ndarray() for f in chosen])
     if times is not None:  # exact, whatever the container's start offset
         frame_index = np.searchsorted(times, chosen_time - 1e-6).astype(np.int64)
     else:
