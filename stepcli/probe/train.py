@@ -6,8 +6,8 @@ validation accuracy (ties: lower validation loss); the reported numbers are on t
 
 Defaults (12 epochs of batch 8, peak LR 1e-3 after one warmup epoch) are sized for the demo on a
 2-core CPU, where they take STEP to 96-99% test top-1 over seeds (8 epochs: 95%, 5: 89%) and
-keep `self-attention`, the most expensive probe (a full block over all T*(P+N) tokens), to about
-four minutes. Small batches buy optimizer steps on small datasets; on large ones raise
+keep `self-attention`, the most expensive probe (a full block over all T*(P+N) tokens), to four
+to five minutes. Small batches buy optimizer steps on small datasets; on large ones raise
 `--batch-size` (and `--lr` with it) and follow the protocol you compare against (V-JEPA's
 attentive probes train for 20 epochs).
 
