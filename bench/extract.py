@@ -19,14 +19,14 @@ import torch
 
 from stepcli.extract.backbones import load_backbone
 from stepcli.extract.datasets import DatasetOptions, load_dataset
-from stepcli.extract.pipeline import ExtractConfig, _encode, run_extract
+from stepcli.extract.pipeline import ExtractConfig, run_extract
 from stepcli.extract.video import sample_clip
 
 
 def forward_only_seconds(encoder, pixels: list[torch.Tensor], batch_size: int) -> float:
     start = time.perf_counter()
     for i in range(0, len(pixels), batch_size):
-        _encode(encoder, pixels[i : i + batch_size], torch.device("cpu"))
+        encoder.encode_clips(pixels[i : i + batch_size], torch.device("cpu"))
     return time.perf_counter() - start
 
 
@@ -54,7 +54,7 @@ def main() -> None:
         config = ExtractConfig(
             dataset="demo", out=work / f"cache{repeat}", dataset_options=options, backbone=args.backbone,
             num_frames=args.frames, image_size=args.image_size, batch_size=args.batch_size,
-            workers=args.workers, quiet=True,
+            workers=args.workers,
         )  # fmt: skip
         summary = run_extract(config)
         extract_rates.append(summary.extracted / summary.seconds)

@@ -71,12 +71,10 @@ def main() -> None:
     if args.cache is None:
         args.cache = work / "cache"
         options = DatasetOptions(root=work / "videos", size=args.size)
-        pipeline.run_extract(
-            pipeline.ExtractConfig(dataset="demo", out=args.cache, dataset_options=options, quiet=True)
-        )
+        pipeline.run_extract(pipeline.ExtractConfig(dataset="demo", out=args.cache, dataset_options=options))
     if args.run is None:
         args.run = work / "run"
-        train_probe(TrainConfig(cache=args.cache, probe="step", out=args.run, epochs=1, quiet=True))
+        train_probe(TrainConfig(cache=args.cache, probe="step", out=args.run, epochs=1))
 
     with BackboneCalls() as calls:
         run = load_run(args.run)
@@ -93,13 +91,13 @@ def main() -> None:
             result = shuffle_test(run, cache, cfg)
             shuffled.append(time.perf_counter() - tick)
 
-    print(f"run {args.run} ({run.config['probe']}, {run.probe.num_params():,} params) on cache {args.cache}")
+    print(f"run {args.run} ({run.config.probe}, {run.probe.num_params():,} params) on cache {args.cache}")
     print(f"test clips {len(rows)}, frames {cache.clip_shape[0]}, tokens per frame {cache.clip_shape[1]}, "
           f"{'in memory' if cache.in_memory else 'streamed from HDF5'}")  # fmt: skip
     print(f"one evaluation (original order)   {min(plain):7.3f} s  (runs: {', '.join(f'{t:.3f}' for t in plain)})")
     print(f"shuffle test, K={args.permutations} (+ orig, rev)  {min(shuffled):7.3f} s  "
           f"(runs: {', '.join(f'{t:.3f}' for t in shuffled)})")  # fmt: skip
-    print(f"flip rate (shuffled, mean) {result['summary']['shuffled']['flip_rate']['mean']}")
+    print(f"flip rate (shuffled, mean) {result.shuffled.flip_rate.mean}")
     print(f"backbone calls during measurement = {calls.count}")
     print(
         f"ratio shuffle-test(K={args.permutations}) / one evaluation = {min(shuffled) / min(plain):.2f}  (target <= 25)"

@@ -28,23 +28,14 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.extract.backbones import load_backbone
 from stepcli.extract.datasets import DatasetOptions, load_dataset
 from stepcli.extract.video import sample_clip
-from stepcli.probe import build_probe
+from stepcli.probe import build_probe_for_cache
 from stepcli.probe.data import iterate_batches
 from stepcli.probe.train import reader_processes
 
 
 def make_probe(name: str, cache: FeatureCache, seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(seed)
-    T, _, D = cache.clip_shape
-    layout = cache.manifest.token_layout
-    probe = build_probe(
-        name,
-        dim=D,
-        num_classes=len(cache.class_names),
-        num_frames=T,
-        num_prefix=layout["num_prefix"],
-        num_patches=layout["num_patches"],
-    )
+    probe = build_probe_for_cache(name, cache)
     return probe.train(), probe.optimizer(1e-3, 0.05)
 
 
@@ -62,19 +53,19 @@ def probe_step(
 def video_paths(cache: FeatureCache, videos: Path) -> dict[str, str]:
     """clip id -> video file, from the demo dataset the cache was made from (reused, not regenerated)."""
     dataset = cache.manifest.dataset
-    if dataset["name"] != "demo":
-        sys.exit(f"bench/train.py decodes demo clips; {cache.path} holds {dataset['name']!r}")
+    if dataset.name != "demo":
+        sys.exit(f"bench/train.py decodes demo clips; {cache.path} holds {dataset.name!r}")
     if not (videos / "demo.json").is_file():
         sys.exit(f"no demo videos in {videos}; pass --videos (extract wrote them to <cache>/videos by default)")
-    source = dataset.get("source", {})
-    options = DatasetOptions(root=videos, size=source.get("clips_per_class"), seed=source.get("seed", 0))
-    options.num_frames = cache.manifest.num_frames
+    source = dataset.source
+    options = DatasetOptions(root=videos, size=source.get("clips_per_class"), seed=source.get("seed", 0),
+                             num_frames=cache.layout.num_frames)  # fmt: skip
     return {clip.clip_id: clip.path for clip in load_dataset("demo", options).clips}
 
 
 def backbone_epoch(cache, batches, paths, encoder, probe_name, seed) -> dict[str, float]:
     probe, optimizer = make_probe(probe_name, cache, seed)
-    T = cache.manifest.num_frames
+    T = cache.layout.num_frames
     times = {"decode": 0.0, "backbone": 0.0, "probe": 0.0}
     for rows in batches:
         tick = time.perf_counter()
@@ -123,12 +114,12 @@ def main() -> None:
     rows = np.random.default_rng(args.seed).permutation(cache.rows("train"))[: args.clips]
     batches = [rows[i : i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
     extraction = cache.manifest.extraction
-    encoder = load_backbone(extraction["backbone"], extraction["image_size"], extraction["layer"]).eval()
+    encoder = load_backbone(extraction.backbone, extraction.image_size, extraction.layer).eval()
     probe, _ = make_probe(args.probe, cache, args.seed)
     print(
         f"{len(rows)} of {len(cache.rows('train'))} train clips of {cache.path}, batch {args.batch_size}, "
-        f"probe {args.probe} ({probe.num_params():,} params), backbone {extraction['backbone']} "
-        f"{extraction['image_size']} px layer {extraction['layer']}, T={cache.manifest.num_frames}, "
+        f"probe {args.probe} ({probe.num_params():,} params), backbone {extraction.backbone} "
+        f"{extraction.image_size} px layer {extraction.layer}, T={cache.layout.num_frames}, "
         f"{torch.get_num_threads()} threads"
     )
     cache_epoch(cache, batches[:1], args.probe, args.seed)  # warm-up: allocator, HDF5 handles

@@ -3,5 +3,8 @@
 __version__ = "0.1.0"
 
 
-class StepcliError(Exception):
-    """A problem with the user's input: the CLI prints it as one line, without a traceback."""
+class StepcliError(ValueError):
+    """A problem with the user's input: the CLI prints it as one line, without a traceback.
+
+    A `ValueError`, so that library callers can catch bad arguments the way they catch Python's own.
+    """

@@ -1,17 +1,18 @@
 """The ``stepcli`` console script: one click group, one module per subcommand in ``commands/``.
 
-The CLI is thin: it parses options and calls library functions. A ``StepcliError`` (bad input)
-becomes one line on stderr and exit status 2, never a traceback.
+The CLI is thin: each command parses options, calls one library function and prints. A
+``StepcliError`` (bad input) becomes one line on stderr and exit status 2, never a traceback.
+``-q``/``-v`` set how much of the ``stepcli`` logger is shown, before or after the command name.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
 from stepcli import StepcliError, __version__
+from stepcli.log import set_verbosity
 
 
 class _Group(click.Group):
@@ -31,10 +32,12 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="stepcli")
-def cli() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (no progress, no per-epoch lines).")
+@click.option("-v", "--verbose", count=True, help="Also show debug output.")
+def cli(quiet: bool, verbose: int) -> None:
     """Order-aware image-to-video probing: cache frozen frame tokens once, then train, compare and
     shuffle-test probes (STEP and the order-blind baselines) from the cache."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    set_verbosity(-1 if quiet else min(verbose, 1))
 
 
 def _register() -> None:

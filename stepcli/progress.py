@@ -1,19 +1,29 @@
-"""A progress bar on a terminal, plain periodic log lines otherwise, nothing with --quiet."""
+"""A progress bar on a terminal, plain periodic log lines otherwise, nothing with ``-q``."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 from tqdm import tqdm
 
+from stepcli.log import shows_progress
+
+log = logging.getLogger(__name__)
+
 
 class Progress:
-    def __init__(self, total: int, desc: str, unit: str = "clip", quiet: bool = False, every: float = 10.0):
+    """Counts `unit`s towards `total`; `enabled=False` (e.g. on a non-zero rank) shows nothing."""
+
+    def __init__(self, total: int, desc: str, unit: str = "clip", enabled: bool = True, every: float = 10.0):
         self.total, self.desc, self.unit = total, desc, unit
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty() and not quiet
-        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True) if self.tty else None
+        self.enabled = enabled and shows_progress()
+        self.bar = (
+            tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+            if self.enabled and sys.stderr.isatty()
+            else None
+        )
         self.count = 0
         self.start = self.last = time.monotonic()
         self.every = every
@@ -27,15 +37,13 @@ class Progress:
             self.bar.update(n)
             if postfix:
                 self.bar.set_postfix_str(self.postfix, refresh=False)
-        elif not self.quiet and (time.monotonic() - self.last >= self.every or self.count == self.total):
+        elif self.enabled and (time.monotonic() - self.last >= self.every or self.count == self.total):
             self.last = time.monotonic()
             rate = self.count / max(self.last - self.start, 1e-9)
             eta = (self.total - self.count) / rate if rate > 0 else 0.0
-            print(
+            log.info(
                 f"{self.desc}: {self.count}/{self.total} {self.unit}s, {rate:.1f} {self.unit}s/s, "
-                f"ETA {eta:.0f}s {self.postfix}".rstrip(),
-                file=sys.stderr,
-                flush=True,
+                f"ETA {eta:.0f}s {self.postfix}".rstrip()
             )
 
     def close(self) -> None:

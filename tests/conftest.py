@@ -1,12 +1,24 @@
-"""Shared fixtures: a tiny open_clip config registered through open_clip's own config loader,
-and a small demo cache built by the real extraction pipeline (real videos, real HDF5)."""
+"""Shared fixtures and helpers: a tiny open_clip config registered through open_clip's own config
+loader, a small demo cache built by the real extraction pipeline (real videos, real HDF5), and the
+checks every CLI error test makes."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
+
+from stepcli.cli import cli
+
+TESTS = Path(__file__).parent
+TINY_CLI = TESTS / "tiny_cli.py"  # `stepcli` with the tiny backbone registered, for child processes
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+STEPCLI = Path(sys.executable).parent / "stepcli"  # the installed console script
 
 TINY_OPENCLIP = "stepcli-test-vit"
 # 2 blocks of width 64: the real open_clip VisionTransformer, small enough for milliseconds per frame
@@ -39,22 +51,61 @@ def _offline(monkeypatch):
 
 
 def make_demo_cache(out: Path, clips_per_class: int = 4, **overrides):
+    """Extract the demo (`clips_per_class` per class) with the tiny backbone into `out`."""
     from stepcli.extract.datasets import DatasetOptions
     from stepcli.extract.pipeline import ExtractConfig, run_extract
 
     options = DatasetOptions(root=Path(out).parent / "demo-videos", size=clips_per_class)
-    config = ExtractConfig(
-        dataset="demo",
-        out=Path(out),
-        dataset_options=options,
-        backbone=TINY_BACKBONE,
-        image_size=TINY_IMAGE_SIZE,
-        workers=0,
-        quiet=True,
-    )
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return run_extract(config)
+    settings = {"backbone": TINY_BACKBONE, "image_size": TINY_IMAGE_SIZE, "workers": 0, **overrides}
+    return run_extract(ExtractConfig(dataset="demo", out=Path(out), dataset_options=options, **settings))
+
+
+def invoke(*args: str) -> Result:
+    """The CLI in this process, through click's test runner (stderr kept apart from stdout)."""
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def ok(*args: str) -> Result:
+    """Run the CLI expecting success."""
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def error_line(stderr: str) -> str:
+    """The one line of a user error on stderr; only warnings printed before it may precede it."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def fails(*args: str) -> str:
+    """Run the CLI expecting a user error: exit 2, one error line on stderr, no exception but the exit.
+
+    Under click's runner a traceback never reaches the output (an exception lands in
+    `result.exception`), so that is what this checks; `fails_in_process` checks the real stderr.
+    """
+    result = invoke(*args)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2, result.output
+    assert not result.stdout.strip(), result.stdout
+    return error_line(result.stderr)
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of a child stepcli: offline, one thread, no launcher variables of ours."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return env | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"} | extra
+
+
+def fails_in_process(*args: str, script: Path | None = None) -> str:
+    """Run the real console script (or `script`, e.g. tiny_cli.py) in a child process expecting a
+    user error: exit 2, exactly one line on stderr, no traceback anywhere."""
+    command = [str(STEPCLI)] if script is None else [sys.executable, str(script)]
+    done = subprocess.run([*command, *map(str, args)], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    return error_line(done.stderr)
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +125,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def cache_tokens(cache_dir: Path) -> dict:
+    """`{clip id: tokens [T, P+N, D]}` of a cache with no clip stored twice."""
+    from stepcli.cache.reader import FeatureCache
+
+    cache = FeatureCache(cache_dir)
+    assert cache.duplicates == 0
+    return {clip_id: cache.tokens([row])[0] for row, clip_id in enumerate(cache.clip_ids)}

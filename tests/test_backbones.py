@@ -38,7 +38,7 @@ def _check_cache_matches(cache_dir, encode) -> None:
         clip_id = cache.clip_ids[row]
         slug = clip_id.rsplit("-", 1)[0]
         video = cache_dir.parent / "demo-videos" / slug / f"{clip_id}.mp4"
-        frames = sample_clip(video, cache.manifest.num_frames).frames
+        frames = sample_clip(video, cache.layout.num_frames).frames
         with torch.no_grad():
             expected = encode(frames).numpy()
         cached = cache.tokens([row])[0].astype(np.float32)

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
-from test_shuffle import fails
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-from stepcli.probe.compare import all_probes
+from stepcli.probe import PROBES
 from stepcli.probe.report import COLUMNS
 
 PNGS = ("accuracy_vs_params.png", "order_sensitivity.png")
@@ -81,13 +80,13 @@ def test_compare_writes_tables_and_plots_and_resumes(demo_cache: Path, tmp_path:
 
 def test_compare_errors(demo_cache: Path, tmp_path: Path) -> None:
     base = ["compare", "--cache", str(demo_cache), "--out", str(tmp_path / "c")]
-    assert "unknown probe(s) nope" in fails([*base, "--probes", "linear,nope"])
-    assert "twice" in fails([*base, "--probes", "linear,linear"])
-    assert "--permutations" in fails([*base, "--permutations", "0"])
-    assert "not a stepcli cache" in fails(["compare", "--cache", str(tmp_path), "--out", str(tmp_path / "c")])
+    assert "unknown probe(s) nope" in fails(*base, "--probes", "linear,nope")
+    assert "twice" in fails(*base, "--probes", "linear,linear")
+    assert "--permutations" in fails(*base, "--permutations", "0")
+    assert "not a stepcli cache" in fails("compare", "--cache", str(tmp_path), "--out", str(tmp_path / "c"))
     bad = tmp_path / "pairs.txt"
     bad.write_text("open,nope\n")
-    assert "'nope'" in fails([*base, "--pairs", str(bad)])
+    assert "'nope'" in fails(*base, "--pairs", str(bad))
 
 
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
@@ -98,7 +97,7 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "| probe | params |" in result.output and "demo finished" in result.output
     assert (out / "cache" / "manifest.json").is_file() and (out / "cache" / "videos").is_dir()
-    rows = {r["probe"]: r for r in check_outputs(out / "compare", all_probes())}
+    rows = {r["probe"]: r for r in check_outputs(out / "compare", list(PROBES))}
     for name in ("linear", "self-attention", "attentive", "logreg"):
         assert_order_blind(rows[name])
     again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses

@@ -268,7 +268,7 @@ def test_extract_official_layout(dataset, tmp_path):
     want = {cid: (name, split, centre_frames(*bounds)) for cid, (name, split, bounds) in expected.items()}
     assert got == want
     assert cache.manifest.pairs == pairs
-    assert cache.manifest.dataset["splits"] == sorted({split for _, split, _ in expected.values()})
+    assert list(cache.manifest.dataset.splits) == sorted({split for _, split, _ in expected.values()})
     assert cache.failures() == []
 
 
@@ -340,7 +340,7 @@ def test_pairs_command(tmp_path):
     printed = _write(tmp_path / "pairs.txt", CliRunner().invoke(cli, ["pairs", "--dataset", "ssv2"]).stdout)
     ssv2_fixture(tmp_path / "ssv2")
     names = list(SSV2_LABELS)
-    from stepcli.extract.datasets.pairs import read_pairs
+    from stepcli.pairs import read_pairs
 
     commas = _write(tmp_path / "commas.txt", f"{names[4]},{names[0]}\n")
     assert read_pairs(commas, names) == [(names[4], names[0])]

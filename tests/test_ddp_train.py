@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_distributed import TINY_CLI, TORCHRUN, _env
-from test_train import fails
+from conftest import TINY_CLI, TORCHRUN, child_env, fails
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
@@ -53,12 +52,12 @@ def test_two_processes_train_like_one(demo_cache: Path, tmp_path: Path) -> None:
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(TINY_CLI), "train-probe",
                "--cache", str(demo_cache), "--out", str(double), *ARGS]  # fmt: skip
     # --standalone: torchrun picks a free port and hands it on (--master_port=0 would reach the ranks as 0)
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("train-probe: step on") == 1 and done.stderr.count("test top-1") == 1  # rank 0 only
 
     assert {p.name for p in double.iterdir()} == RUN_FILES
-    assert json.loads((double / "config.json").read_text())["train"]["world_size"] == 2
+    assert json.loads((double / "config.json").read_text())["runtime"]["world_size"] == 2
     logs = {
         run: [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] for run in (single, double)
     }
@@ -73,7 +72,6 @@ def test_two_processes_train_like_one(demo_cache: Path, tmp_path: Path) -> None:
     again = classification_metrics(predict_logits(run.probe, cache, rows)[0], cache.labels[rows], cache.class_names)
     assert again["top1"] == run.metrics["top1"] and again["confusion_matrix"] == run.metrics["confusion_matrix"]
     one_top1 = load_run(single).metrics["top1"]
-    print(f"test top-1: one process {one_top1}, two processes {run.metrics['top1']}")
     assert abs(run.metrics["top1"] - one_top1) <= 1 / 12 + 1e-9  # within one of the 12 test clips
 
     shuffled = CliRunner().invoke(cli, ["shuffle-test", "--run", str(double), "--permutations", "2", "--device", "cpu"])
@@ -83,7 +81,7 @@ def test_two_processes_train_like_one(demo_cache: Path, tmp_path: Path) -> None:
 def test_logreg_across_processes_is_a_one_line_error(demo_cache, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    line = fails(["train-probe", "--cache", str(demo_cache), "--probe", "logreg", "--out", str(tmp_path / "r")])
+    line = fails("train-probe", "--cache", str(demo_cache), "--probe", "logreg", "--out", str(tmp_path / "r"))
     assert "run it without torchrun" in line and not (tmp_path / "r").exists()
 
 
@@ -92,7 +90,7 @@ def test_slurm_tasks_without_master_address_are_a_one_line_error(demo_cache, tmp
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "2")
-    line = fails(["train-probe", "--cache", str(demo_cache), "--probe", "linear", "--out", str(tmp_path / "r")])
+    line = fails("train-probe", "--cache", str(demo_cache), "--probe", "linear", "--out", str(tmp_path / "r"))
     assert "MASTER_ADDR or MASTER_PORT" in line and not (tmp_path / "r").exists()
 
 
@@ -100,5 +98,5 @@ def test_compare_across_processes_is_a_one_line_error(demo_cache, tmp_path, monk
     """Every process would write the same tables; compare reuses runs trained under torchrun instead."""
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    line = fails(["compare", "--cache", str(demo_cache), "--out", str(tmp_path / "c")])
+    line = fails("compare", "--cache", str(demo_cache), "--out", str(tmp_path / "c"))
     assert "compare runs in one process" in line and not (tmp_path / "c").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,31 +10,17 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
+from conftest import TINY_BACKBONE, TINY_CLI, TINY_IMAGE_SIZE, TORCHRUN, cache_tokens, child_env
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
 from stepcli.distributed import rank_and_world_size
-
-TINY_CLI = Path(__file__).parent / "tiny_cli.py"
-TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
 def _args(out: Path, videos: Path) -> list[str]:
     return ["extract", "--dataset", "demo", "--size", "4", "--out", str(out), "--root", str(videos),
             "--backbone", TINY_BACKBONE, "--image-size", str(TINY_IMAGE_SIZE), "--workers", "0",
             "--batch-size", "1", "--clips-per-shard", "3", "--quiet"]  # fmt: skip
-
-
-def _env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return env | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"} | extra
-
-
-def _tokens(cache_dir: Path) -> dict[str, np.ndarray]:
-    cache = FeatureCache(cache_dir)
-    assert cache.duplicates == 0
-    return {clip_id: cache.tokens([row])[0] for row, clip_id in enumerate(cache.clip_ids)}
 
 
 def _assert_same(got: dict, expected: dict) -> None:
@@ -62,28 +47,30 @@ def test_rank_from_environment(monkeypatch):
 def test_torchrun_two_processes_equal_one(tmp_path):
     videos = tmp_path / "videos"
     single = tmp_path / "single"
-    subprocess.run([sys.executable, str(TINY_CLI), *_args(single, videos)], env=_env(), check=True)
-    expected = _tokens(single)
+    subprocess.run([sys.executable, str(TINY_CLI), *_args(single, videos)], env=child_env(), check=True)
+    expected = cache_tokens(single)
     assert len(expected) == 48
 
     double = tmp_path / "double"
     command = [str(TORCHRUN), "--nproc_per_node=2", "--master_port=0", str(TINY_CLI), *_args(double, videos)]
-    subprocess.run(command, env=_env(), check=True, capture_output=True)
+    subprocess.run(command, env=child_env(), check=True, capture_output=True)
     shards = sorted(p.name for p in (double / "shards").glob("*.h5"))
     assert any(n.startswith("r000-") for n in shards) and any(n.startswith("r001-") for n in shards)
     assert (double / "manifest.json").read_text() == (single / "manifest.json").read_text()
-    _assert_same(_tokens(double), expected)
+    _assert_same(cache_tokens(double), expected)
 
 
 def test_killed_rank_is_made_up_by_a_single_process_rerun(tmp_path):
     videos = tmp_path / "videos"
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, str(TINY_CLI), *_args(reference, videos)], env=_env(), check=True)
-    expected = _tokens(reference)
+    subprocess.run([sys.executable, str(TINY_CLI), *_args(reference, videos)], env=child_env(), check=True)
+    expected = cache_tokens(reference)
 
     out = tmp_path / "cache"
     ranks = [
-        subprocess.Popen([sys.executable, str(TINY_CLI), *_args(out, videos)], env=_env(RANK=str(r), WORLD_SIZE="2"))
+        subprocess.Popen(
+            [sys.executable, str(TINY_CLI), *_args(out, videos)], env=child_env(RANK=str(r), WORLD_SIZE="2")
+        )
         for r in (0, 1)
     ]
     deadline = time.monotonic() + 120
@@ -95,9 +82,9 @@ def test_killed_rank_is_made_up_by_a_single_process_rerun(tmp_path):
     partial = FeatureCache(out)
     assert 24 <= len(partial) < 48  # rank 0's half is complete, rank 1's is not
 
-    subprocess.run([sys.executable, str(TINY_CLI), *_args(out, videos)], env=_env(), check=True)
+    subprocess.run([sys.executable, str(TINY_CLI), *_args(out, videos)], env=child_env(), check=True)
     assert not list((out / "shards").glob("*.tmp"))
-    _assert_same(_tokens(out), expected)
+    _assert_same(cache_tokens(out), expected)
 
 
 def test_a_rank_alone_says_the_cache_is_incomplete(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 from click.testing import CliRunner
+from conftest import fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
@@ -15,22 +16,7 @@ from stepcli.probe.run import load_run
 
 def test_predict_matches_cached_tokens(demo_cache, tmp_path):
     run_dir = tmp_path / "run"
-    trained = CliRunner().invoke(
-        cli,
-        [
-            "train-probe",
-            "--cache",
-            str(demo_cache),
-            "--probe",
-            "step",
-            "--out",
-            str(run_dir),
-            "--epochs",
-            "3",
-            "--quiet",
-        ],
-    )
-    assert trained.exit_code == 0, trained.output
+    ok("train-probe", "--cache", demo_cache, "--probe", "step", "--out", run_dir, "--epochs", "3", "--quiet")
     cache = FeatureCache(demo_cache)
     run = load_run(run_dir, cache)
     rows = run.rows(cache, "test")[:4]
@@ -41,7 +27,7 @@ def test_predict_matches_cached_tokens(demo_cache, tmp_path):
         videos.append(str(demo_cache.parent / "demo-videos" / clip_id.rsplit("-", 1)[0] / f"{clip_id}.mp4"))
     result = CliRunner().invoke(cli, ["predict", "--run", str(run_dir), "--json", "--top-k", "3", *videos])
     assert result.exit_code == 0, result.output
-    predictions = json.loads(result.output[result.output.index("[") :])
+    predictions = json.loads(result.stdout)
     assert [p["video"] for p in predictions] == videos
     for p, logits in zip(predictions, cached, strict=True):
         probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -52,5 +38,4 @@ def test_predict_matches_cached_tokens(demo_cache, tmp_path):
     text = CliRunner().invoke(cli, ["predict", "--run", str(run_dir), videos[0]])
     assert text.exit_code == 0 and cache.class_names[int(np.argmax(cached[0]))] in text.output
 
-    missing = CliRunner().invoke(cli, ["predict", "--run", str(run_dir), str(tmp_path / "nope.mp4")])
-    assert missing.exit_code == 2 and "file not found" in missing.output and "Traceback" not in missing.output
+    assert "file not found" in fails("predict", "--run", run_dir, tmp_path / "nope.mp4")

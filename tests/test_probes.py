@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from stepcli import StepcliError
+from stepcli.cache.records import TokenLayout
 from stepcli.probe import PROBES, build_probe
 
 B, T, P, N, D, C = 2, 8, 1, 16, 64, 5
-LAYOUT = dict(dim=D, num_classes=C, num_frames=T, num_prefix=P, num_patches=N)
+LAYOUT = TokenLayout(num_frames=T, num_prefix=P, num_patches=N, dim=D)
 # name and options of each probe that must not see frame order
 ORDER_BLIND = [
     ("linear", {}),
@@ -20,6 +21,7 @@ ORDER_BLIND = [
     ("self-attention", {}),
     ("attentive", {}),
     ("step", {"temporal_pe": False, "cls": "mean"}),
+    ("logreg", {}),
 ]
 STEP_ABLATIONS = list(
     itertools.product([True, False], ["global", "frame", "mean"], ["simplified", "no-ff", "standard"])
@@ -28,7 +30,7 @@ STEP_ABLATIONS = list(
 
 def make(name: str, seed: int = 0, **options) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_probe(name, **LAYOUT, **options).eval()
+    return build_probe(name, LAYOUT, C, **options).eval()
 
 
 def tokens(dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -55,7 +57,7 @@ def test_num_params_counts_trainable(name: str) -> None:
 def test_config_rebuilds_probe(name: str) -> None:
     probe = make(name)
     config = json.loads(json.dumps(probe.config()))
-    rebuilt = build_probe(name, **config)
+    rebuilt = build_probe(name, LAYOUT, C, **config)
     rebuilt.load_state_dict(probe.state_dict())
     assert PROBES[name].name == name
     assert torch.equal(rebuilt.eval()(tokens()), probe(tokens()))
@@ -117,29 +119,50 @@ def test_step_cls_row_shortcut_matches_full_block(block: str, depth: int) -> Non
 
 
 def test_step_param_budget_at_vit_b() -> None:
-    layout = dict(dim=768, num_classes=12, num_frames=8, num_prefix=1, num_patches=49)
-    counts = {name: build_probe(name, **layout).num_params() for name in PROBES}
-    for te, cls, block in STEP_ABLATIONS:
-        counts[f"step temporal_pe={te} cls={cls} block={block}"] = build_probe(
-            "step", **layout, temporal_pe=te, cls=cls, block=block
-        ).num_params()
-    for label, count in counts.items():
-        print(f"{label:55s} {count:>10,d}  ({count / counts['attentive']:.3f} x attentive)")
+    """The paper's claim: STEP needs about a third of the parameters of the order-blind attention probes."""
+    layout = TokenLayout(num_frames=8, num_prefix=1, num_patches=49, dim=768)
+    counts = {name: build_probe(name, layout, 12).num_params() for name in PROBES}
     assert counts["step"] <= 0.4 * counts["attentive"]
     assert counts["step"] <= 0.4 * counts["self-attention"]
+    # without the temporal encoding and the CLS token, STEP is the attention weights and the head
+    ablated = build_probe("step", layout, 12, temporal_pe=False, cls="mean").num_params()
+    assert counts["step"] - ablated == 8 * 768 + 768
 
 
 def test_unknown_probe_and_option_are_one_line_errors() -> None:
-    with pytest.raises(StepcliError, match="linear, self-attention, attentive, step") as err:
-        build_probe("lstm", **LAYOUT)
+    with pytest.raises(StepcliError, match="linear, self-attention, attentive, step, logreg") as err:
+        build_probe("lstm", LAYOUT, C)
     assert "\n" not in str(err.value)
     with pytest.raises(StepcliError, match="temporal_pe"):
-        build_probe("step", **LAYOUT, temporal_encoding=False)
-    for name, options in [("step", {"cls": "both"}), ("step", {"block": "mlp"}), ("linear", {"pool": "max"})]:
-        with pytest.raises(StepcliError):
-            build_probe(name, **LAYOUT, **options)
+        build_probe("step", LAYOUT, C, temporal_encoding=False)
+    bad = [("step", {"cls": "both"}), ("step", {"block": "mlp"}), ("linear", {"pool": "max"}), ("step", {"depth": 0}),
+           ("attentive", {"num_heads": 5}), ("self-attention", {"depth": 0})]  # fmt: skip
+    for name, options in bad:
+        with pytest.raises(StepcliError, match=next(iter(options))):
+            build_probe(name, LAYOUT, C, **options)
 
 
-def test_wrong_token_layout_is_an_error() -> None:
-    with pytest.raises(StepcliError, match=r"\[B, 8, 17, 64\]"):
-        make("step")(torch.randn(B, T + 1, P + N, D))
+def test_user_errors_are_value_errors() -> None:
+    """Library callers catch bad arguments as they catch Python's own."""
+    with pytest.raises(ValueError, match="unknown probe"):
+        build_probe("lstm", LAYOUT, C)
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_wrong_token_layout_is_an_error(name: str) -> None:
+    with pytest.raises(ValueError, match=r"\[B, 8, 17, 64\]"):
+        make(name)(torch.randn(B, T + 1, P + N, D))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("num_frames", 0), ("num_prefix", -1), ("num_patches", 0), ("dim", 1.5), ("dim", True)]
+)
+def test_token_layout_refuses_impossible_sizes(field: str, value) -> None:
+    sizes = {"num_frames": T, "num_prefix": P, "num_patches": N, "dim": D, field: value}
+    with pytest.raises(StepcliError, match=field):
+        TokenLayout(**sizes)
+
+
+def test_logreg_needs_a_cls_token() -> None:
+    with pytest.raises(StepcliError, match="CLS"):
+        build_probe("logreg", TokenLayout(num_frames=T, num_prefix=0, num_patches=N, dim=D), C)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, TINY_OPENCLIP
+from conftest import TINY_BACKBONE, TINY_CLI, TINY_IMAGE_SIZE, TINY_OPENCLIP, cache_tokens, child_env, fails
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-
-TINY_CLI = Path(__file__).parent / "tiny_cli.py"  # the real CLI, with the tiny config registered
 
 
 def _extract_args(out: Path, videos: Path, **changes: str) -> list[str]:
@@ -30,20 +27,14 @@ def _extract_args(out: Path, videos: Path, **changes: str) -> list[str]:
 
 
 def _child(args: list[str]) -> subprocess.Popen:
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, str(TINY_CLI), "extract", *args], env=env, stderr=subprocess.PIPE)
-
-
-def _tokens_by_id(cache_dir: Path) -> dict[str, np.ndarray]:
-    cache = FeatureCache(cache_dir)
-    return {clip_id: cache.tokens([row])[0] for row, clip_id in enumerate(cache.clip_ids)}
+    return subprocess.Popen([sys.executable, str(TINY_CLI), "extract", *args], env=child_env(), stderr=subprocess.PIPE)
 
 
 def test_sigkill_then_rerun_resumes_to_identical_cache(tmp_path):
     videos = tmp_path / "videos"
     reference = tmp_path / "reference"
     assert _child(_extract_args(reference, videos)).wait() == 0
-    expected = _tokens_by_id(reference)
+    expected = cache_tokens(reference)
     assert len(expected) == 72
 
     killed = tmp_path / "killed"
@@ -64,7 +55,7 @@ def test_sigkill_then_rerun_resumes_to_identical_cache(tmp_path):
     cache = FeatureCache(killed)
     assert cache.duplicates == 0
     assert sorted(cache.clip_ids) == sorted(expected)
-    got = _tokens_by_id(killed)
+    got = cache_tokens(killed)
     for clip_id, tokens in expected.items():
         np.testing.assert_array_equal(got[clip_id], tokens)
     assert partial < len(cache)
@@ -84,11 +75,8 @@ def test_rerun_with_other_configuration_is_refused(demo_cache, change, named):
     manifest = (demo_cache / "manifest.json").read_text()
     args = _extract_args(demo_cache, demo_cache.parent / "demo-videos", **change)
     args[args.index("--size") + 1] = "4"
-    result = CliRunner().invoke(cli, ["extract", *args])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    line = result.output.strip()
-    assert "\n" not in line and named in line and "another configuration" in line
+    line = fails("extract", *args)
+    assert named in line and "another configuration" in line
     assert sorted(p.stat().st_mtime_ns for p in (demo_cache / "shards").glob("*.h5")) == before
     assert (demo_cache / "manifest.json").read_text() == manifest
 
@@ -103,8 +91,7 @@ def test_rerun_with_other_weights_is_refused(demo_cache, tmp_path):
         demo_cache, demo_cache.parent / "demo-videos", **{"--backbone": f"{TINY_BACKBONE}:{checkpoint}"}
     )
     args[args.index("--size") + 1] = "4"
-    result = CliRunner().invoke(cli, ["extract", *args])
-    assert result.exit_code == 2 and "weights: 'random-init' -> 'sha256:" in result.output
+    assert "weights: 'random-init' -> 'sha256:" in fails("extract", *args)
 
 
 def test_complete_rerun_does_nothing(demo_cache):

@@ -4,38 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import fails
 
 from stepcli.cache.format import Manifest
+from stepcli.cache.records import DatasetRecord, ExtractionRecord
 from stepcli.cache.writer import ShardWriter
 from stepcli.cli import cli
+from stepcli.probe.results import METRIC_KEYS, ORIGINAL, REVERSED, SHUFFLED, ShuffleResult
 from stepcli.probe.shuffle import (
-    ORIGINAL,
-    REVERSED,
-    SHUFFLED,
     ShuffleConfig,
     frame_orders,
     shuffle_test,
     shuffle_test_logits,
 )
 from stepcli.probe.train import TrainConfig, train_probe
-
-METRIC_KEYS = {"top1", "mean_class_accuracy", "flip_rate", "pair_top1", "pair_partner_rate", "pair_direction"}
-
-
-def fails(args: list[str]) -> str:
-    """Run the CLI expecting a user error: exit 2, one line, no traceback."""
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +33,7 @@ def runs(demo_cache: Path, tmp_path_factory) -> dict[str, Path]:
     """Order-blind probes and STEP, one quick epoch each on the demo cache."""
     root = tmp_path_factory.mktemp("shuffle-runs")
     for name in ("linear", "attentive", "step"):
-        train_probe(TrainConfig(cache=demo_cache, probe=name, out=root / name, epochs=1, batch_size=8, quiet=True))
+        train_probe(TrainConfig(cache=demo_cache, probe=name, out=root / name, epochs=1, batch_size=8))
     return {name: root / name for name in ("linear", "attentive", "step")}
 
 
@@ -63,10 +51,11 @@ def test_frame_orders_are_seeded_permutations() -> None:
 @pytest.mark.parametrize("name", ["linear", "attentive"])
 def test_order_blind_probe_never_flips(runs: dict[str, Path], demo_cache: Path, name: str) -> None:
     result = shuffle_test(runs[name], demo_cache, ShuffleConfig(permutations=5))
-    assert [o["flip_rate"] for o in result["per_order"]] == [0.0] * 7
+    assert [o.metrics.flip_rate for o in result.per_order] == [0.0] * 7
     for key in ("top1", "mean_class_accuracy", "pair_top1", "pair_partner_rate"):
-        assert len({o[key] for o in result["per_order"]}) == 1, key
-    assert all(c["change_reversed"] == 0 and c["change_shuffled"] == 0 for c in result["per_class"].values())
+        assert len({getattr(o.metrics, key) for o in result.per_order}) == 1, key
+    assert all(c.change_reversed == 0 and c.change_shuffled == 0 for c in result.per_class.values())
+    assert ShuffleResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
 def _pair_logits(labels: np.ndarray, partner: dict[int, int], orders: int, num_classes: int) -> np.ndarray:
@@ -87,15 +76,15 @@ def test_pair_metrics_of_an_order_aware_probe() -> None:
     labels = np.repeat(np.arange(5), 4)
     orders = frame_orders(8, 6, seed=0)
     result = shuffle_test_logits(_pair_logits(labels, partner, len(orders), 5), labels, orders, names, pairs)
-    s = result["summary"]
-    assert s[ORIGINAL]["top1"] == 1.0 and s[ORIGINAL]["pair_top1"] == 1.0 and s[ORIGINAL]["pair_direction"] == 1.0
-    assert s[REVERSED]["pair_top1"] == 0.0 and s[REVERSED]["pair_partner_rate"] == 1.0
-    assert s[REVERSED]["pair_direction"] == 0.0
-    assert s[REVERSED]["top1"] == pytest.approx(4 / 20) and s[REVERSED]["flip_rate"] == pytest.approx(16 / 20)
-    assert s[SHUFFLED]["top1"]["mean"] < 0.6 and set(s[SHUFFLED]) == METRIC_KEYS
-    assert result["per_class"]["static"] == {**result["per_class"]["static"], "in_pair": False, REVERSED: 1.0}
-    assert result["per_class"]["open"]["change_reversed"] == -1.0
-    assert np.trace(np.asarray(result["confusion_matrix"])) == 20
+    original, reverse = result.original, result.reversed
+    assert original.top1 == 1.0 and original.pair_top1 == 1.0 and original.pair_direction == 1.0
+    assert reverse.pair_top1 == 0.0 and reverse.pair_partner_rate == 1.0
+    assert reverse.pair_direction == 0.0
+    assert reverse.top1 == pytest.approx(4 / 20) and reverse.flip_rate == pytest.approx(16 / 20)
+    assert result.shuffled.top1.mean < 0.6
+    assert not result.per_class["static"].in_pair and result.per_class["static"].reversed == 1.0
+    assert result.per_class["open"].change_reversed == -1.0
+    assert np.trace(np.asarray(result.confusion_matrix)) == 20
 
 
 def _reversal_cache(path: Path, per_class: int = 40) -> Path:
@@ -112,21 +101,23 @@ def _reversal_cache(path: Path, per_class: int = 40) -> Path:
                 tokens = rng.normal(0, 0.3, (4, 3, 8)) + axis[label // 2 + 4]
                 tokens[:, 1:] += 2 * motion[:, None, None] * axis[label // 2]
                 writer.add(f"c{label}-{i}", label, split, tokens, np.arange(4), np.arange(4) / 8.0)
-    layout = {"num_prefix": 1, "num_patches": 2, "dim": 8}
-    extraction = {"backbone": "synthetic", "num_frames": 4, "token_layout": layout, "dtype": "float16"}
-    dataset = {"name": "reversal", "class_names": names, "pairs": pairs, "splits": ["test", "train", "val"]}
+    extraction = ExtractionRecord(
+        backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
+        layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=2, dim=8,
+    )  # fmt: skip
+    dataset = DatasetRecord("reversal", tuple(names), tuple(map(tuple, pairs)), ("test", "train", "val"))
     Manifest(extraction=extraction, dataset=dataset).save(path)
     return path
 
 
 def test_step_on_a_reversed_pair_task(tmp_path: Path) -> None:
     cache = _reversal_cache(tmp_path / "cache")
-    config = TrainConfig(cache=cache, probe="step", out=tmp_path / "step", epochs=10, lr=1e-2, batch_size=8, quiet=True)
+    config = TrainConfig(cache=cache, probe="step", out=tmp_path / "step", epochs=10, lr=1e-2, batch_size=8)
     run = train_probe(config)
-    s = shuffle_test(run, cache, ShuffleConfig(permutations=10))["summary"]
-    assert s[ORIGINAL]["pair_top1"] >= 0.9, s
-    assert s[REVERSED]["pair_top1"] <= 0.1 and s[REVERSED]["pair_partner_rate"] >= 0.9, s
-    assert s[REVERSED]["flip_rate"] >= 0.7 and s[SHUFFLED]["flip_rate"]["mean"] > 0, s
+    s = shuffle_test(run, cache, ShuffleConfig(permutations=10))
+    assert s.original.pair_top1 >= 0.9, s
+    assert s.reversed.pair_top1 <= 0.1 and s.reversed.pair_partner_rate >= 0.9, s
+    assert s.reversed.flip_rate >= 0.7 and s.shuffled.flip_rate.mean > 0, s
 
 
 def test_cli_writes_results_png_and_table(runs: dict[str, Path], demo_cache: Path, tmp_path: Path) -> None:
@@ -142,7 +133,7 @@ def test_cli_writes_results_png_and_table(runs: dict[str, Path], demo_cache: Pat
             "pairs_source", "class_names", "summary", "per_order", "per_class", "confusion_matrix"} <= set(data)  # fmt: skip
     assert data["probe"] == "step" and data["permutations"] == 4 and data["seed"] == 1 and len(data["pairs"]) == 6
     assert [o["order"] for o in data["per_order"]] == [ORIGINAL, REVERSED, *[f"shuffle-0{k}" for k in range(1, 5)]]
-    assert all(METRIC_KEYS <= set(o) for o in data["per_order"]) and set(data["summary"]) == {
+    assert all(set(METRIC_KEYS) <= set(o) for o in data["per_order"]) and set(data["summary"]) == {
         ORIGINAL,
         REVERSED,
         SHUFFLED,
@@ -166,19 +157,18 @@ def test_pairs_file(runs: dict[str, Path], demo_cache: Path, tmp_path: Path) -> 
     assert [c for c, v in data["per_class"].items() if v["in_pair"]] == ["open", "close"]
     bad = tmp_path / "bad.txt"
     bad.write_text("open,closing\n")
-    line = fails(["shuffle-test", "--run", str(runs["linear"]), "--pairs", str(bad)])
+    line = fails("shuffle-test", "--run", runs["linear"], "--pairs", str(bad))
     assert "'closing'" in line and "class list" in line
-    assert "not found" in fails(["shuffle-test", "--run", str(runs["linear"]), "--pairs", str(tmp_path / "none")])
+    assert "not found" in fails("shuffle-test", "--run", runs["linear"], "--pairs", str(tmp_path / "none"))
 
 
 def test_run_cache_mismatch_and_bad_run(runs: dict[str, Path], demo_cache: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(demo_cache, other)
     manifest = Manifest.load(other)
-    manifest.extraction["layer"] = -2
-    manifest.save(other)
-    line = fails(["shuffle-test", "--run", str(runs["step"]), "--cache", str(other)])
+    replace(manifest, extraction=replace(manifest.extraction, layer=-2)).save(other)
+    line = fails("shuffle-test", "--run", runs["step"], "--cache", str(other))
     assert "another extraction" in line and "layer" in line
-    assert "not a complete stepcli run" in fails(["shuffle-test", "--run", str(tmp_path)])
-    assert "not a stepcli cache" in fails(["shuffle-test", "--run", str(runs["step"]), "--cache", str(tmp_path)])
-    assert "--permutations" in fails(["shuffle-test", "--run", str(runs["step"]), "--permutations", "-1"])
+    assert "not a complete stepcli run" in fails("shuffle-test", "--run", str(tmp_path))
+    assert "not a stepcli cache" in fails("shuffle-test", "--run", runs["step"], "--cache", str(tmp_path))
+    assert "--permutations" in fails("shuffle-test", "--run", runs["step"], "--permutations", "-1")

@@ -8,12 +8,11 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import make_demo_cache
+from conftest import fails, fails_in_process, make_demo_cache, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-from stepcli.commands.train_probe import probe_names
+from stepcli.probe import PROBES
 from stepcli.probe.evaluate import predict_logits
 from stepcli.probe.metrics import classification_metrics
 from stepcli.probe.run import load_run
@@ -23,29 +22,15 @@ FAST = ["--epochs", "2", "--batch-size", "8", "--quiet"]
 
 
 def train(cache: Path, probe: str, out: Path, *extra: str) -> str:
-    result = CliRunner().invoke(
-        cli, ["train-probe", "--cache", str(cache), "--probe", probe, "--out", str(out), *FAST, *extra]
-    )
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def fails(args: list[str]) -> str:
-    """Run the CLI expecting a user error: exit 2, one line, no traceback."""
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
+    return ok("train-probe", "--cache", cache, "--probe", probe, "--out", out, *FAST, *extra).output
 
 
 @pytest.fixture(scope="module")
 def runs(demo_cache: Path, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
-    for name in probe_names():
+    for name in list(PROBES):
         train(demo_cache, name, root / name)
-    return {name: root / name for name in probe_names()}
+    return {name: root / name for name in list(PROBES)}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +41,7 @@ def other_cache(tiny_openclip, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", probe_names())
+@pytest.mark.parametrize("name", list(PROBES))
 def test_every_probe_trains_and_its_run_loads(name: str, runs: dict[str, Path], demo_cache: Path) -> None:
     run_dir = runs[name]
     for file in ("config.json", "model.safetensors", "metrics.json", "timing.json", "splits.json", "log.jsonl"):
@@ -70,7 +55,8 @@ def test_every_probe_trains_and_its_run_loads(name: str, runs: dict[str, Path], 
     assert set(metrics["per_class_accuracy"]) == set(run.class_names)
     assert np.asarray(metrics["confusion_matrix"]).sum() == 12 and metrics["val"]["num_clips"] == 12
     assert run.timing["train_time_s"] >= 0
-    assert run.config["cache"]["extraction"] == FeatureCache(demo_cache).manifest.extraction
+    assert run.config.cache.extraction == FeatureCache(demo_cache).manifest.extraction
+    assert run.config.layout == FeatureCache(demo_cache).layout and run.config.probe == name
     if name != "logreg":
         assert 1 <= metrics["best_epoch"] <= 2 and len((run_dir / "log.jsonl").read_text().splitlines()) == 2
 
@@ -109,12 +95,12 @@ def test_same_seed_gives_identical_metrics(demo_cache: Path, tmp_path: Path) -> 
 def test_streaming_and_in_memory_agree(demo_cache: Path, tmp_path: Path) -> None:
     train(demo_cache, "attentive", tmp_path / "memory", "--in-memory", "yes")
     train(demo_cache, "attentive", tmp_path / "stream", "--in-memory", "no")
-    assert json.loads((tmp_path / "stream/config.json").read_text())["train"]["in_memory"] is False
+    assert json.loads((tmp_path / "stream/config.json").read_text())["runtime"]["in_memory"] is False
     assert (tmp_path / "memory/metrics.json").read_bytes() == (tmp_path / "stream/metrics.json").read_bytes()
     # the GPU default: reader processes, each with its own HDF5 handles
     train_probe(TrainConfig(cache=demo_cache, probe="attentive", out=tmp_path / "readers", epochs=2, batch_size=8,
-                            in_memory="no", workers=2, quiet=True))  # fmt: skip
-    assert json.loads((tmp_path / "readers/config.json").read_text())["train"]["workers"] == 2
+                            in_memory="no", workers=2))  # fmt: skip
+    assert json.loads((tmp_path / "readers/config.json").read_text())["runtime"]["workers"] == 2
     assert (tmp_path / "memory/metrics.json").read_bytes() == (tmp_path / "readers/metrics.json").read_bytes()
 
 
@@ -129,8 +115,8 @@ def test_shots_draws_exactly_k_train_clips_per_class(demo_cache: Path, tmp_path:
 
 def test_step_switches_reach_the_probe(demo_cache: Path, tmp_path: Path) -> None:
     train(demo_cache, "step", tmp_path / "run", "--no-temporal-pe", "--cls", "mean", "--block", "no-ff")
-    config = load_run(tmp_path / "run").config["probe_config"]
-    assert (config["temporal_pe"], config["cls"], config["block"]) == (False, "mean", "no-ff")
+    options = load_run(tmp_path / "run").config.probe_options
+    assert (options["temporal_pe"], options["cls"], options["block"]) == (False, "mean", "no-ff")
 
 
 @pytest.fixture
@@ -150,7 +136,7 @@ def evaluate_command(monkeypatch) -> str:
 
 
 def test_run_on_a_cache_from_another_extraction_is_refused(runs, other_cache, evaluate_command) -> None:
-    line = fails([evaluate_command, str(runs["step"]), str(other_cache)])
+    line = fails(evaluate_command, runs["step"], other_cache)
     assert "image_size: 64 -> 32" in line and "another extraction" in line
 
 
@@ -161,19 +147,20 @@ def test_corrupt_checkpoint_is_a_one_line_error(runs, demo_cache, evaluate_comma
         (broken / file.name).write_bytes(file.read_bytes())
     data = (broken / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
-    assert "model.safetensors is missing or corrupt" in fails([evaluate_command, str(broken), str(demo_cache)])
+    assert "model.safetensors is missing or corrupt" in fails(evaluate_command, broken, demo_cache)
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)
-    assert "corrupt" in fails([evaluate_command, str(broken), str(demo_cache)])
+    assert "corrupt" in fails(evaluate_command, broken, demo_cache)
 
 
 def test_unknown_probe_is_a_one_line_error(demo_cache, tmp_path) -> None:
-    line = fails(["train-probe", "--cache", str(demo_cache), "--probe", "lstm", "--out", str(tmp_path / "r")])
-    assert "unknown probe 'lstm'" in line and all(name in line for name in probe_names())
+    line = fails_in_process("train-probe", "--cache", demo_cache, "--probe", "lstm", "--out", tmp_path / "r")
+    assert "unknown probe 'lstm'" in line and all(name in line for name in PROBES)
+    assert not (tmp_path / "r").exists()
 
 
 def test_empty_split_is_a_one_line_error(other_cache, tmp_path) -> None:
     """One clip per class, all of it train: nothing is left to validate or test on."""
-    line = fails(["train-probe", "--cache", str(other_cache), "--probe", "linear", "--out", str(tmp_path / "r")])
+    line = fails("train-probe", "--cache", other_cache, "--probe", "linear", "--out", tmp_path / "r")
     assert "no 'val' clips" in line and "train 12" in line
 
 
@@ -183,17 +170,17 @@ def test_empty_split_is_a_one_line_error(other_cache, tmp_path) -> None:
     ids=["shots-0", "shots-more-than-class", "fraction-0", "epochs-0"],
 )
 def test_bad_training_options_are_one_line_errors(args, demo_cache, tmp_path) -> None:
-    fails(["train-probe", "--cache", str(demo_cache), "--probe", "linear", "--out", str(tmp_path / "r"), *args])
+    fails("train-probe", "--cache", demo_cache, "--probe", "linear", "--out", tmp_path / "r", *args)
 
 
 @pytest.mark.parametrize("switch", [["--no-temporal-pe"], ["--cls", "frame"], ["--block", "standard"]])
 @pytest.mark.parametrize("probe", ["linear", "attentive", "self-attention", "logreg"])
 def test_step_switch_for_another_probe_is_an_error(switch, probe, demo_cache, tmp_path) -> None:
-    args = ["train-probe", "--cache", str(demo_cache), "--probe", probe, "--out", str(tmp_path / "r"), *switch]
-    assert "only apply to --probe step" in fails(args)
+    args = ["train-probe", "--cache", demo_cache, "--probe", probe, "--out", tmp_path / "r", *switch]
+    assert "only apply to --probe step" in fails(*args)
 
 
 def test_out_that_is_not_a_run_is_refused(demo_cache, tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    line = fails(["train-probe", "--cache", str(demo_cache), "--probe", "linear", "--out", str(tmp_path)])
+    line = fails("train-probe", "--cache", demo_cache, "--probe", "linear", "--out", tmp_path)
     assert "not a stepcli run directory" in line and (tmp_path / "notes.txt").read_text() == "mine"

@@ -1,4 +1,4 @@
-"""Cache schema v1: manifest.json, shards/*.h5 and failures.jsonl (DESIGN §4).
+"""Cache schema v1: manifest.json, shards/*.h5 and failures.jsonl.
 
 The manifest holds the provenance that decides whether two runs produce interchangeable tokens
 (``extraction``: backbone, weights, image size, layer, frames, ...), the description of the
@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepcli import StepcliError
+from stepcli.cache.records import DatasetRecord, ExtractionRecord, TokenLayout
+from stepcli.pairs import Pair
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -22,49 +24,47 @@ SHARDS = "shards"
 FAILURES = "failures.jsonl"
 SPLITS = ("train", "val", "test")
 
-# extraction keys whose change makes a cache's tokens incomparable; named in refusals
-IDENTITY_KEYS = (
-    "backbone",
-    "weights",
-    "image_size",
-    "layer",
-    "num_frames",
-    "sampler",
-    "mean",
-    "std",
-    "resize",
-    "normalize",
-    "dtype",
-    "token_layout",
-)
 
-
-@dataclass
+@dataclass(frozen=True)
 class Manifest:
-    extraction: dict
-    dataset: dict
+    """manifest.json: the extraction that made the tokens, the dataset, and (for information) versions."""
+
+    extraction: ExtractionRecord
+    dataset: DatasetRecord
     versions: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.dataset["class_names"])
+        return list(self.dataset.class_names)
 
     @property
-    def pairs(self) -> list[tuple[str, str]]:
-        return [tuple(p) for p in self.dataset.get("pairs", [])]
+    def pairs(self) -> list[Pair]:
+        return list(self.dataset.pairs)
 
     @property
-    def token_layout(self) -> dict:
-        """``{"num_prefix": P, "num_patches": N, "dim": D}``."""
-        return dict(self.extraction["token_layout"])
+    def layout(self) -> TokenLayout:
+        return self.extraction.layout
 
-    @property
-    def num_frames(self) -> int:
-        return int(self.extraction["num_frames"])
+    def to_dict(self) -> dict:
+        return {
+            "extraction": self.extraction.to_dict(),
+            "dataset": self.dataset.to_dict(),
+            "versions": dict(self.versions),
+            "schema_version": self.schema_version,
+        }
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        return cls(
+            extraction=ExtractionRecord.from_dict(data.get("extraction")),
+            dataset=DatasetRecord.from_dict(data.get("dataset")),
+            versions=dict(data.get("versions", {})),
+            schema_version=data.get("schema_version", SCHEMA_VERSION),
+        )
 
     @classmethod
     def load(cls, cache_dir: Path) -> Manifest:
@@ -73,25 +73,25 @@ class Manifest:
             raise StepcliError(f"{cache_dir} is not a stepcli cache (no {MANIFEST}); run `stepcli extract` first")
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise StepcliError(f"{path} is not valid JSON ({err}); the cache is damaged") from None
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise StepcliError(
-                f"{path} has schema version {data.get('schema_version')}, this stepcli reads {SCHEMA_VERSION}"
-            )
-        return cls(**data)
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            raise StepcliError(f"{path} has schema version {version}, this stepcli reads {SCHEMA_VERSION}")
+        try:
+            return cls.from_dict(data)
+        except StepcliError as err:
+            raise StepcliError(f"{path}: {err}; the cache is damaged") from None
 
     def save(self, cache_dir: Path) -> None:
         write_atomic(Path(cache_dir) / MANIFEST, self.to_json() + "\n")
 
-
-def describe_difference(old: dict, new: dict, keys: tuple[str, ...] = IDENTITY_KEYS) -> list[str]:
-    """Human-readable ``key: old -> new`` lines for the identity keys that differ."""
-    lines = []
-    for key in keys:
-        if old.get(key) != new.get(key):
-            lines.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
-    return lines
+    def differences(self, other: Manifest) -> list[str]:
+        """Why tokens of `other` cannot stand in for ours: differing extraction keys, class names."""
+        diff = self.extraction.differences(other.extraction)
+        if self.class_names != other.class_names:
+            diff.append("class_names differ")
+        return diff
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from stepcli import StepcliError
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
+from stepcli.cache.records import TokenLayout
 
 
 class FeatureCache:
@@ -62,10 +63,14 @@ class FeatureCache:
         return self.manifest.class_names
 
     @property
+    def layout(self) -> TokenLayout:
+        """The shape of one clip's tokens; probes are built for it."""
+        return self.manifest.layout
+
+    @property
     def clip_shape(self) -> tuple[int, int, int]:
         """``(T, P+N, D)`` of one clip's tokens."""
-        layout = self.manifest.token_layout
-        return (self.manifest.num_frames, layout["num_prefix"] + layout["num_patches"], layout["dim"])
+        return self.layout.clip_shape
 
     @property
     def nbytes(self) -> int:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from pathlib import Path
 
 import click
 
+from stepcli.commands.common import PathArg, default_of, device_option, pairs_option, verbosity_options
 from stepcli.extract.datasets import DatasetOptions, dataset_names
+from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
 from stepcli.extract.pipeline import ExtractConfig, run_extract
 
-PathArg = click.Path(path_type=Path)
+log = logging.getLogger(__name__)
+DATASET_FIELDS = ("root", "annotations", "classes", "split_file", "view", "limit", "pairs_file", "size", "seed")
+
+
+def _default(name: str):
+    return default_of(ExtractConfig, name)
 
 
 @click.command()
@@ -19,63 +26,40 @@ PathArg = click.Path(path_type=Path)
 @click.option("--root", type=PathArg, help="Dataset root (videos). demo: where to generate videos [OUT/videos].")
 @click.option("--annotations", type=PathArg, help="Annotation file (csv: path,label[,start,end][,split]).")
 @click.option("--classes", type=PathArg, help="Class list, one name per line.")
-@click.option(
-    "--split-file",
-    type=PathArg,
-    help="Dataset split file, where the dataset has several (drive-act: a split CSV or the split number 0, 1, 2).",
-)
+@click.option("--split-file", type=PathArg,
+              help="Dataset split file, where the dataset has several (drive-act: a split CSV or the split number 0, 1, 2).")  # fmt: skip
 @click.option(
     "--view", help="Camera view, for multi-view datasets (ikea-asm: dev1-dev3 [dev3]; drive-act [kinect_color])."
 )
 @click.option("--limit", type=int, help="Only the first N clips (for a quick look).")
-@click.option(
-    "--pairs",
-    "pairs_file",
-    type=PathArg,
-    help="Nearly-symmetric pairs ('class a,class b' per line or JSON); replaces the built-in list.",
-)
-@click.option("--size", type=int, help="demo: clips per class [20].")
-@click.option("--seed", type=int, default=0, show_default=True, help="demo: generator seed.")
-@click.option(
-    "--backbone",
-    default="openclip:ViT-S-32",
-    show_default=True,
-    help="openclip:<model>[:<tag or file>] or timm:<model>[:<file>|pretrained]; no weights = random init.",
-)
-@click.option("--frames", "num_frames", type=int, default=8, show_default=True, help="Frames sampled per clip (T).")
-@click.option("--image-size", type=int, default=224, show_default=True, help="Input size for every backbone.")
-@click.option("--layer", type=int, default=-1, show_default=True, help="Transformer block whose tokens are cached.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Clips per forward pass.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Decoding processes (0: decode inline).")
-@click.option("--clips-per-shard", type=int, default=64, show_default=True)
+@pairs_option("Nearly-symmetric pairs ('class a,class b' per line or JSON); replaces the built-in list.")
+@click.option("--size", type=int, help=f"demo: clips per class [{DEFAULT_CLIPS_PER_CLASS}].")
+@click.option("--seed", type=int, default=default_of(DatasetOptions, "seed"), show_default=True,
+              help="demo: generator seed.")  # fmt: skip
+@click.option("--backbone", default=_default("backbone"), show_default=True,
+              help="openclip:<model>[:<tag or file>] or timm:<model>[:<file>|pretrained]; no weights = random init.")  # fmt: skip
+@click.option("--frames", "num_frames", type=int, default=_default("num_frames"), show_default=True,
+              help="Frames sampled per clip (T).")  # fmt: skip
+@click.option("--image-size", type=int, default=_default("image_size"), show_default=True,
+              help="Input size for every backbone.")  # fmt: skip
+@click.option("--layer", type=int, default=_default("layer"), show_default=True,
+              help="Transformer block whose tokens are cached.")  # fmt: skip
+@device_option(ExtractConfig)
+@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
+              help="Clips per forward pass.")  # fmt: skip
+@click.option("--workers", type=int, default=_default("workers"), show_default=True,
+              help="Decoding processes (0: decode inline).")  # fmt: skip
+@click.option("--clips-per-shard", type=int, default=_default("clips_per_shard"), show_default=True)
 @click.option("--rank", type=int, help="This process's rank (default: torchrun / Slurm environment).")
 @click.option("--world-size", type=int, help="Number of processes (default: torchrun / Slurm environment).")
-@click.option("--quiet", is_flag=True, help="No progress output.")
-def extract(
-    dataset, out, root, annotations, classes, split_file, view, limit, pairs_file, size, seed, **kwargs
-) -> None:
+@verbosity_options
+def extract(dataset, out, **kwargs) -> None:
     """Decode clips, run the frozen backbone once, cache every frame's tokens in HDF5 shards."""
-    if dataset == "demo" and root is None:
-        root = out / "videos"
-    options = DatasetOptions(
-        root=root, annotations=annotations, classes=classes, split_file=split_file,
-        view=view, limit=limit, size=size, seed=seed, pairs=pairs_file,
-    )  # fmt: skip
-    summary = run_extract(ExtractConfig(dataset=dataset, out=out, dataset_options=options, **kwargs))
-    if not kwargs["quiet"]:
-        rank = f"rank {summary.rank}/{summary.world_size}: " if summary.world_size > 1 else ""
-        click.echo(
-            f"{rank}extracted {summary.extracted} clips, {summary.skipped} already cached, {summary.failed} failed"
-            + (f" (reasons in {out / 'failures.jsonl'})" if summary.failed else "")
-            + f"; the cache holds {summary.cached} of {summary.total} clips; inspect with: stepcli inspect {out}",
-            err=True,
-        )
-        missing = summary.total - summary.cached - summary.failed
-        if summary.world_size > 1 and missing > 0:
-            click.echo(
-                f"note: this process did its share (1/{summary.world_size}); up to {missing} clips are the other "
-                "ranks'. If they did not run (e.g. sbatch without srun), rerun with any number of processes to finish.",
-                err=True,
-            )
+    given = {k: kwargs.pop(k) for k in DATASET_FIELDS}
+    given["pairs"] = given.pop("pairs_file")
+    if dataset == "demo" and given["root"] is None:
+        given["root"] = out / "videos"
+    summary = run_extract(ExtractConfig(dataset=dataset, out=out, dataset_options=DatasetOptions(**given), **kwargs))
+    for line in summary.report(out):
+        log.info(line)
     sys.exit(1 if summary.failed else 0)

@@ -7,21 +7,22 @@ from pathlib import Path
 import click
 
 from stepcli.cache.reader import FeatureCache
+from stepcli.commands.common import PathArg
+from stepcli.extract.backbones import RANDOM_INIT
 
 
 def describe_cache(cache: FeatureCache) -> str:
+    """What `stepcli inspect` prints: provenance, token layout, clips per split and class, failures."""
     m = cache.manifest
     ex = m.extraction
     T, L, D = cache.clip_shape
-    layout = m.token_layout
     size = sum(p.stat().st_size for p in cache.shard_paths)
     lines = [
         f"cache        {cache.path}",
-        f"backbone     {ex['backbone']}  weights {ex['weights']}"
-        + ("  (RANDOM INIT)" if ex["weights"] == "random-init" else ""),
-        f"frames       T={T}, {ex['image_size']} px, layer {ex['layer']}, sampler {ex['sampler']}",
-        f"tokens       [T={T}, P+N={L} ({layout['num_prefix']} prefix + {layout['num_patches']} patches), D={D}] {ex['dtype']}",
-        f"dataset      {m.dataset['name']}, {len(m.class_names)} classes, {len(m.pairs)} nearly-symmetric pairs",
+        f"backbone     {ex.backbone}  weights {ex.weights}" + ("  (RANDOM INIT)" if ex.weights == RANDOM_INIT else ""),
+        f"frames       T={T}, {ex.image_size} px, layer {ex.layer}, sampler {ex.sampler}",
+        f"tokens       [T={T}, P+N={L} ({ex.num_prefix} prefix + {ex.num_patches} patches), D={D}] {ex.dtype}",
+        f"dataset      {m.dataset.name}, {len(m.class_names)} classes, {len(m.pairs)} nearly-symmetric pairs",
         f"clips        {len(cache)} in {len(cache.shard_paths)} shards, {size / 2**20:.1f} MiB on disk",
     ]
     counts = cache.split_counts()
@@ -47,7 +48,7 @@ def describe_cache(cache: FeatureCache) -> str:
 
 
 @click.command("inspect")
-@click.argument("cache", type=click.Path(path_type=Path))
+@click.argument("cache", type=PathArg)
 def inspect_cache(cache: Path) -> None:
     """Describe a cache: backbone and weights, T, token shape, clips per split and class, failures."""
     click.echo(describe_cache(FeatureCache(cache)))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from stepcli.commands.common import PathArg
 from stepcli.extract.datasets import dataset_names
 from stepcli.extract.datasets.csv_list import read_class_list
 from stepcli.extract.datasets.pairs import known_pairs, table
@@ -16,7 +17,7 @@ from stepcli.extract.datasets.pairs import known_pairs, table
 @click.option("--dataset", required=True, type=click.Choice(dataset_names()), help="Dataset adapter.")
 @click.option(
     "--classes",
-    type=click.Path(path_type=Path),
+    type=PathArg,
     help="Class list, one name per line: only the pairs whose two classes are in it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of pairs.")

@@ -7,50 +7,92 @@ from pathlib import Path
 import click
 
 from stepcli import StepcliError
-from stepcli.probe import PROBES
-from stepcli.probe.logreg import LOGREG
+from stepcli.commands.common import PathArg, default_of, device_option, seed_option, verbosity_options
+from stepcli.probe import PROBES, probe_options
+from stepcli.probe.step import BLOCKS, CLS_MODES
 from stepcli.probe.train import TrainConfig, train_probe
 
-PathArg = click.Path(path_type=Path)
-DEFAULTS = TrainConfig(cache=Path(), probe="", out=Path())
-STEP_SWITCHES = {"temporal_pe": "--temporal-pe/--no-temporal-pe", "cls": "--cls", "block": "--block"}
+# the STEP ablation switches of the paper, kept as flags; each is also reachable as --option KEY=VALUE
+SWITCHES = {"temporal_pe": "--temporal-pe/--no-temporal-pe", "cls": "--cls", "block": "--block"}
 
 
-def probe_names() -> list[str]:
-    return [*PROBES, LOGREG]
+def _default(name: str):
+    return default_of(TrainConfig, name)
+
+
+def _options_help() -> str:
+    listed = "; ".join(f"{name}: {', '.join(probe_options(name)) or '(none)'}" for name in PROBES)
+    return f"A probe option KEY=VALUE, repeatable. Options per probe: {listed}."
+
+
+def parse_value(text: str) -> bool | int | float | str | None:
+    """`true`/`false`, `none`, integers and floats become Python values; anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> dict:
+    """`--option KEY=VALUE` and the STEP switches as probe options, checked against the probe's own."""
+    valid = probe_options(probe)
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise StepcliError(f"--option {pair!r} is not KEY=VALUE; valid options for {probe}: {', '.join(valid)}")
+        if key not in valid:
+            raise StepcliError(
+                f"--option {key}: probe '{probe}' has no option {key!r}; valid options: {', '.join(valid) or 'none'}"
+            )
+        options[key] = parse_value(value)
+    given = {k: v for k, v in switches.items() if v is not None}
+    wrong = [k for k in given if k not in valid]
+    if wrong:
+        accepting = sorted({n for n in PROBES for k in wrong if k in probe_options(n)})
+        flags = ", ".join(SWITCHES[k] for k in wrong)
+        raise StepcliError(f"{flags} only apply to --probe {', '.join(accepting)}, not to --probe {probe}")
+    twice = sorted(set(given) & set(options))
+    if twice:
+        raise StepcliError(f"{', '.join(twice)} given both as a switch and as --option; give it once")
+    return {**options, **given}
 
 
 @click.command("train-probe")
 @click.option("--cache", required=True, type=PathArg, help="Feature cache made by `stepcli extract`.")
-@click.option("--probe", "probe_name", required=True, help=f"Probe: {', '.join(probe_names())}.")
+@click.option("--probe", "probe", required=True, help=f"Probe: {', '.join(PROBES)}.")
 @click.option("--out", required=True, type=PathArg, help="Run directory to write.")
-@click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True)
-@click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True, help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", type=float, default=DEFAULTS.weight_decay, show_default=True)
-@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True, help="Clips per step.")
-@click.option("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs, show_default=True)
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
+@click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=float, default=_default("weight_decay"), show_default=True)
+@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Clips per step.")
+@click.option("--warmup-epochs", type=float, default=_default("warmup_epochs"), show_default=True)
+@click.option("--clip-grad", type=float, default=_default("clip_grad"), show_default=True,
+              help="Gradient-norm clipping threshold.")  # fmt: skip
+@seed_option(TrainConfig, "Seed of the probe's initialisation, the split fallbacks and the batch order.")
+@device_option(TrainConfig)
 @click.option("--shots", type=int, help="Train on K clips per class (seeded, stratified).")
 @click.option("--train-fraction", type=float, help="Train on this fraction of each class (seeded).")
-@click.option(
-    "--in-memory",
-    type=click.Choice(["auto", "yes", "no"]),
-    default="auto",
-    show_default=True,
-    help="Load the cache into RAM (auto: if it takes at most half the available memory) or stream from HDF5.",
-)
+@click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=_default("in_memory"), show_default=True,
+              help="Load the cache into RAM (auto: if it takes at most half the available memory) or stream from HDF5.")  # fmt: skip
+@click.option("--workers", type=int, help="HDF5 reader processes when streaming [0 on CPU, 2 on a GPU].")
+@click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE", help=_options_help())
 @click.option("--temporal-pe/--no-temporal-pe", default=None, help="step: learnable frame-wise temporal encoding [on].")
-@click.option("--cls", type=click.Choice(["global", "frame", "mean"]), help="step: what to classify from [global].")
-@click.option("--block", type=click.Choice(["simplified", "no-ff", "standard"]), help="step: block type [simplified].")
-@click.option("--quiet", is_flag=True, help="No progress output.")
-def train_probe_command(cache, probe_name, out, temporal_pe, cls, block, **kwargs) -> None:
+@click.option("--cls", type=click.Choice(CLS_MODES), help="step: what to classify from [global].")
+@click.option("--block", type=click.Choice(list(BLOCKS)), help="step: block type [simplified].")
+@verbosity_options
+def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, temporal_pe, cls, block, **kwargs) -> None:
     """Train a probe on cached tokens; keep the best-on-val checkpoint, report test metrics."""
-    if probe_name not in probe_names():
-        raise StepcliError(f"unknown probe '{probe_name}'; valid probes: {', '.join(probe_names())}")
+    if probe not in PROBES:
+        raise StepcliError(f"unknown probe '{probe}'; valid probes: {', '.join(PROBES)}")
     switches = {"temporal_pe": temporal_pe, "cls": cls, "block": block}
-    switches = {k: v for k, v in switches.items() if v is not None}
-    if switches and probe_name != "step":
-        given = ", ".join(STEP_SWITCHES[k] for k in switches)
-        raise StepcliError(f"{given} only apply to --probe step, not to --probe {probe_name}")
-    train_probe(TrainConfig(cache=cache, probe=probe_name, out=out, probe_options=switches, **kwargs))
+    options = probe_option_values(probe, option_pairs, switches)
+    train_probe(TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, **kwargs))

@@ -1,4 +1,4 @@
-"""Frozen frame encoders behind one interface, built from a spec string (DESIGN §3).
+"""Frozen frame encoders behind one interface, built from a spec string.
 
 ``openclip:<model>[:<tag or file>]`` and ``timm:<model>[:<file or "pretrained">]``. Every
 encoder maps uint8 frames to tokens ``[B, P+N, D]``: P prefix tokens (CLS, plus registers for
@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from stepcli import StepcliError
 
+log = logging.getLogger(__name__)
+
 RANDOM_INIT = "random-init"
 # a random-init backbone must give the same tokens in every run, or a resumed cache would mix two models
 RANDOM_INIT_SEED = 0
@@ -31,8 +33,8 @@ class Preprocess:
     """Resize the shorter side to ``size`` (bicubic, antialiased), centre-crop, normalise.
 
     The resize runs on the uint8 frames, as PIL's does in the CLIP and timm reference transforms
-    (rounded and saturated to 0..255): torch's uint8 path is also about ten times faster than the
-    float one, which matters on a CPU, where preprocessing competes with the backbone for cores.
+    (rounded and saturated to 0..255): torch's uint8 path is also much cheaper than the float one,
+    which matters on a CPU, where preprocessing competes with the backbone for cores.
     """
 
     size: int
@@ -69,16 +71,36 @@ class FrameEncoder(torch.nn.Module):
     def image_size(self) -> int:
         return self.preprocess.size
 
+    @torch.no_grad()
+    def encode_clips(self, pixels: list[torch.Tensor], device: torch.device) -> np.ndarray:
+        """Clips of preprocessed frames `[B, T, 3, S, S]` -> tokens `[B, T, P+N, D]` float16, as cached.
+
+        fp32 on CPU (bf16 is slower there); bf16 (or fp16) autocast on a GPU.
+        """
+        clips = torch.stack(pixels).to(device, non_blocking=True)
+        b, t = clips.shape[:2]
+        frames = clips.flatten(0, 1)
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast("cuda", dtype=dtype):
+                tokens = self(frames)
+        else:
+            tokens = self(frames)
+        return tokens.float().reshape(b, t, *tokens.shape[1:]).cpu().numpy().astype(np.float16)
+
     def provenance(self) -> dict:
+        """The encoder's share of an `ExtractionRecord` (the pipeline adds layer, T, sampler, dtype)."""
         return {
             "backbone": self.spec,
             "weights": self.weights,
             "image_size": self.image_size,
-            "mean": list(self.preprocess.mean),
-            "std": list(self.preprocess.std),
+            "mean": tuple(self.preprocess.mean),
+            "std": tuple(self.preprocess.std),
             "resize": "shorter-side bicubic antialias on uint8, centre crop",
             "normalize": "final-norm",
-            "token_layout": {"num_prefix": self.num_prefix, "num_patches": self.num_patches, "dim": self.dim},
+            "num_prefix": self.num_prefix,
+            "num_patches": self.num_patches,
+            "dim": self.dim,
         }
 
 
@@ -86,8 +108,7 @@ class OpenClipEncoder(FrameEncoder):
     def __init__(self, spec: str, model_name: str, pretrained: str | None, weights: str, image_size: int, layer: int):
         import open_clip
 
-        with _quiet_random_init(pretrained is None):
-            model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size)
+        model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size)
         cfg = open_clip.get_model_preprocess_cfg(model)
         visual = model.visual.eval().requires_grad_(False)
         grid = visual.grid_size
@@ -246,7 +267,7 @@ def _require_network(host: str, spec: str, model_name: str) -> None:
 
 
 def _warn_random_init(spec: str) -> None:
-    logging.getLogger("stepcli").warning(
+    log.warning(
         "WARNING: %s has no weights: using RANDOM-INIT weights (fine for tests and the demo, "
         "meaningless for research); pass a pretrained tag or a weights file",
         spec,
@@ -258,16 +279,3 @@ def _random_init_seed():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         yield
-
-
-@contextmanager
-def _quiet_random_init(active: bool):
-    """open_clip logs its own random-init warning; ours says it once, louder."""
-    logger = logging.getLogger()
-    level = logger.level
-    if active:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

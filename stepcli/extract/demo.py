@@ -1,4 +1,4 @@
-"""Procedural nearly-symmetric actions: the demo dataset (DESIGN §7).
+"""Procedural nearly-symmetric actions: the demo dataset.
 
 Every pair of classes is one motion and its exact time-reversal (brighten / dim, grow / shrink,
 ...). Each random draw of background, colours, sizes, speed and noise is rendered once
@@ -24,18 +24,6 @@ from stepcli.extract.video import write_video
 FRAMES_PER_SEGMENT = 3
 FPS = 24
 
-# (forward class, reversed class). Every pair changes what the frames show (light, size, opacity,
-# a gap, an angle, a level), not only where something is: offline, the demo runs a randomly
-# initialised backbone, whose patch tokens barely encode position. A "move right / move left" pair
-# was tried and stayed at chance for every probe, STEP included, even when trained on it alone.
-PAIRS: list[tuple[str, str]] = [
-    ("brighten", "dim"),
-    ("grow", "shrink"),
-    ("appear", "disappear"),
-    ("open", "close"),
-    ("rotate clockwise", "rotate counterclockwise"),
-    ("fill", "empty"),
-]
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
@@ -82,66 +70,143 @@ def _paint(img: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float =
     img += colour * m
 
 
-def _render(kind: int, rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Forward-direction frames ``[n, size, size, 3]`` uint8 of pair type ``kind``."""
+Draw = Callable[[np.ndarray, float], None]
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What every motion draws with: pixel coordinates, the object's centre, size and colours.
+
+    Drawn once per clip by ``_render`` before any motion-specific draw, so all motions consume the
+    random stream in the same order and each clip's shared draws do not depend on its motion.
+    """
+
+    xx: np.ndarray
+    yy: np.ndarray
+    cx: float
+    cy: float
+    scale: float
+    colour: np.ndarray
+    second: np.ndarray  # what is behind a door, a container's wall
+
+
+def _brighten(rng: np.random.Generator, s: _Scene) -> Draw:
+    """A lamp on a dimmer lights up a scene with a disc in it."""
+    xx, yy, cx, cy, colour = s.xx, s.yy, s.cx, s.cy, s.colour
+    light0, light1 = rng.uniform(0.15, 0.3), rng.uniform(0.9, 1.05)
+    r = 0.16 * s.scale
+
+    def draw(img: np.ndarray, q: float) -> None:
+        _paint(img, (xx - cx) ** 2 + (yy - cy) ** 2 < r**2, colour)
+        img *= light0 + (light1 - light0) * q
+
+    return draw
+
+
+def _grow(rng: np.random.Generator, s: _Scene) -> Draw:
+    """A square swells from a speck to most of the frame."""
+    xx, yy, cx, cy, colour = s.xx, s.yy, s.cx, s.cy, s.colour
+    r0, r1 = rng.uniform(0.04, 0.08), rng.uniform(0.3, 0.4)
+
+    def draw(img: np.ndarray, q: float) -> None:
+        r = r0 + (r1 - r0) * q
+        _paint(img, np.maximum(abs(xx - cx), abs(yy - cy)) < r, colour)
+
+    return draw
+
+
+def _appear(rng: np.random.Generator, s: _Scene) -> Draw:
+    """A square fades in. Takes ``rng`` like every renderer, though it draws nothing of its own."""
+    xx, yy, cx, cy, colour = s.xx, s.yy, s.cx, s.cy, s.colour
+    half = 0.22 * s.scale
+
+    def draw(img: np.ndarray, q: float) -> None:
+        _paint(img, (abs(xx - cx) < half) & (abs(yy - cy) < half), colour, alpha=q)
+
+    return draw
+
+
+def _open(rng: np.random.Generator, s: _Scene) -> Draw:
+    """Two doors slide apart and uncover what is behind them (``rng`` unused, as in ``_appear``)."""
+    xx, yy, cx, cy, colour, second = s.xx, s.yy, s.cx, s.cy, s.colour, s.second
+    half = 0.28 * s.scale
+
+    def draw(img: np.ndarray, q: float) -> None:
+        box = (abs(xx - cx) < half) & (abs(yy - cy) < half)
+        _paint(img, box, second)
+        gap = half * q
+        doors = box & (abs(xx - cx) >= gap)
+        _paint(img, doors, colour)
+
+    return draw
+
+
+def _rotate_clockwise(rng: np.random.Generator, s: _Scene) -> Draw:
+    """A bar turns clockwise (image y points down), like a handle turned from level to upright."""
+    xx, yy, cx, cy, colour = s.xx, s.yy, s.cx, s.cy, s.colour
+    # Start near level and end near upright, as a door handle or a tap would turn. Were the start
+    # angle uniform over the half-turn, start and end orientations would be distributed alike
+    # for both directions and only a frame-to-frame comparison could tell them apart.
+    a0, sweep = rng.uniform(-0.1, 0.1) * np.pi, rng.uniform(0.4, 0.6) * np.pi
+    length, width = 0.35 * s.scale, 0.08 * s.scale
+
+    def draw(img: np.ndarray, q: float) -> None:
+        a = a0 + sweep * q
+        along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+        across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+        _paint(img, (abs(along) < length) & (abs(across) < width), colour)
+
+    return draw
+
+
+def _fill(rng: np.random.Generator, s: _Scene) -> Draw:
+    """A container's level rises (``rng`` unused, as in ``_appear``)."""
+    xx, yy, cx, cy, colour, second = s.xx, s.yy, s.cx, s.cy, s.colour, s.second
+    half_w, half_h = 0.22 * s.scale, 0.32 * s.scale
+
+    def draw(img: np.ndarray, q: float) -> None:
+        inside = (abs(xx - cx) < half_w) & (abs(yy - cy) < half_h)
+        wall = (abs(xx - cx) < half_w + 0.025) & (abs(yy - cy) < half_h + 0.025) & ~inside
+        _paint(img, wall, second)
+        level = cy + half_h - 2 * half_h * q
+        _paint(img, inside & (yy > level), colour)
+
+    return draw
+
+
+# (forward class, reversed class) -> the forward motion; the reversed class is the same frames
+# played backwards. Every pair changes what the frames show (light, size, opacity, a gap, an
+# angle, a level), not only where something is: offline, the demo runs a randomly initialised
+# backbone, whose patch tokens barely encode position. A "move right / move left" pair was tried
+# and stayed at chance for every probe, STEP included, even when trained on it alone.
+RENDERERS: dict[tuple[str, str], Callable[[np.random.Generator, _Scene], Draw]] = {
+    ("brighten", "dim"): _brighten,
+    ("grow", "shrink"): _grow,
+    ("appear", "disappear"): _appear,
+    ("open", "close"): _open,
+    ("rotate clockwise", "rotate counterclockwise"): _rotate_clockwise,
+    ("fill", "empty"): _fill,
+}
+# The class order. A pair's index here seeds its random stream (see ``generate_demo``), so
+# reordering changes which videos are drawn, but never which motion a class shows.
+PAIRS: list[tuple[str, str]] = list(RENDERERS)
+
+
+def _render(pair: tuple[str, str], rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Forward-direction frames ``[n, size, size, 3]`` uint8 of ``pair``'s motion.
+
+    The shared draws come first, then the motion's own, then the per-frame noise: a fixed order
+    keeps the videos of a given seed the same from one version to the next.
+    """
     yy, xx = np.mgrid[0:size, 0:size] / size
     background = _canvas(rng, size)
     colour = _bright(rng)
-    second = colour * rng.uniform(0.45, 0.6)  # what is behind a door, a container's wall
+    second = colour * rng.uniform(0.45, 0.6)
     p = _progress(rng, n)
     scale = rng.uniform(0.85, 1.15)
     cx, cy = rng.uniform(0.4, 0.6, 2)
     noise = rng.uniform(1, 4)
-    draw: Callable[[np.ndarray, float], None]
-
-    if kind == 0:  # brighten: a lamp on a dimmer lights up a scene with a disc in it
-        light0, light1 = rng.uniform(0.15, 0.3), rng.uniform(0.9, 1.05)
-        r = 0.16 * scale
-
-        def draw(img, q):
-            _paint(img, (xx - cx) ** 2 + (yy - cy) ** 2 < r**2, colour)
-            img *= light0 + (light1 - light0) * q
-    elif kind == 1:  # grow
-        r0, r1 = rng.uniform(0.04, 0.08), rng.uniform(0.3, 0.4)
-
-        def draw(img, q):
-            r = r0 + (r1 - r0) * q
-            _paint(img, np.maximum(abs(xx - cx), abs(yy - cy)) < r, colour)
-    elif kind == 2:  # appear
-        half = 0.22 * scale
-
-        def draw(img, q):
-            _paint(img, (abs(xx - cx) < half) & (abs(yy - cy) < half), colour, alpha=q)
-    elif kind == 3:  # open: two doors slide apart and uncover what is behind them
-        half = 0.28 * scale
-
-        def draw(img, q):
-            box = (abs(xx - cx) < half) & (abs(yy - cy) < half)
-            _paint(img, box, second)
-            gap = half * q
-            doors = box & (abs(xx - cx) >= gap)
-            _paint(img, doors, colour)
-    elif kind == 4:  # rotate clockwise (image y points down), like a handle turned from level to upright
-        # Start near level and end near upright, as a door handle or a tap would turn. Were the start
-        # angle uniform over the half-turn, start and end orientations would be distributed alike
-        # for both directions and only a frame-to-frame comparison could tell them apart.
-        a0, sweep = rng.uniform(-0.1, 0.1) * np.pi, rng.uniform(0.4, 0.6) * np.pi
-        length, width = 0.35 * scale, 0.08 * scale
-
-        def draw(img, q):
-            a = a0 + sweep * q
-            along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
-            across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
-            _paint(img, (abs(along) < length) & (abs(across) < width), colour)
-    else:  # fill: a container's level rises
-        half_w, half_h = 0.22 * scale, 0.32 * scale
-
-        def draw(img, q):
-            inside = (abs(xx - cx) < half_w) & (abs(yy - cy) < half_h)
-            wall = (abs(xx - cx) < half_w + 0.025) & (abs(yy - cy) < half_h + 0.025) & ~inside
-            _paint(img, wall, second)
-            level = cy + half_h - 2 * half_h * q
-            _paint(img, inside & (yy > level), colour)
+    draw = RENDERERS[pair](rng, _Scene(xx, yy, cx, cy, scale, colour, second))
 
     frames = np.empty((n, size, size, 3), dtype=np.uint8)
     for i in range(n):
@@ -174,7 +239,7 @@ def generate_demo(
     for kind, (forward, backward) in enumerate(PAIRS):
         rng = np.random.default_rng([seed, kind])
         for i in range(clips_per_class):
-            frames = _render(kind, rng, n, size)
+            frames = _render((forward, backward), rng, n, size)
             split = _split_of(i, clips_per_class)
             for label, video in ((forward, frames), (backward, frames[::-1])):
                 slug = label.replace(" ", "-")

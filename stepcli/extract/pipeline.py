@@ -9,33 +9,36 @@ different number of processes neither redoes nor duplicates clips.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stepcli import StepcliError, __version__
 from stepcli.cache.failures import append_failure
-from stepcli.cache.format import FAILURES, MANIFEST, SHARDS, Manifest, describe_difference
+from stepcli.cache.format import FAILURES, MANIFEST, SHARDS, Manifest
+from stepcli.cache.records import DatasetRecord, ExtractionRecord
 from stepcli.cache.writer import ShardWriter
 from stepcli.device import resolve_device
 from stepcli.distributed import rank_and_world_size
 from stepcli.extract.backbones import FrameEncoder, Preprocess, load_backbone
 from stepcli.extract.datasets import Clip, DatasetOptions, load_dataset
+from stepcli.extract.datasets import Dataset as ClipList
 from stepcli.extract.video import sample_clip
+from stepcli.progress import Progress
 
-log = logging.getLogger("stepcli")
+log = logging.getLogger(__name__)
 SAMPLER = "segment-centre-by-timestamp"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExtractConfig:
+    """The options of `stepcli extract`, each default written here once."""
+
     dataset: str
     out: Path
     dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
@@ -49,7 +52,6 @@ class ExtractConfig:
     clips_per_shard: int = 64
     rank: int | None = None
     world_size: int | None = None
-    quiet: bool = False
 
 
 @dataclass
@@ -64,6 +66,22 @@ class ExtractSummary:
     world_size: int = 1
     total: int = 0  # clips in the dataset
     cached: int = 0  # clips in the cache when this process finished, from every rank's shards
+
+    def report(self, out: Path) -> list[str]:
+        """What the user should read when extraction ends: counts, and what is still missing where."""
+        rank = f"rank {self.rank}/{self.world_size}: " if self.world_size > 1 else ""
+        lines = [
+            f"{rank}extracted {self.extracted} clips, {self.skipped} already cached, {self.failed} failed"
+            + (f" (reasons in {Path(out) / FAILURES})" if self.failed else "")
+            + f"; the cache holds {self.cached} of {self.total} clips; inspect with: stepcli inspect {out}"
+        ]
+        missing = self.total - self.cached - self.failed
+        if self.world_size > 1 and missing > 0:
+            lines.append(
+                f"note: this process did its share (1/{self.world_size}); up to {missing} clips are the other "
+                "ranks'. If they did not run (e.g. sbatch without srun), rerun with any number of processes to finish."
+            )
+        return lines
 
 
 class _ClipFrames(Dataset):
@@ -94,42 +112,29 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # the cores belong to the backbone in the main process
 
 
-def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset) -> Manifest:
+def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset: ClipList) -> Manifest:
     import open_clip
     import timm
 
-    extraction = encoder.provenance() | {
-        "layer": cfg.layer,
-        "num_frames": cfg.num_frames,
-        "sampler": SAMPLER,
-        "dtype": "float16",
-    }
-    splits = sorted({c.split for c in dataset.clips if c.split})
-    return Manifest(
-        extraction=extraction,
-        dataset={
-            "name": dataset.name,
-            "class_names": dataset.class_names,
-            "pairs": [list(p) for p in dataset.pairs],
-            "splits": splits,
-            "source": dataset.source,
-        },
-        versions={
-            "stepcli": __version__,
-            "torch": torch.__version__,
-            "open_clip": open_clip.__version__,
-            "timm": timm.__version__,
-        },
+    extraction = ExtractionRecord(
+        **encoder.provenance(), layer=cfg.layer, num_frames=cfg.num_frames, sampler=SAMPLER, dtype="float16"
     )
+    record = DatasetRecord(
+        name=dataset.name,
+        class_names=tuple(dataset.class_names),
+        pairs=tuple(tuple(p) for p in dataset.pairs),
+        splits=tuple(sorted({c.split for c in dataset.clips if c.split})),
+        source=dataset.source,
+    )
+    versions = {"stepcli": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+                "timm": timm.__version__}  # fmt: skip
+    return Manifest(extraction=extraction, dataset=record, versions=versions)
 
 
 def check_or_write_manifest(out: Path, manifest: Manifest) -> None:
     """Refuse to mix tokens from different configurations in one cache."""
     if (out / MANIFEST).is_file():
-        old = Manifest.load(out)
-        diff = describe_difference(old.extraction, manifest.extraction)
-        if old.class_names != manifest.class_names:
-            diff.append("class_names differ")
+        diff = Manifest.load(out).differences(manifest)
         if diff:
             raise StepcliError(
                 f"{out} holds a cache made with another configuration ({'; '.join(diff)}); "
@@ -148,11 +153,10 @@ def clips_in_cache(out: Path) -> set[str]:
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractSummary:
+    """Extract every clip of this rank's share that is not cached yet; see the module docstring."""
     rank, world_size, local_rank = rank_and_world_size(cfg.rank, cfg.world_size)
     out = Path(cfg.out)
-    options = cfg.dataset_options
-    options.num_frames = cfg.num_frames
-    dataset = load_dataset(cfg.dataset, options)
+    dataset = load_dataset(cfg.dataset, replace(cfg.dataset_options, num_frames=cfg.num_frames))
     device = resolve_device(cfg.device, local_rank)
     encoder = load_backbone(cfg.backbone, cfg.image_size, cfg.layer).to(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,41 +174,39 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     for k, bad in enumerate(dataset.rejected):
         if k % world_size == rank:
             _fail(out, summary, bad.clip_id, bad.path, bad.reason)
-    if not cfg.quiet:
-        print(
-            f"extract: {len(dataset.clips)} clips in {dataset.name}, {summary.skipped} already cached, "
-            f"{len(todo)} to do on rank {rank}/{world_size}, backbone {cfg.backbone} on {device}",
-            file=sys.stderr,
-        )
-    attrs = {"schema_version": manifest.schema_version, "extraction": manifest.extraction}
+    log.info(
+        f"extract: {len(dataset.clips)} clips in {dataset.name}, {summary.skipped} already cached, "
+        f"{len(todo)} to do on rank {rank}/{world_size}, backbone {cfg.backbone} on {device}"
+    )
+    attrs = {"schema_version": manifest.schema_version, "extraction": manifest.extraction.to_dict()}
+    started = time.perf_counter()
     with ShardWriter(out, rank=rank, world_size=world_size, clips_per_shard=cfg.clips_per_shard, attrs=attrs) as writer:
-        from stepcli.progress import Progress
-
-        started = time.perf_counter()
-        with Progress(len(todo), "extract", quiet=cfg.quiet) as progress:
-            for batch in _batches(todo, cfg, encoder.preprocess):
-                good = [item for item in batch if "error" not in item]
-                for item in batch:
-                    if "error" in item:
-                        _fail(out, summary, item["clip"].clip_id, item["clip"].path, item["error"])
-                if good:
-                    tokens = _encode(encoder, [item["pixels"] for item in good], device)
-                    for item, clip_tokens in zip(good, tokens, strict=True):
-                        clip = item["clip"]
-                        writer.add(
-                            clip.clip_id,
-                            clip.label,
-                            clip.split,
-                            clip_tokens,
-                            item["frame_index"],
-                            item["timestamps"],
-                        )
-                        summary.extracted += 1
-                progress.update(len(batch), failed=summary.failed)
+        _extract_clips(todo, cfg, encoder, device, writer, summary)
     summary.seconds = time.perf_counter() - started
     summary.shards = writer.completed
     summary.cached = len(clips_in_cache(out))
     return summary
+
+
+def _extract_clips(
+    todo: list[Clip], cfg: ExtractConfig, encoder: FrameEncoder, device: torch.device, writer: ShardWriter,
+    summary: ExtractSummary,
+) -> None:  # fmt: skip
+    """Decode, encode and write `todo`; a clip that fails to decode is recorded and skipped."""
+    with Progress(len(todo), "extract") as progress:
+        for batch in _batches(todo, cfg, encoder.preprocess):
+            good = [item for item in batch if "error" not in item]
+            for item in batch:
+                if "error" in item:
+                    _fail(Path(cfg.out), summary, item["clip"].clip_id, item["clip"].path, item["error"])
+            if good:
+                tokens = encoder.encode_clips([item["pixels"] for item in good], device)
+                for item, clip_tokens in zip(good, tokens, strict=True):
+                    clip = item["clip"]
+                    writer.add(clip.clip_id, clip.label, clip.split, clip_tokens, item["frame_index"],
+                               item["timestamps"])  # fmt: skip
+                    summary.extracted += 1
+            progress.update(len(batch), failed=summary.failed)
 
 
 def _batches(clips: list[Clip], cfg: ExtractConfig, preprocess: Preprocess) -> Iterator[list[dict]]:
@@ -223,20 +225,6 @@ def _batches(clips: list[Clip], cfg: ExtractConfig, preprocess: Preprocess) -> I
             batch = []
     if batch:
         yield batch
-
-
-def _encode(encoder: FrameEncoder, pixels: list[torch.Tensor], device: torch.device) -> np.ndarray:
-    """``[B, T, 3, S, S]`` -> ``[B, T, P+N, D]`` float16; fp32 on CPU, bf16/fp16 autocast on GPU."""
-    clips = torch.stack(pixels).to(device, non_blocking=True)
-    B, T = clips.shape[:2]
-    frames = clips.flatten(0, 1)
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        with torch.autocast("cuda", dtype=dtype):
-            tokens = encoder(frames)
-    else:
-        tokens = encoder(frames)
-    return tokens.float().reshape(B, T, *tokens.shape[1:]).cpu().numpy().astype(np.float16)
 
 
 def _fail(out: Path, summary: ExtractSummary, clip_id: str, path: str, reason: str) -> None:

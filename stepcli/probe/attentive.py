@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from stepcli.cache.records import TokenLayout
 from stepcli.probe.base import Attention, Mlp, Probe, init_token, resolve_num_heads
 
 
@@ -23,18 +24,16 @@ class AttentiveProbe(Probe):
 
     def __init__(
         self,
-        dim: int,
+        layout: TokenLayout,
         num_classes: int,
-        num_frames: int,
-        num_prefix: int,
-        num_patches: int,
         *,
         num_heads: int | None = None,
         mlp_ratio: float = 4.0,
     ) -> None:
-        num_heads = resolve_num_heads(dim, num_heads)
+        num_heads = resolve_num_heads(layout.dim, num_heads)
         options = dict(num_heads=num_heads, mlp_ratio=mlp_ratio)
-        super().__init__(dim, num_classes, num_frames, num_prefix, num_patches, **options)
+        super().__init__(layout, num_classes, **options)
+        dim = layout.dim
         self.query = init_token(1, 1, dim)
         self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
         self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)

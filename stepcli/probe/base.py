@@ -8,13 +8,18 @@ only in how they pool.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stepcli import StepcliError
+from stepcli.cache.records import TokenLayout
+
+if TYPE_CHECKING:
+    from stepcli.cache.reader import FeatureCache
 
 
 def resolve_num_heads(dim: int, num_heads: int | None) -> int:
@@ -83,30 +88,38 @@ class Probe(nn.Module):
 
     Subclasses set `name`, list their learned tokens in `no_weight_decay_names`, pass their
     options to `super().__init__` (so `config()` can rebuild them) and implement
-    `forward_features(tokens [B, T, P+N, D]) -> [B, D]`.
+    `forward_features(tokens [B, T, P+N, D]) -> [B, D]`. A probe that is not trained by gradient
+    descent (`logreg`) overrides `fit`; every probe is built, saved, loaded and counted alike.
     """
 
     name: str = ""
     no_weight_decay_names: tuple[str, ...] = ()
+    #: False: the head is a plain Linear, for features that the probe already standardises
+    head_norm: bool = True
+    #: False: `fit` needs every training clip in one process, so torchrun cannot share the work
+    distributed: bool = True
 
-    def __init__(
-        self, dim: int, num_classes: int, num_frames: int, num_prefix: int, num_patches: int, **options: Any
-    ) -> None:
+    def __init__(self, layout: TokenLayout, num_classes: int, **options: Any) -> None:
         super().__init__()
-        sizes = dict(dim=dim, num_classes=num_classes, num_frames=num_frames, num_patches=num_patches)
-        for key, value in {**sizes, "num_prefix": num_prefix}.items():
-            if not isinstance(value, int) or value < (0 if key == "num_prefix" else 1):
-                raise StepcliError(f"probe '{self.name}': {key} must be a positive integer, got {value!r}")
-        self.dim, self.num_classes, self.num_frames = dim, num_classes, num_frames
-        self.num_prefix, self.num_patches = num_prefix, num_patches
+        if not isinstance(layout, TokenLayout):
+            raise TypeError(f"probe '{self.name}': layout must be a TokenLayout, got {type(layout).__name__}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise StepcliError(f"probe '{self.name}': num_classes must be a positive integer, got {num_classes!r}")
+        self.layout, self.num_classes = layout, num_classes
         self._options = dict(options)
-        self.norm = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, num_classes)
+        self.norm = nn.LayerNorm(layout.dim) if self.head_norm else nn.Identity()
+        self.fc = nn.Linear(layout.dim, num_classes)
 
     def config(self) -> dict[str, Any]:
-        """Constructor kwargs (JSON-serialisable): `build_probe(probe.name, **probe.config())`."""
-        sizes = dict(dim=self.dim, num_classes=self.num_classes, num_frames=self.num_frames)
-        return {**sizes, "num_prefix": self.num_prefix, "num_patches": self.num_patches, **self._options}
+        """The probe's own options (JSON-serialisable): `build_probe(name, layout, C, **config())`."""
+        return dict(self._options)
+
+    def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict | None:
+        """Fit in closed form on cache rows `train`, selecting on `val`; returns what to log.
+
+        None (the default) means: train me with the gradient loop of `train-probe`.
+        """
+        return None
 
     def forward_features(self, tokens: Tensor) -> Tensor:
         """Pool `[B, T, P+N, D]` tokens to one clip embedding `[B, D]`."""
@@ -114,9 +127,9 @@ class Probe(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """`tokens [B, T, P+N, D]` (any float dtype, e.g. float16 from the cache) -> logits `[B, C]`."""
-        expected = (self.num_frames, self.num_prefix + self.num_patches, self.dim)
+        expected = self.layout.clip_shape
         if tokens.ndim != 4 or tuple(tokens.shape[1:]) != expected:
-            raise StepcliError(
+            raise ValueError(
                 f"probe '{self.name}' expects tokens [B, T, P+N, D] = [B, {', '.join(map(str, expected))}],"
                 f" got {list(tokens.shape)}"
             )

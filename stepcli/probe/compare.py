@@ -8,118 +8,79 @@ of the cache when it fits in RAM.
 
 from __future__ import annotations
 
-import json
-import sys
+import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
-from stepcli.device import resolve_device
 from stepcli.distributed import rank_and_world_size
-from stepcli.extract.datasets.pairs import read_pairs
 from stepcli.probe import PROBES
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.data import use_memory
-from stepcli.probe.logreg import LOGREG
 from stepcli.probe.report import (
     plot_accuracy_vs_params,
     plot_confusion,
     plot_order_sensitivity,
-    plot_shuffle,
     shuffle_markdown,
     write_tables,
 )
-from stepcli.probe.run import CONFIG, load_run
-from stepcli.probe.shuffle import ORIGINAL, RESULTS, REVERSED, SHUFFLED, ShuffleConfig, shuffle_test
-from stepcli.probe.train import TrainConfig, train_probe
+from stepcli.probe.results import ComparisonRow
+from stepcli.probe.run import Run, load_run, read_run_config
+from stepcli.probe.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
+from stepcli.probe.train import train_probe
 
+log = logging.getLogger(__name__)
 RUNS = "runs"
 # train settings that must match for an existing run to be reused
 REUSE_KEYS = ("probe", "epochs", "lr", "weight_decay", "batch_size", "warmup_epochs", "seed", "shots", "train_fraction")
 
 
-def all_probes() -> list[str]:
-    return [*PROBES, LOGREG]
-
-
-@dataclass
+@dataclass(frozen=True)
 class CompareConfig:
+    """The options of `compare`; training and shuffle defaults are those of train-probe and shuffle-test."""
+
     cache: Path
     out: Path
-    probes: list[str] = field(default_factory=all_probes)
-    epochs: int | None = None  # None: train-probe's default
-    lr: float | None = None
-    batch_size: int | None = None
-    permutations: int = 20
+    probes: tuple[str, ...] = tuple(PROBES)
+    epochs: int = TrainConfig.epochs
+    lr: float = TrainConfig.lr
+    batch_size: int = TrainConfig.batch_size
+    permutations: int = ShuffleConfig.permutations
     seed: int = 0
     device: str = "auto"
     pairs_file: Path | None = None
-    quiet: bool = False
 
 
 @dataclass
 class Comparison:
-    rows: list[dict]
+    rows: list[ComparisonRow]
     tables: dict[str, Path]
     plots: dict[str, Path]
     markdown: str
 
 
-def _say(cfg: CompareConfig, message: str) -> None:
-    if not cfg.quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
 def _train_config(cfg: CompareConfig, probe: str) -> TrainConfig:
-    given = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size}
-    overrides = {k: v for k, v in given.items() if v is not None}
-    out = Path(cfg.out) / RUNS / probe
-    return TrainConfig(cache=Path(cfg.cache), probe=probe, out=out, seed=cfg.seed, device=cfg.device,
-                       quiet=cfg.quiet, **overrides)  # fmt: skip
+    return TrainConfig(cache=Path(cfg.cache), probe=probe, out=Path(cfg.out) / RUNS / probe, seed=cfg.seed,
+                       device=cfg.device, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)  # fmt: skip
 
 
 def _reusable(tcfg: TrainConfig, cache: FeatureCache) -> bool:
     """True when `tcfg.out` holds a finished run of the same probe, settings and cache."""
-    path = Path(tcfg.out) / CONFIG
-    if not path.is_file():
-        return False
     try:
-        config = json.loads(path.read_text())
-        recorded = config["train"]
-        same_cache = Path(config["cache"]["path"]) == cache.path.resolve()
-    except (json.JSONDecodeError, KeyError, TypeError):
+        recorded = read_run_config(tcfg.out)
+    except StepcliError:
         return False
-    wanted = {f.name: getattr(tcfg, f.name) for f in fields(tcfg)}
-    return same_cache and all(recorded.get(k) == wanted[k] for k in REUSE_KEYS)
+    same_cache = recorded.cache.path == cache.path.resolve()
+    return same_cache and all(getattr(recorded.train, k) == getattr(tcfg, k) for k in REUSE_KEYS)
 
 
-def _row(result: dict, run_dir: Path, train_time: float | None, shuffle_time: float) -> dict:
-    s = result["summary"]
-    return {
-        "probe": result["probe"],
-        "num_params": result["num_params"],
-        "top1": s[ORIGINAL]["top1"],
-        "mean_class_accuracy": s[ORIGINAL]["mean_class_accuracy"],
-        "pair_top1": s[ORIGINAL]["pair_top1"],
-        "shuffled_top1": s[SHUFFLED]["top1"]["mean"],
-        "shuffled_pair_top1": s[SHUFFLED]["pair_top1"]["mean"],
-        "reversed_top1": s[REVERSED]["top1"],
-        "reversed_pair_top1": s[REVERSED]["pair_top1"],
-        "reversed_pair_partner_rate": s[REVERSED]["pair_partner_rate"],
-        "flip_rate": s[SHUFFLED]["flip_rate"]["mean"],
-        "reversed_flip_rate": s[REVERSED]["flip_rate"],
-        "train_time_s": train_time,
-        "shuffle_time_s": round(shuffle_time, 3),
-        "run": str(run_dir),
-    }
-
-
-def _check(cfg: CompareConfig) -> None:
-    unknown = [p for p in cfg.probes if p not in all_probes()]
+def check_compare_config(cfg: CompareConfig) -> None:
+    unknown = [p for p in cfg.probes if p not in PROBES]
     if unknown or not cfg.probes:
         raise StepcliError(
-            f"unknown probe(s) {', '.join(unknown) or '(none given)'}; valid probes: {', '.join(all_probes())}"
+            f"unknown probe(s) {', '.join(unknown) or '(none given)'}; valid probes: {', '.join(PROBES)}"
         )
     if len(set(cfg.probes)) != len(cfg.probes):
         raise StepcliError(f"--probes lists a probe twice: {','.join(cfg.probes)}")
@@ -136,57 +97,51 @@ def _check(cfg: CompareConfig) -> None:
         )
 
 
+def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache) -> Run:
+    tcfg = _train_config(cfg, name)
+    if _reusable(tcfg, cache):
+        log.info(f"[{n}/{len(cfg.probes)}] {name}: reusing the finished run in {tcfg.out}")
+        return load_run(tcfg.out)
+    log.info(f"[{n}/{len(cfg.probes)}] {name}: training")
+    return train_probe(tcfg, cache)
+
+
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
-    _check(cfg)
+    check_compare_config(cfg)
     cache = FeatureCache(cfg.cache)
-    pairs, source = cache.manifest.pairs, "cache manifest"
-    if cfg.pairs_file is not None:
-        pairs, source = read_pairs(cfg.pairs_file, cache.class_names), str(cfg.pairs_file)
+    pairs, source = pairs_for(cache, cfg.pairs_file)
     if use_memory(cache, "auto"):
         cache.load_into_memory()
-    device = resolve_device(cfg.device).type
-    shuffle_cfg = ShuffleConfig(permutations=cfg.permutations, seed=cfg.seed, device=device)
+    shuffle_cfg = ShuffleConfig(permutations=cfg.permutations, seed=cfg.seed, device=cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}
     for n, name in enumerate(cfg.probes, start=1):
-        tcfg = _train_config(cfg, name)
-        if _reusable(tcfg, cache):
-            _say(cfg, f"[{n}/{len(cfg.probes)}] {name}: reusing the finished run in {tcfg.out}")
-            run = load_run(tcfg.out)
-        else:
-            _say(cfg, f"[{n}/{len(cfg.probes)}] {name}: training")
-            run = train_probe(tcfg, cache)
+        run = _trained_run(cfg, name, n, cache)
         tick = time.monotonic()
         result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
         shuffle_time = time.monotonic() - tick
-        shuffle_dir = Path(tcfg.out) / "shuffle"
-        shuffle_dir.mkdir(exist_ok=True)
-        (shuffle_dir / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
-        plot_shuffle(result, shuffle_dir / "shuffle.png")
-        _say(cfg, shuffle_markdown(result))
-        rows.append(_row(result, Path(tcfg.out), run.timing.get("train_time_s"), shuffle_time))
+        write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
+        log.info(shuffle_markdown(result))
+        rows.append(ComparisonRow.of(result, run.run_dir, run.timing.get("train_time_s"), shuffle_time))
         results[name] = result
-    best = max(rows, key=lambda r: (r["top1"] or 0, r["pair_top1"] or 0, -r["num_params"]))
+    best = max(rows, key=lambda r: (r.top1 or 0, r.pair_top1 or 0, -r.num_params))
     plots = {
         "accuracy_vs_params": plot_accuracy_vs_params(rows, out / "accuracy_vs_params.png"),
         "order_sensitivity": plot_order_sensitivity(rows, out / "order_sensitivity.png"),
         "confusion": plot_confusion(
-            results[best["probe"]]["confusion_matrix"], cache.class_names, pairs,
-            f"{best['probe']} (best test top-1): confusion matrix on test", out / f"confusion_{best['probe']}.png",
+            results[best.probe].confusion_matrix, cache.class_names, pairs,
+            f"{best.probe} (best test top-1): confusion matrix on test", out / f"confusion_{best.probe}.png",
         ),
     }  # fmt: skip
     meta = {
-        "cache": str(cache.path.resolve()),
-        "probes": cfg.probes,
-        "epochs": cfg.epochs if cfg.epochs is not None else TrainConfig.epochs,
-        "permutations": cfg.permutations,
-        "seed": cfg.seed,
-        "pairs": [list(p) for p in pairs],
-        "pairs_source": source,
-        "best_probe": best["probe"],
-        "plots": {k: str(v) for k, v in plots.items()},
-    }
+        "cache": str(cache.path.resolve()), "probes": list(cfg.probes), "epochs": cfg.epochs,
+        "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
+        "pairs_source": source, "best_probe": best.probe, "plots": {k: str(v) for k, v in plots.items()},
+    }  # fmt: skip
     tables = write_tables(out, rows, meta)
     return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())
+
+
+__all__ = ["CompareConfig", "Comparison", "ComparisonRow", "run_compare"]

@@ -40,6 +40,9 @@ class Splits:
     def rows(self, split: str) -> np.ndarray:
         return getattr(self, split)
 
+    def counts(self) -> dict[str, int]:
+        return {s: int(len(self.rows(s))) for s in SPLITS}
+
     def clip_ids(self, cache: FeatureCache) -> dict[str, list[str]]:
         return {s: [cache.clip_ids[r] for r in self.rows(s)] for s in SPLITS}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from stepcli import StepcliError
+from stepcli.cache.records import TokenLayout
 from stepcli.probe.base import Probe
 
 POOLS = ("cls", "patch")
@@ -22,18 +23,15 @@ class LinearProbe(Probe):
 
     def __init__(
         self,
-        dim: int,
+        layout: TokenLayout,
         num_classes: int,
-        num_frames: int,
-        num_prefix: int,
-        num_patches: int,
         *,
         pool: str = "cls",
     ) -> None:
-        super().__init__(dim, num_classes, num_frames, num_prefix, num_patches, pool=pool)
+        super().__init__(layout, num_classes, pool=pool)
         if pool not in POOLS:
             raise StepcliError(f"linear probe: pool must be one of {', '.join(POOLS)}, got {pool!r}")
-        if pool == "cls" and num_prefix < 1:
+        if pool == "cls" and layout.num_prefix < 1:
             raise StepcliError("linear probe: pool='cls' needs a CLS token (num_prefix >= 1); use pool='patch'")
         self.pool = pool
 
@@ -41,4 +39,4 @@ class LinearProbe(Probe):
         """`[B, T, P+N, D]` -> `[B, D]`."""
         if self.pool == "cls":
             return tokens[:, :, 0].mean(dim=1)
-        return tokens[:, :, self.num_prefix :].mean(dim=(1, 2))
+        return tokens[:, :, self.layout.num_prefix :].mean(dim=(1, 2))

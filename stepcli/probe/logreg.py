@@ -3,8 +3,9 @@
 Features are the CLS token averaged over the T frames (order-blind by construction), standardised
 with the train split's mean and std; scikit-learn's L-BFGS logistic regression is fitted for each
 C in a log-spaced grid and the C with the best validation accuracy is kept (ties: the stronger
-regularisation). The fitted model is stored as a tiny torch module (standardise + Linear) so a
-logreg run saves, loads and evaluates like every other probe, from safetensors and JSON.
+regularisation). The fitted model is a `Probe` (standardise + Linear) fitted by its `fit` hook
+instead of the gradient loop, so a logreg run is built, saved, loaded and evaluated like every
+other probe.
 """
 
 from __future__ import annotations
@@ -13,47 +14,51 @@ import warnings
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.cache.records import TokenLayout
+from stepcli.probe.base import Probe
 from stepcli.probe.data import fixed_batches, iterate_batches
 
-LOGREG = "logreg"
 C_GRID = tuple(10.0**k for k in range(-3, 4))  # 1e-3 ... 1e3
 
 
-class LogRegProbe(nn.Module):
-    """`tokens [B, T, P+N, D]` -> mean over frames of CLS -> standardise -> Linear -> logits `[B, C]`."""
+class LogRegProbe(Probe):
+    """`tokens [B, T, P+N, D]` -> mean over frames of CLS -> standardise -> Linear -> logits `[B, C]`.
 
-    name = LOGREG
+    Its head has no LayerNorm (the features are standardised with the train split's statistics,
+    which are buffers, not parameters), so its parameter count is the fitted coefficients and
+    intercepts alone.
+    """
 
-    def __init__(self, dim: int, num_classes: int, num_frames: int, num_prefix: int, num_patches: int) -> None:
-        super().__init__()
-        if num_prefix < 1:
+    name = "logreg"
+    head_norm = False
+    distributed = False
+
+    def __init__(self, layout: TokenLayout, num_classes: int) -> None:
+        super().__init__(layout, num_classes)
+        if layout.num_prefix < 1:
             raise StepcliError("logreg needs a CLS token per frame (num_prefix >= 1)")
-        self.dim, self.num_classes, self.num_frames = dim, num_classes, num_frames
-        self.num_prefix, self.num_patches = num_prefix, num_patches
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
-        self.fc = nn.Linear(dim, num_classes)
+        self.register_buffer("mean", torch.zeros(layout.dim))
+        self.register_buffer("scale", torch.ones(layout.dim))
 
-    def config(self) -> dict:
-        return dict(
-            dim=self.dim,
-            num_classes=self.num_classes,
-            num_frames=self.num_frames,
-            num_prefix=self.num_prefix,
-            num_patches=self.num_patches,
-        )
+    def forward_features(self, tokens: Tensor) -> Tensor:
+        """`[B, T, P+N, D]` -> standardised frame-mean CLS `[B, D]`."""
+        return (tokens[:, :, 0].mean(dim=1) - self.mean) / self.scale
 
-    def num_params(self) -> int:
-        """Fitted coefficients and intercepts (the standardisation statistics are not learned)."""
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        features = tokens[:, :, 0].float().mean(dim=1)
-        return self.fc((features - self.mean) / self.scale)
+    def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict:
+        """Fit for every C in `C_GRID` on `train`, keep the best on `val`; returns the sweep."""
+        scaler, model, sweep = fit_logreg(cache, train, val, workers=workers, seed=seed)
+        coef, intercept = _full_coefficients(model, self.num_classes)
+        with torch.no_grad():
+            self.mean.copy_(torch.from_numpy(scaler.mean_))
+            self.scale.copy_(torch.from_numpy(scaler.scale_))
+            self.fc.weight.copy_(torch.from_numpy(coef))
+            self.fc.bias.copy_(torch.from_numpy(intercept))
+        self.eval()
+        return sweep
 
 
 def cls_features(cache: FeatureCache, rows: np.ndarray, batch_size: int = 64, workers: int = 0) -> np.ndarray:
@@ -65,16 +70,12 @@ def cls_features(cache: FeatureCache, rows: np.ndarray, batch_size: int = 64, wo
     return np.concatenate(chunks) if chunks else np.zeros((0, cache.clip_shape[2]))
 
 
-def fit_logreg(
-    cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int = 0, seed: int = 0
-) -> tuple[LogRegProbe, dict]:
-    """Fit on `train` rows for every C in `C_GRID`, keep the best on `val`; returns probe and sweep."""
+def fit_logreg(cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int = 0, seed: int = 0):
+    """The fitted scaler, the best-on-val scikit-learn model and the sweep over `C_GRID`."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    T, L, D = cache.clip_shape
-    layout = cache.manifest.token_layout
     x_train, x_val = cls_features(cache, train, workers=workers), cls_features(cache, val, workers=workers)
     y_train, y_val = cache.labels[train], cache.labels[val]
     if len(np.unique(y_train)) < 2:
@@ -84,7 +85,7 @@ def fit_logreg(
     best, sweep = None, []
     for c in C_GRID:
         model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        # one BLAS thread: for a few hundred clips, threads cost more than they save (10-50x here)
+        # one BLAS thread: for a few hundred clips, threads cost more than they save
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")  # ConvergenceWarning at weak regularisation is expected
             model.fit(x_train, y_train)
@@ -93,14 +94,7 @@ def fit_logreg(
         if best is None or accuracy > best[0]:
             best = (accuracy, c, model)
     _, c, model = best
-    probe = LogRegProbe(D, len(cache.class_names), T, layout["num_prefix"], layout["num_patches"])
-    coef, intercept = _full_coefficients(model, len(cache.class_names))
-    with torch.no_grad():
-        probe.mean.copy_(torch.from_numpy(scaler.mean_))
-        probe.scale.copy_(torch.from_numpy(scaler.scale_))
-        probe.fc.weight.copy_(torch.from_numpy(coef))
-        probe.fc.bias.copy_(torch.from_numpy(intercept))
-    return probe.eval(), {"C": c, "C_grid": list(C_GRID), "sweep": sweep}
+    return scaler, model, {"C": c, "C_grid": list(C_GRID), "sweep": sweep}
 
 
 def _full_coefficients(model, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
 """Apply a trained probe to new videos: decode, run the backbone the run's cache was made with,
-then the probe. The only place stage two runs a backbone (DESIGN §2)."""
+then the probe. The only place stage two runs a backbone, through stage one's public encoder."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ import torch
 
 from stepcli import StepcliError
 from stepcli.device import resolve_device
-from stepcli.extract.backbones import RANDOM_INIT, load_backbone
-from stepcli.extract.pipeline import _encode
+from stepcli.extract.backbones import RANDOM_INIT, FrameEncoder, load_backbone
 from stepcli.extract.video import VideoError, sample_clip
-from stepcli.probe.run import Run
+from stepcli.probe.run import Run, load_run
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    top_k: int = 5
+    device: str = "auto"
 
 
 @dataclass
@@ -23,23 +28,29 @@ class Prediction:
     top: list[tuple[str, float]]  # (class name, probability), most likely first
 
 
-def backbone_for_run(run: Run, device: torch.device):
+def backbone_for_run(run: Run, device: torch.device) -> FrameEncoder:
     """The frozen encoder that made the run's cache, refusing one whose weights changed since."""
-    extraction = run.config["cache"]["extraction"]
-    encoder = load_backbone(extraction["backbone"], extraction["image_size"], extraction["layer"])
-    if encoder.weights != extraction["weights"] and extraction["weights"] != RANDOM_INIT:
+    extraction = run.config.cache.extraction
+    encoder = load_backbone(extraction.backbone, extraction.image_size, extraction.layer)
+    if encoder.weights != extraction.weights and extraction.weights != RANDOM_INIT:
         raise StepcliError(
-            f"the weights behind {extraction['backbone']!r} changed since the cache was made "
-            f"({extraction['weights']} -> {encoder.weights}); restore them or re-extract and retrain"
+            f"the weights behind {extraction.backbone!r} changed since the cache was made "
+            f"({extraction.weights} -> {encoder.weights}); restore them or re-extract and retrain"
         )
     return encoder.to(device)
 
 
 @torch.no_grad()
 def predict_videos(run: Run, videos: list[Path], top_k: int = 5, device: str = "auto") -> list[Prediction]:
+    """Top-k classes of each video; a video that cannot be decoded is a one-line error."""
+    missing = [str(v) for v in videos if not Path(v).is_file()]
+    if missing:  # before the backbone is loaded, which takes a while
+        raise StepcliError(
+            f"{missing[0]}: file not found" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     torch_device = resolve_device(device)
     encoder = backbone_for_run(run, torch_device)
-    num_frames = int(run.config["cache"]["extraction"]["num_frames"])
+    num_frames = run.config.layout.num_frames
     probe = run.probe.to(torch_device)
     predictions = []
     for video in videos:
@@ -48,8 +59,14 @@ def predict_videos(run: Run, videos: list[Path], top_k: int = 5, device: str = "
         except VideoError as err:
             raise StepcliError(f"{video}: {err}") from None
         # float16 like the cache, so a video and its cached clip give the same logits
-        tokens = torch.from_numpy(_encode(encoder, [encoder.preprocess(frames)], torch_device)).to(torch_device)
+        tokens = torch.from_numpy(encoder.encode_clips([encoder.preprocess(frames)], torch_device)).to(torch_device)
         probs = torch.softmax(probe(tokens).float(), dim=-1)[0].cpu().numpy()
         order = np.argsort(-probs)[:top_k]
         predictions.append(Prediction(str(video), [(run.class_names[i], float(probs[i])) for i in order]))
     return predictions
+
+
+def predict_run(run_dir: Path, videos: list[Path], cfg: PredictConfig | None = None) -> list[Prediction]:
+    """`stepcli predict`: load the run and predict each video."""
+    cfg = cfg or PredictConfig()
+    return predict_videos(load_run(run_dir), videos, top_k=cfg.top_k, device=cfg.device)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stepcli.cache.format import write_atomic
-from stepcli.probe.shuffle import ORIGINAL, REVERSED, SHUFFLED
+from stepcli.probe.results import ORIGINAL, REVERSED, SHUFFLED, ComparisonRow, ShuffleResult
 
 # (key in a comparison row, column title, how to show it)
 COLUMNS: list[tuple[str, str, str]] = [
@@ -51,42 +51,42 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
 
 
-def shuffle_markdown(result: dict) -> str:
+def shuffle_markdown(result: ShuffleResult) -> str:
     """One row per order (shuffled: mean over the K permutations, with min–max of top-1)."""
-    s = result["summary"]
     header = ["frame order", "top-1", "mean per-class", "flip rate", "sym. pairs", "pairs → partner"]
     keys = ("top1", "mean_class_accuracy", "flip_rate", "pair_top1", "pair_partner_rate")
-    rows = [[name] + [fmt(s[name][k], "pct") for k in keys] for name in (ORIGINAL, REVERSED)]
-    if result["permutations"]:
-        top = s[SHUFFLED]["top1"]
-        label = f"shuffled (mean of {result['permutations']}; top-1 {fmt(top['min'], 'pct')}–{fmt(top['max'], 'pct')})"
-        rows.append([label] + [fmt(s[SHUFFLED][k]["mean"], "pct") for k in keys])
+    orders = ((ORIGINAL, result.original), (REVERSED, result.reversed))
+    rows = [[name] + [fmt(getattr(metrics, k), "pct") for k in keys] for name, metrics in orders]
+    if result.permutations:
+        top = result.shuffled.top1
+        label = f"shuffled (mean of {result.permutations}; top-1 {fmt(top.min, 'pct')}–{fmt(top.max, 'pct')})"
+        rows.append([label] + [fmt(getattr(result.shuffled, k).mean, "pct") for k in keys])
     title = (
-        f"{result['probe']} ({result['num_params']:,} params), {result['num_clips']} test clips, "
-        f"{len(result['pairs'])} nearly-symmetric pairs ({result['pairs_source']})\n\n"
+        f"{result.probe} ({result.num_params:,} params), {result.num_clips} test clips, "
+        f"{len(result.pairs)} nearly-symmetric pairs ({result.pairs_source})\n\n"
     )
     return title + markdown_table(header, rows)
 
 
-def comparison_markdown(rows: list[dict]) -> str:
-    return markdown_table([c[1] for c in COLUMNS], [[fmt(r.get(k), kind) for k, _, kind in COLUMNS] for r in rows])
+def comparison_markdown(rows: list[ComparisonRow]) -> str:
+    return markdown_table([c[1] for c in COLUMNS], [[fmt(getattr(r, k), kind) for k, _, kind in COLUMNS] for r in rows])
 
 
-def comparison_csv(rows: list[dict]) -> str:
+def comparison_csv(rows: list[ComparisonRow]) -> str:
     """Raw values (fractions, seconds), one column per `COLUMNS` key, for spreadsheets and pandas."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([k for k, _, _ in COLUMNS])
-    writer.writerows([["" if r.get(k) is None else r.get(k) for k, _, _ in COLUMNS] for r in rows])
+    writer.writerows([["" if getattr(r, k) is None else getattr(r, k) for k, _, _ in COLUMNS] for r in rows])
     return buffer.getvalue()
 
 
-def write_tables(out: Path, rows: list[dict], meta: dict) -> dict[str, Path]:
+def write_tables(out: Path, rows: list[ComparisonRow], meta: dict) -> dict[str, Path]:
     """`comparison.md`, `.csv` and `.json` in `out`; returns their paths."""
     paths = {ext: Path(out) / f"comparison.{ext}" for ext in ("md", "csv", "json")}
     write_atomic(paths["md"], comparison_markdown(rows))
     write_atomic(paths["csv"], comparison_csv(rows))
-    write_atomic(paths["json"], json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    write_atomic(paths["json"], json.dumps({**meta, "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
     return paths
 
 
@@ -110,42 +110,42 @@ def _val(x: float | None) -> float:
     return np.nan if x is None else float(x)
 
 
-def plot_shuffle(result: dict, path: Path) -> Path:
+def plot_shuffle(result: ShuffleResult, path: Path) -> Path:
     """Figure-1 style: accuracy with original, shuffled and reversed frames, all clips and pairs."""
-    s = result["summary"]
+    summary = {ORIGINAL: result.original, SHUFFLED: result.shuffled, REVERSED: result.reversed}
     groups = [("all test clips", "top1"), ("nearly-symmetric pairs", "pair_top1")]
     fig = _figure(6.4, 4.0)
     ax = fig.subplots()
     x = np.arange(len(groups))
     width = 0.26
     for i, order in enumerate((ORIGINAL, SHUFFLED, REVERSED)):
-        if order == SHUFFLED and not result["permutations"]:
+        if order == SHUFFLED and not result.permutations:
             continue
-        stats = [s[order][k] for _, k in groups]
-        values = [_val(v["mean"] if order == SHUFFLED else v) for v in stats]
-        errors = [_val(v["std"]) for v in stats] if order == SHUFFLED else None
-        label = f"shuffled (mean ± sd of {result['permutations']})" if order == SHUFFLED else order
+        stats = [getattr(summary[order], k) for _, k in groups]
+        values = [_val(v.mean if order == SHUFFLED else v) for v in stats]
+        errors = [_val(v.std) for v in stats] if order == SHUFFLED else None
+        label = f"shuffled (mean ± sd of {result.permutations})" if order == SHUFFLED else order
         bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=3, label=label,
                       color=ORDER_COLOURS[order])  # fmt: skip
         _label_bars(ax, bars, values, above=errors)
     ax.set_xticks(x, [g for g, _ in groups])
     ax.set_ylim(0, 1.3)
     ax.set_ylabel("test accuracy (top-1)")
-    ax.set_title(f"{result['probe']}: test accuracy by frame order")
+    ax.set_title(f"{result.probe}: test accuracy by frame order")
     ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.savefig(path)
     return Path(path)
 
 
-def plot_accuracy_vs_params(rows: list[dict], path: Path) -> Path:
+def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path) -> Path:
     """Accuracy (all clips and nearly-symmetric pairs) against trainable parameters, log x."""
     fig = _figure(6.4, 4.2)
     ax = fig.subplots()
-    params = np.asarray([r["num_params"] for r in rows], dtype=float)
+    params = np.asarray([r.num_params for r in rows], dtype=float)
     for key, label, marker in (("top1", "test top-1", "o"), ("pair_top1", "nearly-symmetric pairs", "^")):
-        ax.scatter(params, [_val(r.get(key)) for r in rows], marker=marker, s=50, label=label)
-    for i, r in enumerate(sorted(rows, key=lambda r: (r["num_params"], _val(r.get("top1"))))):
-        ax.annotate(r["probe"], (r["num_params"], _val(r.get("top1"))), xytext=(6, 5 if i % 2 else -11),
+        ax.scatter(params, [_val(getattr(r, key)) for r in rows], marker=marker, s=50, label=label)
+    for i, r in enumerate(sorted(rows, key=lambda r: (r.num_params, _val(r.top1)))):
+        ax.annotate(r.probe, (r.num_params, _val(r.top1)), xytext=(6, 5 if i % 2 else -11),
                     textcoords="offset points", fontsize=8)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
@@ -157,7 +157,7 @@ def plot_accuracy_vs_params(rows: list[dict], path: Path) -> Path:
     return Path(path)
 
 
-def plot_order_sensitivity(rows: list[dict], path: Path, key: str = "pair_top1") -> Path:
+def plot_order_sensitivity(rows: list[ComparisonRow], path: Path) -> Path:
     """Per probe: accuracy with frames ordered, shuffled and reversed (Figure 1 for every probe)."""
     fig = _figure(max(6.4, 1.3 * len(rows) + 2), 4.2)
     axes = fig.subplots(1, 2, sharey=True)
@@ -167,10 +167,10 @@ def plot_order_sensitivity(rows: list[dict], path: Path, key: str = "pair_top1")
     for ax, (panel, prefix) in zip(axes, panels, strict=True):
         for i, order in enumerate((ORIGINAL, SHUFFLED, REVERSED)):
             field = f"{prefix}top1" if order == ORIGINAL else f"{order}_{prefix}top1"
-            values = [_val(r.get(field)) for r in rows]
+            values = [_val(getattr(r, field)) for r in rows]
             bars = ax.bar(x + (i - 1) * width, values, width, label=order, color=ORDER_COLOURS[order])
             _label_bars(ax, bars, values, vertical=len(rows) > 2)
-        ax.set_xticks(x, [r["probe"] for r in rows], rotation=20)
+        ax.set_xticks(x, [r.probe for r in rows], rotation=20)
         ax.set_title(panel, fontsize=10)
         ax.set_ylim(0, 1.18)
     axes[0].set_ylabel("test accuracy (top-1)")

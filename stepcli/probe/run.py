@@ -8,7 +8,7 @@
     log.jsonl          one line per epoch (written by the training loop as it goes)
 
 A run is only meaningful on tokens from the extraction it was trained on; `load_run(run, cache)`
-refuses any other cache and names the difference.
+(or `Run.check_cache`) refuses any other cache and names the difference.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from stepcli import StepcliError, __version__
-from stepcli.cache.format import describe_difference, write_atomic
+from stepcli import StepcliError
+from stepcli.cache.format import write_atomic
 from stepcli.cache.reader import FeatureCache
+from stepcli.probe import Probe, build_probe
+from stepcli.probe.config import CacheRef, RunConfig
 
 CONFIG, MODEL, METRICS, TIMING, SPLIT_IDS, LOG = (
     "config.json",
@@ -40,14 +41,22 @@ CONFIG, MODEL, METRICS, TIMING, SPLIT_IDS, LOG = (
 
 @dataclass
 class Run:
+    """A loaded run: its probe (in eval mode), typed config, metrics, timings and split clip ids."""
+
     run_dir: Path
-    probe: nn.Module  # in eval mode
-    config: dict
-    cache_path: Path
-    class_names: list[str]
+    probe: Probe
+    config: RunConfig
     metrics: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     split_ids: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.config.cache.path
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.config.class_names
 
     def rows(self, cache: FeatureCache, split: str = "test") -> np.ndarray:
         """Rows of `cache` holding this run's `split` clips (the split it was trained with)."""
@@ -60,25 +69,21 @@ class Run:
             )
         return np.asarray([index[i] for i in ids], dtype=np.int64)
 
+    def check_cache(self, cache: FeatureCache) -> None:
+        """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)."""
+        diff = self.config.cache.extraction.differences(cache.manifest.extraction)
+        if self.class_names != cache.class_names:
+            diff.append("class_names differ")
+        if diff:
+            raise StepcliError(
+                f"run {self.run_dir} was trained on tokens from another extraction than cache {cache.path} "
+                f"(run -> cache: {'; '.join(diff)}); extract the cache with the run's settings"
+            )
 
-def cache_record(cache: FeatureCache) -> dict:
+
+def cache_ref(cache: FeatureCache) -> CacheRef:
     """What config.json keeps of the cache: where it is and the provenance of its tokens."""
-    manifest = cache.manifest
-    dataset = {k: manifest.dataset.get(k) for k in ("name", "class_names", "pairs", "splits")}
-    return {"path": str(cache.path.resolve()), "extraction": manifest.extraction, "dataset": dataset}
-
-
-def check_cache(config: dict, cache: FeatureCache, run_dir: Path | str) -> None:
-    """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)."""
-    recorded = config["cache"]
-    diff = describe_difference(recorded["extraction"], cache.manifest.extraction)
-    if list(recorded["dataset"]["class_names"]) != cache.class_names:
-        diff.append("class_names differ")
-    if diff:
-        raise StepcliError(
-            f"run {run_dir} was trained on tokens from another extraction than cache {cache.path} "
-            f"(run -> cache: {'; '.join(diff)}); extract the cache with the run's settings"
-        )
+    return CacheRef(cache.path.resolve(), cache.manifest.extraction, cache.manifest.dataset)
 
 
 def _dump(data: Any) -> str:
@@ -88,8 +93,8 @@ def _dump(data: Any) -> str:
 def save_run(
     run_dir: Path | str,
     *,
-    probe: nn.Module,
-    config: dict,
+    probe: Probe,
+    config: RunConfig,
     metrics: dict,
     timing: dict,
     split_ids: dict[str, list[str]],
@@ -97,7 +102,6 @@ def save_run(
     """Write a run's files, each via a temporary name so that a killed process leaves no half file."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = {**config, "probe": probe.name, "probe_config": probe.config(), "stepcli_version": __version__}
     state = {k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()}
     tmp = run_dir / f".{MODEL}.tmp"
     save_file(state, str(tmp), metadata={"probe": probe.name})
@@ -105,7 +109,7 @@ def save_run(
     write_atomic(run_dir / SPLIT_IDS, _dump(split_ids))
     write_atomic(run_dir / TIMING, _dump(timing))
     write_atomic(run_dir / METRICS, _dump(metrics))
-    write_atomic(run_dir / CONFIG, _dump(config))  # last: a run with config.json is complete
+    write_atomic(run_dir / CONFIG, _dump(config.to_dict()))  # last: a run with config.json is complete
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -117,24 +121,24 @@ def _read_json(path: Path, what: str) -> dict:
         raise StepcliError(f"{path} is not valid JSON ({err}); the run is damaged") from None
 
 
-def build_run_probe(name: str, probe_config: dict) -> nn.Module:
-    """Rebuild a probe from its name and config: the registry, or the logreg baseline."""
-    from stepcli.probe import build_probe
-    from stepcli.probe.logreg import LOGREG, LogRegProbe
-
-    if name == LOGREG:
-        return LogRegProbe(**probe_config)
-    return build_probe(name, **probe_config)
+def read_run_config(run_dir: Path | str) -> RunConfig:
+    """config.json of a run as a typed record; a damaged or foreign file is a one-line error."""
+    path = Path(run_dir) / CONFIG
+    data = _read_json(path, "train it with `stepcli train-probe`")
+    try:
+        return RunConfig.from_dict(data)
+    except (KeyError, TypeError, AttributeError, StepcliError) as err:
+        raise StepcliError(f"{path} does not describe a run ({err!r}); the run is damaged") from None
 
 
 def load_run(run_dir: Path | str, cache: FeatureCache | Path | str | None = None) -> Run:
     """Load a run (probe in eval mode); with `cache`, also check the cache matches the run's tokens."""
     run_dir = Path(run_dir)
-    config = _read_json(run_dir / CONFIG, "train it with `stepcli train-probe`")
+    config = read_run_config(run_dir)
     try:
-        probe = build_run_probe(config["probe"], config["probe_config"])
-    except (KeyError, TypeError) as err:
-        raise StepcliError(f"{run_dir / CONFIG} does not describe a probe ({err!r}); the run is damaged") from None
+        probe = build_probe(config.probe, config.layout, config.num_classes, **config.probe_options)
+    except (TypeError, StepcliError) as err:
+        raise StepcliError(f"{run_dir / CONFIG} does not describe a probe ({err}); the run is damaged") from None
     try:
         state = load_file(str(run_dir / MODEL))
     except Exception as err:  # safetensors raises its own error type for truncated or garbled files
@@ -144,19 +148,18 @@ def load_run(run_dir: Path | str, cache: FeatureCache | Path | str | None = None
         probe.load_state_dict(state, strict=True)
     except RuntimeError:
         raise StepcliError(
-            f"{run_dir / MODEL} does not hold the weights of the probe in {CONFIG} ({config['probe']}); retrain the probe"
+            f"{run_dir / MODEL} does not hold the weights of the probe in {CONFIG} ({config.probe}); retrain the probe"
         ) from None
-    if cache is not None:
-        check_cache(config, cache if isinstance(cache, FeatureCache) else FeatureCache(cache), run_dir)
     optional = {name: run_dir / name for name in (METRICS, TIMING, SPLIT_IDS)}
     loaded = {k: (_read_json(p, "") if p.is_file() else {}) for k, p in optional.items()}
-    return Run(
+    run = Run(
         run_dir=run_dir,
         probe=probe.eval().to(torch.float32),
         config=config,
-        cache_path=Path(config["cache"]["path"]),
-        class_names=list(config["cache"]["dataset"]["class_names"]),
         metrics=loaded[METRICS],
         timing=loaded[TIMING],
         split_ids=loaded[SPLIT_IDS],
     )
+    if cache is not None:
+        run.check_cache(cache if isinstance(cache, FeatureCache) else FeatureCache(cache))
+    return run

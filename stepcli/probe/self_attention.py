@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from stepcli import StepcliError
+from stepcli.cache.records import TokenLayout
 from stepcli.probe.base import Attention, Mlp, Probe, resolve_num_heads
 
 
@@ -41,22 +42,19 @@ class SelfAttentionProbe(Probe):
 
     def __init__(
         self,
-        dim: int,
+        layout: TokenLayout,
         num_classes: int,
-        num_frames: int,
-        num_prefix: int,
-        num_patches: int,
         *,
         depth: int = 1,
         num_heads: int | None = None,
         mlp_ratio: float = 4.0,
     ) -> None:
-        num_heads = resolve_num_heads(dim, num_heads)
+        num_heads = resolve_num_heads(layout.dim, num_heads)
         options = dict(depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
-        super().__init__(dim, num_classes, num_frames, num_prefix, num_patches, **options)
+        super().__init__(layout, num_classes, **options)
         if depth < 1:
             raise StepcliError(f"self-attention probe: depth must be >= 1, got {depth}")
-        self.blocks = nn.Sequential(*(TransformerBlock(dim, num_heads, mlp_ratio) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(TransformerBlock(layout.dim, num_heads, mlp_ratio) for _ in range(depth)))
 
     def forward_features(self, tokens: Tensor) -> Tensor:
         """`[B, T, P+N, D]` -> `[B, T*(P+N), D]` through the blocks -> mean `[B, D]`."""

@@ -1,4 +1,4 @@
-"""The shuffle test (DESIGN §6): does a trained probe use frame order at all?
+"""The shuffle test: does a trained probe use frame order at all?
 
 The test clips are evaluated with their frames in the original order, reversed, and in K seeded
 random permutations. `predict_logits` reads each batch of cached tokens once and runs every order
@@ -13,30 +13,44 @@ into its partner class, so accuracy there should fall towards zero and the partn
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from stepcli import StepcliError
+from stepcli.cache.format import write_atomic
 from stepcli.cache.reader import FeatureCache
+from stepcli.device import resolve_device
+from stepcli.pairs import Pair, partner_sets, read_pairs
 from stepcli.probe.evaluate import predict_logits
 from stepcli.probe.metrics import DECIMALS, confusion_matrix, mean_class_accuracy, per_class_accuracy
-from stepcli.probe.run import Run, check_cache, load_run
+from stepcli.probe.results import (
+    METRIC_KEYS,
+    ORIGINAL,
+    REVERSED,
+    ClassChange,
+    OrderMetrics,
+    OrderResult,
+    ShuffledMetrics,
+    ShuffleResult,
+    Spread,
+)
+from stepcli.probe.run import Run, load_run
 
-ORIGINAL, REVERSED, SHUFFLED = "original", "reversed", "shuffled"
 TIE_TOLERANCE = 1e-4  # relative to the logit scale; float32 reordering noise is ~1e-6
-RESULTS = "results.json"
-
-Pair = tuple[str, str]
+SHUFFLE_DIR, RESULTS, CHART = "shuffle", "results.json", "shuffle.png"  # RUN/shuffle/...
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShuffleConfig:
+    """The options of `shuffle-test`; `compare` and `demo` take `permutations` from here too."""
+
     permutations: int = 20
     seed: int = 0
     batch_size: int = 64
-    device: str = "cpu"
+    device: str = "auto"
 
 
 def frame_orders(num_frames: int, permutations: int, seed: int) -> dict[str, np.ndarray]:
@@ -57,19 +71,6 @@ def frame_orders(num_frames: int, permutations: int, seed: int) -> dict[str, np.
     return orders
 
 
-def partner_sets(pairs: list[Pair], class_names: list[str]) -> dict[int, set[int]]:
-    """`{class index: partner class indices}`; a pair naming an unknown class is an error."""
-    index = {name: i for i, name in enumerate(class_names)}
-    partners: dict[int, set[int]] = {}
-    for a, b in pairs:
-        for name in (a, b):
-            if name not in index:
-                raise StepcliError(f"pair ({a!r}, {b!r}): class {name!r} is not in the class list")
-        partners.setdefault(index[a], set()).add(index[b])
-        partners.setdefault(index[b], set()).add(index[a])
-    return partners
-
-
 def stable_predictions(logits: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Argmax of `logits [n, C]`, keeping `reference [n]` where it ties the best within rounding."""
     best = logits.argmax(axis=1)
@@ -85,7 +86,7 @@ def _r(value: float) -> float | None:
 
 def _order_metrics(
     preds: np.ndarray, logits: np.ndarray, original: np.ndarray, labels: np.ndarray, partners: dict, num_classes: int
-) -> tuple[dict, np.ndarray]:
+) -> tuple[OrderMetrics, np.ndarray]:
     """Metrics of one frame order and its per-class accuracy `[C]`."""
     confusion = confusion_matrix(labels, preds, num_classes)
     in_pair = np.asarray([int(y) in partners for y in labels], dtype=bool)
@@ -96,27 +97,39 @@ def _order_metrics(
          enumerate(zip(labels, in_pair, strict=True))]
     )  # fmt: skip
     pair_n = int(in_pair.sum())
-    metrics = {
-        "top1": _r((preds == labels).mean()) if len(labels) else None,
-        "mean_class_accuracy": _r(mean_class_accuracy(confusion)),
-        "flip_rate": _r((preds != original).mean()) if len(labels) else None,
-        "pair_top1": _r((preds == labels)[in_pair].mean()) if pair_n else None,
-        "pair_partner_rate": _r(partner_hit[in_pair].mean()) if pair_n else None,
-        "pair_direction": _r(direction[in_pair].mean()) if pair_n else None,
-    }
+    metrics = OrderMetrics(
+        top1=_r((preds == labels).mean()) if len(labels) else None,
+        mean_class_accuracy=_r(mean_class_accuracy(confusion)),
+        flip_rate=_r((preds != original).mean()) if len(labels) else None,
+        pair_top1=_r((preds == labels)[in_pair].mean()) if pair_n else None,
+        pair_partner_rate=_r(partner_hit[in_pair].mean()) if pair_n else None,
+        pair_direction=_r(direction[in_pair].mean()) if pair_n else None,
+    )
     return metrics, per_class_accuracy(confusion)
 
 
-def _mean_std(values: list[float | None]) -> dict:
+def _spread(values: list[float | None]) -> Spread:
     vals = np.asarray([v for v in values if v is not None], dtype=np.float64)
     if not len(vals):
-        return {"mean": None, "std": None, "min": None, "max": None}
-    return {"mean": _r(vals.mean()), "std": _r(vals.std()), "min": _r(vals.min()), "max": _r(vals.max())}
+        return Spread(None, None, None, None)
+    return Spread(_r(vals.mean()), _r(vals.std()), _r(vals.min()), _r(vals.max()))
+
+
+@dataclass(frozen=True)
+class OrderReport:
+    """The part of a `ShuffleResult` computed from logits alone (no run, no cache)."""
+
+    original: OrderMetrics
+    reversed: OrderMetrics
+    shuffled: ShuffledMetrics
+    per_order: tuple[OrderResult, ...]
+    per_class: dict[str, ClassChange]
+    confusion_matrix: list[list[int]]
 
 
 def shuffle_test_logits(
     logits: np.ndarray, labels: np.ndarray, orders: dict[str, np.ndarray], class_names: list[str], pairs: list[Pair]
-) -> dict:
+) -> OrderReport:
     """The shuffle-test report from `logits [K, n, C]` (one slice per entry of `orders`, in order)."""
     partners = partner_sets(pairs, class_names)
     labels = np.asarray(labels, dtype=np.int64)
@@ -125,35 +138,22 @@ def shuffle_test_logits(
     for (name, order), order_logits in zip(orders.items(), logits, strict=True):
         preds = original if name == ORIGINAL else stable_predictions(order_logits, original)
         metrics, class_acc = _order_metrics(preds, order_logits, original, labels, partners, len(class_names))
-        per_order.append({"order": name, "frames": [int(t) for t in order], **metrics})
+        per_order.append(OrderResult(name, tuple(int(t) for t in order), metrics))
         per_class[name] = class_acc
-    shuffles = [o for o in per_order if o["order"] not in (ORIGINAL, REVERSED)]
-    keys = ("top1", "mean_class_accuracy", "flip_rate", "pair_top1", "pair_partner_rate", "pair_direction")
-    summary = {ORIGINAL: _pick(per_order[0], keys), REVERSED: _pick(per_order[1], keys)}
-    summary[SHUFFLED] = {k: _mean_std([o[k] for o in shuffles]) for k in keys}
-    shuffled_class = None
-    if shuffles:  # a class without test clips is NaN in every order and stays NaN
-        stacked = np.asarray([per_class[o["order"]] for o in shuffles])
-        shuffled_class = stacked.mean(axis=0)
+    shuffles = [o for o in per_order if o.order not in (ORIGINAL, REVERSED)]
+    shuffled = ShuffledMetrics(**{k: _spread([getattr(o.metrics, k) for o in shuffles]) for k in METRIC_KEYS})
+    # a class without test clips is NaN in every order and stays NaN
+    shuffled_class = np.asarray([per_class[o.order] for o in shuffles]).mean(axis=0) if shuffles else None
     classes = {}
     for c, name in enumerate(class_names):
         orig, rev = per_class[ORIGINAL][c], per_class[REVERSED][c]
         shuf = shuffled_class[c] if shuffled_class is not None else np.nan
-        classes[name] = {
-            "num_clips": int((labels == c).sum()),
-            "in_pair": c in partners,
-            ORIGINAL: _r(orig),
-            REVERSED: _r(rev),
-            SHUFFLED: _r(shuf),
-            "change_reversed": _r(rev - orig),
-            "change_shuffled": _r(shuf - orig),
-        }
-    confusion = confusion_matrix(labels, original, len(class_names))
-    return {"summary": summary, "per_order": per_order, "per_class": classes, "confusion_matrix": confusion.tolist()}
-
-
-def _pick(record: dict, keys: tuple[str, ...]) -> dict:
-    return {k: record[k] for k in keys}
+        classes[name] = ClassChange(
+            num_clips=int((labels == c).sum()), in_pair=c in partners, original=_r(orig), reversed=_r(rev),
+            shuffled=_r(shuf), change_reversed=_r(rev - orig), change_shuffled=_r(shuf - orig),
+        )  # fmt: skip
+    confusion = confusion_matrix(labels, original, len(class_names)).tolist()
+    return OrderReport(per_order[0].metrics, per_order[1].metrics, shuffled, tuple(per_order), classes, confusion)
 
 
 def shuffle_test(
@@ -162,38 +162,61 @@ def shuffle_test(
     cfg: ShuffleConfig | None = None,
     pairs: list[Pair] | None = None,
     pairs_source: str | None = None,
-) -> dict:
+) -> ShuffleResult:
     """Shuffle-test a run on its test clips; `pairs` default to the cache manifest's pairs."""
     cfg = cfg or ShuffleConfig()
     if not isinstance(run, Run):
         run = load_run(run)
-    if cache is None:
-        cache = run.cache_path
     if not isinstance(cache, FeatureCache):
-        cache = FeatureCache(cache)
-    check_cache(run.config, cache, run.run_dir)  # refuses tokens from another extraction, naming the difference
+        cache = FeatureCache(run.cache_path if cache is None else cache)
+    run.check_cache(cache)  # refuses tokens from another extraction, naming the difference
     if pairs is None:
         pairs, pairs_source = cache.manifest.pairs, "cache manifest"
     rows = run.rows(cache, "test")
     if len(rows) == 0:
         raise StepcliError(f"run {run.run_dir} has no test clips to shuffle-test")
-    orders = frame_orders(cache.clip_shape[0], cfg.permutations, cfg.seed)
-    logits = predict_logits(
-        run.probe.to(cfg.device), cache, rows, batch_size=cfg.batch_size, device=cfg.device,
-        frame_orders=list(orders.values()),
-    )  # fmt: skip
+    orders = frame_orders(cache.layout.num_frames, cfg.permutations, cfg.seed)
+    device = resolve_device(cfg.device)
+    logits = predict_logits(run.probe.to(device), cache, rows, batch_size=cfg.batch_size, device=device,
+                            frame_orders=list(orders.values()))  # fmt: skip
     report = shuffle_test_logits(logits, cache.labels[rows], orders, cache.class_names, pairs)
-    header = {
-        "run": str(Path(run.run_dir).resolve()),
-        "probe": run.config["probe"],
-        "num_params": int(run.probe.num_params()),
-        "cache": str(cache.path.resolve()),
-        "num_clips": int(len(rows)),
-        "num_frames": int(cache.clip_shape[0]),
-        "permutations": cfg.permutations,
-        "seed": cfg.seed,
-        "pairs": [list(p) for p in pairs],
-        "pairs_source": pairs_source or "given",
-        "class_names": cache.class_names,
-    }
-    return {**header, **report}
+    return ShuffleResult(
+        run=str(Path(run.run_dir).resolve()), probe=run.config.probe, num_params=int(run.probe.num_params()),
+        cache=str(cache.path.resolve()), num_clips=int(len(rows)), num_frames=cache.layout.num_frames,
+        permutations=cfg.permutations, seed=cfg.seed, pairs=tuple(tuple(p) for p in pairs),
+        pairs_source=pairs_source or "given", class_names=tuple(cache.class_names), **_shallow_fields(report),
+    )  # fmt: skip
+
+
+def _shallow_fields(record: object) -> dict:
+    """A dataclass's fields as a dict, without converting nested records (unlike `dataclasses.asdict`)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def pairs_for(cache: FeatureCache, pairs_file: Path | None) -> tuple[list[Pair], str]:
+    """The pairs to score and where they came from: a ``--pairs`` file, else the cache manifest's."""
+    if pairs_file is None:
+        return cache.manifest.pairs, "cache manifest"
+    return read_pairs(pairs_file, cache.class_names), str(pairs_file)
+
+
+def run_shuffle_test(
+    run_dir: Path, *, cache: Path | None = None, pairs_file: Path | None = None, out: Path | None = None,
+    cfg: ShuffleConfig | None = None,
+) -> tuple[ShuffleResult, dict[str, Path]]:  # fmt: skip
+    """`stepcli shuffle-test`: test the run on its cache (or `cache`), write results to `out` [RUN/shuffle]."""
+    run = load_run(run_dir)
+    features = FeatureCache(run.cache_path if cache is None else cache)
+    pairs, source = pairs_for(features, pairs_file)
+    result = shuffle_test(run, features, cfg, pairs=pairs, pairs_source=source)
+    return result, write_shuffle_outputs(result, Path(run_dir) / SHUFFLE_DIR if out is None else out)
+
+
+def write_shuffle_outputs(result: ShuffleResult, out: Path) -> dict[str, Path]:
+    """results.json and the Figure-1 style chart in `out`; returns their paths."""
+    from stepcli.probe.report import plot_shuffle
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / RESULTS, json.dumps(result.to_dict(), indent=2) + "\n")
+    return {"results": out / RESULTS, "chart": plot_shuffle(result, out / CHART)}

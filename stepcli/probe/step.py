@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from stepcli import StepcliError
+from stepcli.cache.records import TokenLayout
 from stepcli.probe.base import Attention, Probe, init_token, resolve_num_heads
 from stepcli.probe.self_attention import TransformerBlock
 
@@ -81,11 +82,8 @@ class StepProbe(Probe):
 
     def __init__(
         self,
-        dim: int,
+        layout: TokenLayout,
         num_classes: int,
-        num_frames: int,
-        num_prefix: int,
-        num_patches: int,
         *,
         temporal_pe: bool = True,
         cls: str = "global",
@@ -93,25 +91,25 @@ class StepProbe(Probe):
         depth: int = 1,
         num_heads: int | None = None,
     ) -> None:
-        num_heads = resolve_num_heads(dim, num_heads)
+        num_heads = resolve_num_heads(layout.dim, num_heads)
         options = dict(temporal_pe=temporal_pe, cls=cls, block=block, depth=depth, num_heads=num_heads)
-        super().__init__(dim, num_classes, num_frames, num_prefix, num_patches, **options)
+        super().__init__(layout, num_classes, **options)
         if cls not in CLS_MODES:
             raise StepcliError(f"step probe: cls must be one of {', '.join(CLS_MODES)}, got {cls!r}")
         if block not in BLOCKS:
             raise StepcliError(f"step probe: block must be one of {', '.join(BLOCKS)}, got {block!r}")
-        if cls == "frame" and num_prefix < 1:
+        if cls == "frame" and layout.num_prefix < 1:
             raise StepcliError("step probe: cls='frame' needs per-frame CLS tokens (num_prefix >= 1)")
         if not isinstance(temporal_pe, bool) or depth < 1:
             raise StepcliError(f"step probe: need temporal_pe a bool and depth >= 1, got {temporal_pe!r}, {depth}")
         self.cls = cls
-        self.temporal_pe = init_token(num_frames, dim) if temporal_pe else None
-        self.cls_token = init_token(1, 1, dim) if cls == "global" else None
-        self.blocks = nn.Sequential(*(BLOCKS[block](dim, num_heads) for _ in range(depth)))
+        self.temporal_pe = init_token(layout.num_frames, layout.dim) if temporal_pe else None
+        self.cls_token = init_token(1, 1, layout.dim) if cls == "global" else None
+        self.blocks = nn.Sequential(*(BLOCKS[block](layout.dim, num_heads) for _ in range(depth)))
 
     def forward_features(self, tokens: Tensor) -> Tensor:
         """`[B, T, P+N, D]` -> `[B, T*L (+1), D]` through the blocks -> pooled `[B, D]`."""
-        patches = tokens[:, :, self.num_prefix :]
+        patches = tokens[:, :, self.layout.num_prefix :]
         x = torch.cat([tokens[:, :, :1], patches], dim=2) if self.cls == "frame" else patches
         if self.temporal_pe is not None:
             x = x + self.temporal_pe[None, :, None, :]

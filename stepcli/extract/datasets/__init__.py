@@ -103,7 +103,8 @@ def _check_unique_ids(dataset: Dataset) -> None:
 
 
 def _set_pairs(name: str, dataset: Dataset, pairs_file: Path | None) -> None:
-    from stepcli.extract.datasets.pairs import known_pairs, read_pairs
+    from stepcli.extract.datasets.pairs import known_pairs
+    from stepcli.pairs import read_pairs
 
     if pairs_file is not None:
         dataset.pairs = read_pairs(pairs_file, dataset.class_names)

@@ -7,8 +7,9 @@ from pathlib import Path
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
 from stepcli.extract.demo import PAIRS, generate_demo
 
-# Enough draws that a probe on random-init tokens generalises: at 20 per class STEP overfit (~70%
-# test top-1), at 60 it reaches 95% and more. 720 clips extract in under 3 minutes on 2 CPU cores.
+# Enough clips per class that a probe on a randomly initialised backbone's tokens learns the motion
+# instead of memorising its few training clips (fewer makes it overfit); few enough that the demo
+# still generates and extracts quickly on a CPU.
 DEFAULT_CLIPS_PER_CLASS = 60
 
 

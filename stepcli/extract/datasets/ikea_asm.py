@@ -24,7 +24,9 @@ scan's ``subset``. Clip ids are ``<Furniture>/<scan>/<view>#<segment index>``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
@@ -64,58 +66,112 @@ def _split_lists(train_file: Path) -> dict[str, str]:
     return split_of
 
 
-@register_dataset("ikea-asm")
-def ikea_asm_dataset(options: DatasetOptions) -> Dataset:
-    if options.root is None:
-        raise StepcliError("--dataset ikea-asm needs --root DIR (the dataset root with <Furniture>/<scan>/<view>/...)")
-    root = Path(options.root)
+def _view(options: DatasetOptions) -> str:
     view = options.view or DEFAULT_VIEW
     if view not in VIEWS:
         raise StepcliError(f"--view {view!r}: IKEA ASM cameras are {', '.join(VIEWS)} (dev3 = top view)")
-    ann = Path(options.annotations) if options.annotations else root / "gt_segments.json"
+    return view
+
+
+def _read_database(ann: Path) -> dict:
+    """The ``database`` of ``gt_segments.json``: ``{"<Furniture>/<scan>": record}``."""
     data = read_json(ann)
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise StepcliError(f"{ann}: missing key 'database' (expected ActivityNet-style gt_segments.json)")
-    index_dir = first_existing(
-        [root / "indexing_files", ann.parent / "indexing_files", ann.parent], "IKEA ASM indexing_files directory"
-    )
+    return data["database"]
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """What a segment's label is checked against and mapped by.
+
+    ``official``: every label a segment may carry; ``index``: those kept by ``--classes``, with their
+    class index; ``source``: the class list file, named when a label is not in it.
+    """
+
+    official: frozenset[str]
+    index: dict[str, int]
+    source: Path
+
+
+def _read_classes(index_dir: Path, options: DatasetOptions) -> tuple[_Classes, list[str]]:
+    """The classes from ``atomic_action_list.txt``, and the class names of the dataset in index order."""
     action_list = index_dir / "atomic_action_list.txt"
     if not action_list.is_file():
         raise StepcliError(f"IKEA ASM class list {action_list} not found")
     official = read_action_list(action_list)
     class_names = restrict_classes(official, options.classes, str(action_list))
     index = {name: i for i, name in enumerate(class_names)}
+    return _Classes(frozenset(official), index, action_list), class_names
 
+
+def _read_splits(options: DatasetOptions, index_dir: Path) -> tuple[Path, dict[str, str] | None]:
+    """The split file and its ``{scan: split}``.
+
+    ``None`` when no ``--split-file`` is given and the default one is absent: splits then come from
+    each scan's ``subset``.
+    """
     split_file = Path(options.split_file) if options.split_file else index_dir / "train_cross_env.txt"
     if options.split_file is not None and not split_file.is_file():
         raise StepcliError(f"split file {split_file} not found")
-    split_of = _split_lists(split_file) if split_file.is_file() else None
+    return split_file, _split_lists(split_file) if split_file.is_file() else None
 
+
+def _scan_split(scan: str, record: dict, split_of: dict[str, str] | None, where: str) -> str:
+    """The split files decide when read; otherwise the scan's own ``subset``, if it has one."""
+    if split_of is not None:
+        return split_of.get(scan.strip("/"), "")
+    if isinstance(record.get("subset"), str):
+        return split_name(record["subset"], f"{where}.subset")
+    return ""
+
+
+def _segment(segment: object, at: str, classes: _Classes) -> tuple[str, int, int]:
+    """``(label, first frame, stop frame)`` of one annotated segment, checked."""
+    bounds, label = entry_fields(segment, ["segment", "label"], at)
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise StepcliError(f"{at}: 'segment' {bounds!r} is not [start_frame, end_frame]")
+    first, stop = frame_range(bounds[0], bounds[1], at, ("start_frame", "end_frame"))
+    if label not in classes.official:
+        raise StepcliError(f"{at}: label {label!r} is not in {classes.source}")
+    return label, first, stop
+
+
+def _scan_clips(
+    scan: str, record: Any, ann: Path, root: Path, view: str, split_of: dict[str, str] | None, classes: _Classes
+) -> list[Clip]:
+    """The clips of one scan's segments, all in the one video of camera ``view``."""
+    where = f"{ann}: database[{scan!r}]"
+    (segments,) = entry_fields(record, ["annotation"], where)
+    if not isinstance(segments, list):
+        raise StepcliError(f"{where}: 'annotation' is not a list")
+    split = _scan_split(scan, record, split_of, where)
+    video = str((root / scan / view / "images" / "scan_video.avi").resolve())
     clips: list[Clip] = []
-    official_set = set(official)
-    for scan, record in data["database"].items():
-        where = f"{ann}: database[{scan!r}]"
-        (segments,) = entry_fields(record, ["annotation"], where)
-        if not isinstance(segments, list):
-            raise StepcliError(f"{where}: 'annotation' is not a list")
-        if split_of is not None:
-            split = split_of.get(scan.strip("/"), "")
-        elif isinstance(record.get("subset"), str):
-            split = split_name(record["subset"], f"{where}.subset")
-        else:
-            split = ""
-        video = str((root / scan / view / "images" / "scan_video.avi").resolve())
-        for k, segment in enumerate(segments):
-            at = f"{where}.annotation[{k}]"
-            bounds, label = entry_fields(segment, ["segment", "label"], at)
-            if not isinstance(bounds, list) or len(bounds) != 2:
-                raise StepcliError(f"{at}: 'segment' {bounds!r} is not [start_frame, end_frame]")
-            first, stop = frame_range(bounds[0], bounds[1], at, ("start_frame", "end_frame"))
-            if label not in official_set:
-                raise StepcliError(f"{at}: label {label!r} is not in {action_list}")
-            if label not in index:
-                continue  # left out by --classes
-            clips.append(Clip(f"{scan}/{view}#{k}", video, index[label], split, frame_range=(first, stop)))
+    for k, segment in enumerate(segments):
+        label, first, stop = _segment(segment, f"{where}.annotation[{k}]", classes)
+        if label not in classes.index:
+            continue  # left out by --classes
+        clips.append(Clip(f"{scan}/{view}#{k}", video, classes.index[label], split, frame_range=(first, stop)))
+    return clips
+
+
+@register_dataset("ikea-asm")
+def ikea_asm_dataset(options: DatasetOptions) -> Dataset:
+    if options.root is None:
+        raise StepcliError("--dataset ikea-asm needs --root DIR (the dataset root with <Furniture>/<scan>/<view>/...)")
+    root = Path(options.root)
+    view = _view(options)
+    ann = Path(options.annotations) if options.annotations else root / "gt_segments.json"
+    database = _read_database(ann)
+    index_dir = first_existing(
+        [root / "indexing_files", ann.parent / "indexing_files", ann.parent], "IKEA ASM indexing_files directory"
+    )
+    classes, class_names = _read_classes(index_dir, options)
+    split_file, split_of = _read_splits(options, index_dir)
+    clips: list[Clip] = []
+    for scan, record in database.items():
+        clips += _scan_clips(scan, record, ann, root, view, split_of, classes)
     return Dataset(
         name="ikea-asm",
         clips=clips,
@@ -123,7 +179,7 @@ def ikea_asm_dataset(options: DatasetOptions) -> Dataset:
         source={
             "format": "ikea-asm-wacv2021",
             "annotations": str(ann.resolve()),
-            "classes": str(action_list.resolve()),
+            "classes": str(classes.source.resolve()),
             "split_file": str(split_file.resolve()) if split_of is not None else "subset",
             "root": str(root.resolve()),
             "view": view,

@@ -23,7 +23,9 @@ Clip ids are the SSv2 video ids; clips are whole videos.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
@@ -78,62 +80,117 @@ def _test_answers(path: Path) -> dict[str, str]:
     return answers
 
 
-@register_dataset("ssv2")
-def ssv2_dataset(options: DatasetOptions) -> Dataset:
-    if options.root is None and options.annotations is None:
-        raise StepcliError("--dataset ssv2 needs --root DIR (videos) and/or --annotations DIR (the label JSON files)")
-    root = Path(options.root) if options.root else Path(options.annotations)
+@dataclass(frozen=True)
+class _Classes:
+    """What an entry's class is checked against and mapped by.
+
+    ``official``: every class of the labels file; ``index``: those kept by ``--classes``, with their
+    class index; ``source``: the labels file, named when a class is not in it.
+    """
+
+    official: frozenset[str]
+    index: dict[str, int]
+    source: Path
+
+
+def _annotation_dir(options: DatasetOptions, root: Path) -> Path:
+    """``--annotations`` (a directory, or one file in it), else ``ROOT/labels``, else ``ROOT``."""
     ann_dir = (
         Path(options.annotations) if options.annotations else first_existing([root / "labels", root], "SSv2 labels")
     )
-    if ann_dir.is_file():
-        ann_dir = ann_dir.parent
+    return ann_dir.parent if ann_dir.is_file() else ann_dir
+
+
+def _read_classes(ann_dir: Path, options: DatasetOptions) -> tuple[_Classes, list[str]]:
+    """The classes from the labels file, and the class names of the dataset in index order."""
     labels_file = _find(ann_dir, "labels.json")
     if labels_file is None:
         raise StepcliError(f"SSv2 labels file {ann_dir / (PREFIX + 'labels.json')} not found")
     official = read_labels(labels_file)
     class_names = restrict_classes(official, options.classes, str(labels_file))
     index = {name: i for i, name in enumerate(class_names)}
-    video_dir = root / VIDEO_DIR if (root / VIDEO_DIR).is_dir() else root
+    return _Classes(frozenset(official), index, labels_file), class_names
 
+
+def _list_files(options: DatasetOptions, ann_dir: Path) -> list[tuple[Path, str]]:
+    """``(list file, split)``: the ``--split-file`` alone, else every official list file present."""
     if options.split_file is not None:
-        lists = [(Path(options.split_file), _split_of_file(Path(options.split_file)))]
-    else:
-        lists = [(path, split) for name, split in SPLITS.items() if (path := _find(ann_dir, f"{name}.json"))]
-        if not lists:
-            raise StepcliError(f"no SSv2 list files ({PREFIX}train.json, ...) in {ann_dir}")
+        return [(Path(options.split_file), _split_of_file(Path(options.split_file)))]
+    lists = [(path, split) for name, split in SPLITS.items() if (path := _find(ann_dir, f"{name}.json"))]
+    if not lists:
+        raise StepcliError(f"no SSv2 list files ({PREFIX}train.json, ...) in {ann_dir}")
+    return lists
+
+
+def _entry_class(
+    entry: Any, split: str, where: str, answers_file: Path | None, answers: dict[str, str] | None
+) -> tuple[Any, str | None]:
+    """``(video id, class name)`` of one list entry.
+
+    The name is ``None`` for an unlabelled test entry when there is no answers file to label it.
+    """
+    if split == "test" and (not isinstance(entry, dict) or "template" not in entry):
+        (video_id,) = entry_fields(entry, ["id"], where)
+        if answers is None:
+            return video_id, None
+        name = answers.get(str(video_id))
+        if name is None:
+            raise StepcliError(f"{where} (id {video_id}): no answer in {answers_file}")
+        return video_id, name
+    video_id, template = entry_fields(entry, ["id", "template"], where)
+    return video_id, template_class(template, f"{where} (id {video_id})")
+
+
+def _list_clips(
+    path: Path,
+    split: str,
+    classes: _Classes,
+    video_dir: Path,
+    answers_file: Path | None,
+    answers: dict[str, str] | None,
+) -> tuple[list[Clip], int]:
+    """The clips of one list file, and how many unlabelled test entries it skipped."""
+    clips: list[Clip] = []
+    skipped = 0
+    for n, entry in enumerate(json_list(path)):
+        where = f"{path}: entry {n}"
+        video_id, name = _entry_class(entry, split, where, answers_file, answers)
+        if name is None:
+            skipped += 1
+            continue
+        if name not in classes.official:
+            raise StepcliError(f"{where} (id {video_id}): class {name!r} is not in {classes.source}")
+        if name not in classes.index:
+            continue  # left out by --classes
+        clips.append(Clip(str(video_id), str((video_dir / f"{video_id}.webm").resolve()), classes.index[name], split))
+    return clips, skipped
+
+
+@register_dataset("ssv2")
+def ssv2_dataset(options: DatasetOptions) -> Dataset:
+    if options.root is None and options.annotations is None:
+        raise StepcliError("--dataset ssv2 needs --root DIR (videos) and/or --annotations DIR (the label JSON files)")
+    root = Path(options.root) if options.root else Path(options.annotations)
+    ann_dir = _annotation_dir(options, root)
+    classes, class_names = _read_classes(ann_dir, options)
+    video_dir = root / VIDEO_DIR if (root / VIDEO_DIR).is_dir() else root
+    lists = _list_files(options, ann_dir)
     answers_file = _find(ann_dir, "test-answers.csv")
     answers = _test_answers(answers_file) if answers_file else None
 
     clips: list[Clip] = []
     skipped_test = 0
-    official_set = set(official)
     for path, split in lists:
-        for n, entry in enumerate(json_list(path)):
-            where = f"{path}: entry {n}"
-            if split == "test" and (not isinstance(entry, dict) or "template" not in entry):
-                (video_id,) = entry_fields(entry, ["id"], where)
-                if answers is None:
-                    skipped_test += 1
-                    continue
-                name = answers.get(str(video_id))
-                if name is None:
-                    raise StepcliError(f"{where} (id {video_id}): no answer in {answers_file}")
-            else:
-                video_id, template = entry_fields(entry, ["id", "template"], where)
-                name = template_class(template, f"{where} (id {video_id})")
-            if name not in official_set:
-                raise StepcliError(f"{where} (id {video_id}): class {name!r} is not in {labels_file}")
-            if name not in index:
-                continue  # left out by --classes
-            clips.append(Clip(str(video_id), str((video_dir / f"{video_id}.webm").resolve()), index[name], split))
+        found, skipped = _list_clips(path, split, classes, video_dir, answers_file, answers)
+        clips += found
+        skipped_test += skipped
     return Dataset(
         name="ssv2",
         clips=clips,
         class_names=class_names,
         source={
             "format": "something-something-v2",
-            "labels": str(labels_file.resolve()),
+            "labels": str(classes.source.resolve()),
             "lists": [str(p.resolve()) for p, _ in lists],
             "videos": str(video_dir.resolve()),
             "unlabelled_test_skipped": skipped_test,
