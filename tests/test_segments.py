@@ -1,5 +1,5 @@
 """Segments of long videos decode only what they need: a seek to the keyframe before the segment,
-then at most a GOP or two, not the minutes before it (issue 5, acceptance 2).
+then at most a GOP or two, not the minutes before it.
 
 The check is on the number of decoded frames, not on time, so it holds on a loaded machine.
 """
