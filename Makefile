@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -17,9 +17,16 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/stepcli demo --out demo-output
 
-test: setup
+lint: setup
 	$(VENV)/bin/ruff check stepcli tests bench
+	$(VENV)/bin/ruff format --check stepcli tests bench
+
+test: lint
 	$(VENV)/bin/pytest -q
+
+# the inner loop: everything but the tests marked slow (several processes, kills, whole pipelines)
+test-fast: lint
+	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: setup
 	$(PY) bench/extract.py

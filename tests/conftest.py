@@ -134,3 +134,26 @@ def cache_tokens(cache_dir: Path) -> dict:
     cache = FeatureCache(cache_dir)
     assert cache.duplicates == 0
     return {clip_id: cache.tokens([row])[0] for row, clip_id in enumerate(cache.clip_ids)}
+
+
+def write_synthetic_cache(path: Path, labels: list[int], splits: list[str], class_names: list[str], seed: int = 0):
+    """A cache written by the real shard writer from seeded random tokens `[T=4, 1+2, 8]`, one clip
+    per (label, split); each class gets its own mean so probes can learn it."""
+    import numpy as np
+
+    from stepcli.cache.format import Manifest
+    from stepcli.cache.records import DatasetRecord, ExtractionRecord
+    from stepcli.cache.writer import ShardWriter
+
+    rng = np.random.default_rng(seed)
+    with ShardWriter(path, clips_per_shard=1000) as writer:
+        for i, (label, split) in enumerate(zip(labels, splits, strict=True)):
+            tokens = rng.normal(0, 0.3, (4, 3, 8)) + np.eye(8)[label % 8]
+            writer.add(f"clip-{i:04d}", label, split, tokens, np.arange(4), np.arange(4) / 8.0)
+    extraction = ExtractionRecord(
+        backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
+        layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=2, dim=8,
+    )  # fmt: skip
+    used = tuple(sorted({s for s in splits if s}))
+    Manifest(extraction=extraction, dataset=DatasetRecord("synthetic", tuple(class_names), (), used)).save(path)
+    return path

@@ -89,6 +89,7 @@ def test_compare_errors(demo_cache: Path, tmp_path: Path) -> None:
     assert "'nope'" in fails(*base, "--pairs", str(bad))
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--quick", "--quiet", "--backbone", TINY_BACKBONE,

@@ -43,6 +43,7 @@ def test_each_clip_goes_to_exactly_one_rank_per_epoch(world_size: int, batch_siz
         assert sorted(taken) == train.tolist()
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(demo_cache: Path, tmp_path: Path) -> None:
     single, double = tmp_path / "single", tmp_path / "double"
     result = CliRunner().invoke(

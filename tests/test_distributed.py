@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from conftest import TINY_BACKBONE, TINY_CLI, TINY_IMAGE_SIZE, TORCHRUN, cache_tokens, child_env
 
@@ -44,6 +45,7 @@ def test_rank_from_environment(monkeypatch):
     assert rank_and_world_size(1, 3) == (1, 3, 0)  # explicit --rank/--world-size win over both
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path):
     videos = tmp_path / "videos"
     single = tmp_path / "single"
@@ -60,6 +62,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     _assert_same(cache_tokens(double), expected)
 
 
+@pytest.mark.slow
 def test_killed_rank_is_made_up_by_a_single_process_rerun(tmp_path):
     videos = tmp_path / "videos"
     reference = tmp_path / "reference"
@@ -87,6 +90,7 @@ def test_killed_rank_is_made_up_by_a_single_process_rerun(tmp_path):
     _assert_same(cache_tokens(out), expected)
 
 
+@pytest.mark.slow
 def test_a_rank_alone_says_the_cache_is_incomplete(tmp_path, monkeypatch):
     """A process that ran alone with a world size of 2 (sbatch without srun) must not look like a full run."""
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):

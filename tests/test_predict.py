@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from conftest import fails, ok
 
@@ -14,9 +15,10 @@ from stepcli.probe.evaluate import predict_logits
 from stepcli.probe.run import load_run
 
 
-def test_predict_matches_cached_tokens(demo_cache, tmp_path):
+@pytest.mark.parametrize("probe", ["step", "logreg"])
+def test_predict_matches_cached_tokens(demo_cache, tmp_path, probe):
     run_dir = tmp_path / "run"
-    ok("train-probe", "--cache", demo_cache, "--probe", "step", "--out", run_dir, "--epochs", "3", "--quiet")
+    ok("train-probe", "--cache", demo_cache, "--probe", probe, "--out", run_dir, "--epochs", "3", "--quiet")
     cache = FeatureCache(demo_cache)
     run = load_run(run_dir, cache)
     rows = run.rows(cache, "test")[:4]

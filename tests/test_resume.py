@@ -30,6 +30,7 @@ def _child(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(TINY_CLI), "extract", *args], env=child_env(), stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_to_identical_cache(tmp_path):
     videos = tmp_path / "videos"
     reference = tmp_path / "reference"

@@ -92,6 +92,7 @@ def test_same_seed_gives_identical_metrics(demo_cache: Path, tmp_path: Path) -> 
     assert (tmp_path / "a/metrics.json").read_bytes() == (tmp_path / "b/metrics.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_streaming_and_in_memory_agree(demo_cache: Path, tmp_path: Path) -> None:
     train(demo_cache, "attentive", tmp_path / "memory", "--in-memory", "yes")
     train(demo_cache, "attentive", tmp_path / "stream", "--in-memory", "no")
