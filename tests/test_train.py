@@ -185,3 +185,20 @@ def test_out_that_is_not_a_run_is_refused(demo_cache, tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     line = fails("train-probe", "--cache", demo_cache, "--probe", "linear", "--out", tmp_path)
     assert "not a stepcli run directory" in line and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("probe", "option", "value"), [("step", "depth", 2), ("attentive", "num_heads", 4)])
+def test_any_probe_option_reaches_the_probe(demo_cache: Path, tmp_path: Path, probe: str, option: str, value) -> None:
+    out = tmp_path / probe
+    ok("train-probe", "--cache", demo_cache, "--probe", probe, "--out", out, "--epochs", "1", "-q",
+       "--option", f"{option}={value}")  # fmt: skip
+    run = load_run(out)
+    assert run.config.probe_options[option] == value and run.probe.config()[option] == value
+    default = PROBES[probe](FeatureCache(demo_cache).layout, 12).config()[option]
+    assert default != value  # the option changed something
+
+
+def test_unknown_probe_option_lists_the_valid_ones(demo_cache: Path, tmp_path: Path) -> None:
+    line = fails("train-probe", "--cache", demo_cache, "--probe", "attentive", "--out", tmp_path / "r",
+                 "--option", "depth=2")  # fmt: skip
+    assert "valid options:" in line and "num_heads" in line and not (tmp_path / "r").exists()
