@@ -129,6 +129,7 @@ def _exclude_classes(dataset: Dataset, names: tuple[str, ...]) -> None:
     if dataset.official_classes is None:
         dataset.official_classes = list(dataset.class_names)
     dataset.class_names = kept
+    dataset.pairs = [(a, b) for a, b in dataset.pairs if a in kept and b in kept]
     dataset.source = {**dataset.source, "exclude_classes": list(names)}
 
 

@@ -176,11 +176,11 @@ def _list_clips(
 
 def _video_suffix(video_dir: Path, video_id: str) -> str:
     """``.webm`` as released; ``.mp4`` when the first video is there only as that (re-encoded copies)."""
-    return (
-        ".mp4"
-        if not (video_dir / f"{video_id}.webm").exists() and (video_dir / f"{video_id}.mp4").exists()
-        else ".webm"
-    )
+    try:
+        mp4_only = not (video_dir / f"{video_id}.webm").exists() and (video_dir / f"{video_id}.mp4").exists()
+    except (OSError, ValueError):  # an id no file can have (a NUL byte, too long): its clip fails later
+        mp4_only = False
+    return ".mp4" if mp4_only else ".webm"
 
 
 def _unlabelled(path: Path, skipped: int, ann_dir: Path, alone: bool) -> None:
