@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import av
 import numpy as np
@@ -102,15 +103,50 @@ SSV2_LABELS = {
 }
 
 
-def _ssv2_entry(video_id: str, template: str) -> dict:
-    filled = template.replace("[something]", "a cup").lower()
-    return {"id": video_id, "label": filled, "template": template, "placeholders": ["a cup"]}
+class SSv2Entry(TypedDict):
+    """One entry of something-something-v2-{train,validation}.json (test entries have only ``id``)."""
+
+    id: str  # the video's number, as a string: "78687"
+    label: str  # the template filled in, lower case: "holding potato next to vicks vaporub bottle"
+    template: str  # the class with brackets: "Holding [something] next to [something]"
+    placeholders: list[str]  # what fills each bracket: ["potato", "vicks vaporub bottle"]
+
+
+class Diving48Entry(TypedDict):
+    """One entry of Diving48_V2_{train,test}.json."""
+
+    vid_name: str  # "-mmq0PT-u8k_00155": a YouTube id and the dive's number
+    label: int  # index into Diving48_vocab.json
+    start_frame: int
+    end_frame: int
+
+
+class IkeaSegment(TypedDict):
+    """One entry of a scan's ``annotation`` list in gt_segments.json (ActivityNet style)."""
+
+    segment: list[int]  # [start_frame, end_frame], both inclusive
+    label: str  # an atomic action of atomic_action_list.txt, or "NA"
+
+
+class IkeaScan(TypedDict):
+    """One value of gt_segments.json's ``database``, keyed "<Furniture>/<scan>"."""
+
+    subset: str  # "training" or "testing"
+    annotation: list[IkeaSegment]
+
+
+def _ssv2_entry(video_id: str, template: str) -> SSv2Entry:
+    objects = [f"object {k}" for k in range(template.count("[something]"))]
+    filled = template
+    for name in objects:
+        filled = filled.replace("[something]", name, 1)
+    return {"id": video_id, "label": filled.lower(), "template": template, "placeholders": objects}
 
 
 def ssv2_fixture(tmp: Path):
     labels = tmp / "labels"
     _json(labels / "something-something-v2-labels.json", SSV2_LABELS)
-    train = [
+    train: list[SSv2Entry] = [
         _ssv2_entry("101", "Opening [something]"),
         _ssv2_entry("102", "Pushing [something] from left to right"),
         _ssv2_entry("103", "Putting [something], [something] and [something] on the table"),
@@ -145,12 +181,13 @@ DIVING48_VOCAB = [
 
 def diving48_fixture(tmp: Path):
     _json(tmp / "Diving48_vocab.json", DIVING48_VOCAB)
-    train = [
+    train: list[Diving48Entry] = [
         {"vid_name": "abc_00001", "label": 0, "start_frame": 0, "end_frame": 24},
         {"vid_name": "abc_00002", "label": 1, "start_frame": 2, "end_frame": 18},
     ]
+    test: list[Diving48Entry] = [{"vid_name": "xyz_00000", "label": 2, "start_frame": 0, "end_frame": 16}]
     _json(tmp / "Diving48_V2_train.json", train)
-    _json(tmp / "Diving48_V2_test.json", [{"vid_name": "xyz_00000", "label": 2, "start_frame": 0, "end_frame": 16}])
+    _json(tmp / "Diving48_V2_test.json", test)
     for vid_name, n in (("abc_00001", 24), ("abc_00002", 20), ("xyz_00000", 16)):
         _mp4(tmp / "rgb" / f"{vid_name}.mp4", n)
     expected = {
@@ -170,7 +207,7 @@ def ikea_fixture(tmp: Path):
     _write(index / "atomic_action_list.txt", "pick up leg\nspin leg\nlay down leg\n")
     _write(index / "train_cross_env.txt", f"{first}\n")
     _write(index / "test_cross_env.txt", f"{second}\n")
-    database = {
+    database: dict[str, IkeaScan] = {
         first: {
             "subset": "training",
             "annotation": [  # inclusive ends, as the release writes them
