@@ -40,14 +40,17 @@ from stepcli.extract.datasets.annotations import csv_rows, frame_range, restrict
 
 COLUMNS = ["participant_id", "file_id", "annotation_id", "frame_start", "frame_end", "activity", "chunk_id"]
 # camera view -> frame rate of its recordings (frames per second), which the annotation frame
-# numbers count: the Kinect's colour camera runs at half the rate of the near-infrared cameras
+# numbers count: the Kinect's colour camera runs at half the rate of its infrared and depth
+# streams and of the five near-infrared cameras (ids_1..ids_5 of the release, in this order)
 VIEWS: dict[str, float] = {
     "kinect_color": 15.0,
     "kinect_ir": 30.0,
     "kinect_depth": 30.0,
-    "a_column_co_driver": 30.0,
-    "a_column_driver": 30.0,
     "inner_mirror": 30.0,
+    "a_column_co_driver": 30.0,
+    "ceiling": 30.0,
+    "steering_wheel": 30.0,
+    "a_column_driver": 30.0,
 }
 DEFAULT_VIEW = "kinect_color"
 DEFAULT_LEVEL = "midlevel"  # the fine-grained activities
