@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import av
 import numpy as np
@@ -29,9 +30,9 @@ def _frames(n: int) -> np.ndarray:
     return np.stack([np.full((32, 32, 3), (9 * k) % 256, np.uint8) for k in range(n)])
 
 
-def _mp4(path: Path, n: int) -> None:
+def _mp4(path: Path, n: int, fps: int = FPS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_video(path, _frames(n), fps=FPS)
+    write_video(path, _frames(n), fps=fps)
 
 
 def _encode(path: Path, n: int, codec: str, pix_fmt: str, options: dict) -> None:
@@ -102,15 +103,50 @@ SSV2_LABELS = {
 }
 
 
-def _ssv2_entry(video_id: str, template: str) -> dict:
-    filled = template.replace("[something]", "a cup").lower()
-    return {"id": video_id, "label": filled, "template": template, "placeholders": ["a cup"]}
+class SSv2Entry(TypedDict):
+    """One entry of something-something-v2-{train,validation}.json (test entries have only ``id``)."""
+
+    id: str  # the video's number, as a string: "78687"
+    label: str  # the template filled in, lower case: "holding potato next to vicks vaporub bottle"
+    template: str  # the class with brackets: "Holding [something] next to [something]"
+    placeholders: list[str]  # what fills each bracket: ["potato", "vicks vaporub bottle"]
+
+
+class Diving48Entry(TypedDict):
+    """One entry of Diving48_V2_{train,test}.json."""
+
+    vid_name: str  # "-mmq0PT-u8k_00155": a YouTube id and the dive's number
+    label: int  # index into Diving48_vocab.json
+    start_frame: int
+    end_frame: int
+
+
+class IkeaSegment(TypedDict):
+    """One entry of a scan's ``annotation`` list in gt_segments.json (ActivityNet style)."""
+
+    segment: list[int]  # [start_frame, end_frame], both inclusive
+    label: str  # an atomic action of atomic_action_list.txt, or "NA"
+
+
+class IkeaScan(TypedDict):
+    """One value of gt_segments.json's ``database``, keyed "<Furniture>/<scan>"."""
+
+    subset: str  # "training" or "testing"
+    annotation: list[IkeaSegment]
+
+
+def _ssv2_entry(video_id: str, template: str) -> SSv2Entry:
+    objects = [f"object {k}" for k in range(template.count("[something]"))]
+    filled = template
+    for name in objects:
+        filled = filled.replace("[something]", name, 1)
+    return {"id": video_id, "label": filled.lower(), "template": template, "placeholders": objects}
 
 
 def ssv2_fixture(tmp: Path):
     labels = tmp / "labels"
     _json(labels / "something-something-v2-labels.json", SSV2_LABELS)
-    train = [
+    train: list[SSv2Entry] = [
         _ssv2_entry("101", "Opening [something]"),
         _ssv2_entry("102", "Pushing [something] from left to right"),
         _ssv2_entry("103", "Putting [something], [something] and [something] on the table"),
@@ -145,12 +181,13 @@ DIVING48_VOCAB = [
 
 def diving48_fixture(tmp: Path):
     _json(tmp / "Diving48_vocab.json", DIVING48_VOCAB)
-    train = [
+    train: list[Diving48Entry] = [
         {"vid_name": "abc_00001", "label": 0, "start_frame": 0, "end_frame": 24},
         {"vid_name": "abc_00002", "label": 1, "start_frame": 2, "end_frame": 18},
     ]
+    test: list[Diving48Entry] = [{"vid_name": "xyz_00000", "label": 2, "start_frame": 0, "end_frame": 16}]
     _json(tmp / "Diving48_V2_train.json", train)
-    _json(tmp / "Diving48_V2_test.json", [{"vid_name": "xyz_00000", "label": 2, "start_frame": 0, "end_frame": 16}])
+    _json(tmp / "Diving48_V2_test.json", test)
     for vid_name, n in (("abc_00001", 24), ("abc_00002", 20), ("xyz_00000", 16)):
         _mp4(tmp / "rgb" / f"{vid_name}.mp4", n)
     expected = {
@@ -170,18 +207,18 @@ def ikea_fixture(tmp: Path):
     _write(index / "atomic_action_list.txt", "pick up leg\nspin leg\nlay down leg\n")
     _write(index / "train_cross_env.txt", f"{first}\n")
     _write(index / "test_cross_env.txt", f"{second}\n")
-    database = {
+    database: dict[str, IkeaScan] = {
         first: {
             "subset": "training",
-            "annotation": [
-                {"segment": [0, 12], "label": "pick up leg"},
-                {"segment": [12, 30], "label": "spin leg"},
-                {"segment": [30, 40], "label": "lay down leg"},
+            "annotation": [  # inclusive ends, as the release writes them
+                {"segment": [0, 11], "label": "pick up leg"},
+                {"segment": [12, 29], "label": "spin leg"},
+                {"segment": [30, 39], "label": "lay down leg"},
             ],
         },
-        second: {"subset": "testing", "annotation": [{"segment": [5, 25], "label": "NA"}]},
+        second: {"subset": "testing", "annotation": [{"segment": [5, 24], "label": "NA"}]},
     }
-    _json(tmp / "gt_segments.json", {"version": "1.0", "database": database})
+    _json(tmp / "gt_segments.json", {"version": "1.0", "database": database})  # frame numbers, 0-based
     for scan, n in IKEA_SCANS.items():
         for view in ("dev1", "dev3"):
             _avi(tmp / scan / view / "images" / "scan_video.avi", n)
@@ -195,6 +232,7 @@ def ikea_fixture(tmp: Path):
 
 
 DRIVE_ACT_HEADER = "participant_id,file_id,annotation_id,frame_start,frame_end,activity,chunk_id\n"
+KINECT_FPS = 15  # the Kinect colour stream's rate, which the kinect_color annotation frames count
 DRIVE_ACT_FILES = {
     "vp1/run1b_2018-05-29-14-02-47.kinect_color": 60,
     "vp2/run1_2018-05-30-10-00-00.kinect_color": 30,
@@ -217,7 +255,7 @@ def drive_act_fixture(tmp: Path, split: int = 0):
     for part, rows in parts.items():
         _write(ann / f"midlevel.chunks_90.split_{split}.{part}.csv", DRIVE_ACT_HEADER + "\n".join(rows) + "\n")
     for file_id, n in DRIVE_ACT_FILES.items():
-        _mp4(tmp / "kinect_color" / f"{file_id}.mp4", n)
+        _mp4(tmp / "kinect_color" / f"{file_id}.mp4", n, fps=KINECT_FPS)
     expected = {
         f"{vp1}:0:0": ("opening_door_outside", "train", (0, 20)),
         f"{vp1}:0:1": ("opening_door_outside", "train", (20, 30)),
@@ -227,6 +265,9 @@ def drive_act_fixture(tmp: Path, split: int = 0):
     }
     pairs = [("opening_door_outside", "closing_door_outside"), ("fastening_seat_belt", "unfastening_seat_belt")]
     return [], expected, pairs
+
+
+FIXTURE_FPS = {"drive-act": KINECT_FPS}
 
 
 FIXTURES = {
@@ -263,7 +304,7 @@ def test_extract_official_layout(dataset, tmp_path):
     got = {}
     for row, clip_id in enumerate(cache.clip_ids):
         frame_index, timestamps = cache.timing(row)
-        np.testing.assert_allclose(timestamps, frame_index / FPS, atol=2e-3)
+        np.testing.assert_allclose(timestamps, frame_index / FIXTURE_FPS.get(dataset, FPS), atol=2e-3)
         got[clip_id] = (cache.class_names[cache.labels[row]], cache.splits[row], [int(i) for i in frame_index])
     want = {cid: (name, split, centre_frames(*bounds)) for cid, (name, split, bounds) in expected.items()}
     assert got == want
@@ -428,10 +469,10 @@ MALFORMED = {
         "ikea-asm",
         lambda r: _edit_json(
             r / "gt_segments.json",
-            lambda d: d["database"][list(IKEA_SCANS)[1]]["annotation"][0].update(segment=[25, 5]),
+            lambda d: d["database"][list(IKEA_SCANS)[1]]["annotation"][0].update(segment=[25, 24]),
         ),
         "gt_segments.json: database['Lack_Side_Table/0002_white_floor'].annotation[0]",
-        "end_frame 5 is not after start_frame 25",
+        "end_frame 24 is before start_frame 25",
     ),
     "drive-act end before start": (
         "drive-act",
@@ -491,4 +532,4 @@ def test_frame_range_beyond_the_video_is_a_clip_failure(tmp_path):
     (failure,) = cache.failures()
     assert failure["clip_id"] == f"{vp1}:1:0"
     assert failure["path"].endswith(f"kinect_color/{vp1}.mp4")
-    assert "frame range 30..61 is beyond the video's 60 frames" in failure["reason"]
+    assert "ends after the video's end at 4.000s" in failure["reason"]

@@ -95,7 +95,10 @@ def test_whole_video_decodes_from_the_start_for_contrast(tmp_path):
 
 
 def test_adapter_segment_reaches_the_decoder_as_a_seek(long_video, tmp_path):
-    """A Drive&Act chunk near the end of a long recording, through the adapter's Clip."""
+    """A Drive&Act chunk near the end of a long recording, through the adapter's Clip.
+
+    The chunk's frames count the 15 fps Kinect colour stream; this video runs at 10 fps, so the
+    chunk is cut by time: Kinect frames 1700..1790 are seconds 113.3..119.3."""
     file_id = "vp1/run1b_2018-05-29-14-02-47.kinect_color"
     video = tmp_path / "kinect_color" / f"{file_id}.mp4"
     video.parent.mkdir(parents=True)
@@ -107,7 +110,8 @@ def test_adapter_segment_reaches_the_decoder_as_a_seek(long_video, tmp_path):
         (annotations / f"midlevel.chunks_90.split_0.{part}.csv").write_text(f"{header}1,{file_id},{row}\n")
     (annotations / "midlevel.chunks_90.split_0.test.csv").write_text(header)
     (clip, _) = load_dataset("drive-act", DatasetOptions(root=tmp_path)).clips
-    assert clip.frame_range == (1700, 1790)
+    assert (clip.start, clip.end) == (pytest.approx(1700 / 15), pytest.approx(1790 / 15))
     sampled = sample_clip(clip.path, 8, clip.start, clip.end, clip.frame_range)
     assert sampled.decoded <= 2 * GOP
-    assert _index_of(sampled.frames[0]) == 1705
+    first_centre = (1700 + 90 / 16) / 15  # seconds
+    assert _index_of(sampled.frames[0]) == int(first_centre * FPS)

@@ -10,10 +10,14 @@ import click
 from stepcli.commands.common import PathArg, default_of, device_option, pairs_option, verbosity_options
 from stepcli.extract.datasets import DatasetOptions, dataset_names
 from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
+from stepcli.extract.datasets.drive_act import VIEWS as DRIVE_ACT_VIEWS
+from stepcli.extract.datasets.ikea_asm import VIEWS as IKEA_VIEWS
 from stepcli.extract.pipeline import ExtractConfig, run_extract
 
 log = logging.getLogger(__name__)
-DATASET_FIELDS = ("root", "annotations", "classes", "split_file", "view", "limit", "pairs_file", "size", "seed")
+DATASET_FIELDS = (
+    "root", "annotations", "classes", "exclude_classes", "split_file", "view", "limit", "pairs_file", "size", "seed",
+)  # fmt: skip
 
 
 def _default(name: str):
@@ -23,14 +27,17 @@ def _default(name: str):
 @click.command()
 @click.option("--dataset", required=True, type=click.Choice(dataset_names()), help="Dataset adapter.")
 @click.option("--out", required=True, type=PathArg, help="Cache directory (created; rerun to resume).")
-@click.option("--root", type=PathArg, help="Dataset root (videos). demo: where to generate videos [OUT/videos].")
-@click.option("--annotations", type=PathArg, help="Annotation file (csv: path,label[,start,end][,split]).")
-@click.option("--classes", type=PathArg, help="Class list, one name per line.")
+@click.option("--root", type=PathArg,
+              help="Dataset root as downloaded (official or mmaction2 layout). demo: where to generate videos [OUT/videos].")  # fmt: skip
+@click.option("--annotations", type=PathArg,
+              help="Annotation folder or file, when not where --root's layout has it (csv: path,label[,start,end][,split]).")  # fmt: skip
+@click.option("--classes", type=PathArg, help="Class list, one name per line: keep only these classes.")
+@click.option("--exclude-classes", multiple=True, default=default_of(DatasetOptions, "exclude_classes"),
+              help="Drop this class and its clips (repeat for several), e.g. ikea-asm: --exclude-classes NA.")  # fmt: skip
 @click.option("--split-file", type=PathArg,
               help="Dataset split file, where the dataset has several (drive-act: a split CSV or the split number 0, 1, 2).")  # fmt: skip
-@click.option(
-    "--view", help="Camera view, for multi-view datasets (ikea-asm: dev1-dev3 [dev3]; drive-act [kinect_color])."
-)
+@click.option("--view", help=f"Camera view, for multi-view datasets (ikea-asm: {'|'.join(IKEA_VIEWS)} [dev3]; "
+              f"drive-act: {'|'.join(DRIVE_ACT_VIEWS)} [kinect_color]).")  # fmt: skip
 @click.option("--limit", type=int, help="Only the first N clips (for a quick look).")
 @pairs_option("Nearly-symmetric pairs ('class a,class b' per line or JSON); replaces the built-in list.")
 @click.option("--size", type=int, help=f"demo: clips per class [{DEFAULT_CLIPS_PER_CLASS}].")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from stepcli.commands.common import PathArg
+from stepcli.commands.common import PathArg, verbosity_options
 from stepcli.extract.datasets import dataset_names
 from stepcli.extract.datasets.csv_list import read_class_list
-from stepcli.extract.datasets.pairs import known_pairs, table
+from stepcli.extract.datasets.pairs import OFFICIAL_CLASSES, known_pairs, table
 
 
 @click.command("pairs")
@@ -21,12 +21,20 @@ from stepcli.extract.datasets.pairs import known_pairs, table
     help="Class list, one name per line: only the pairs whose two classes are in it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of pairs.")
+@verbosity_options
 def pairs_command(dataset: str, classes: Path | None, as_json: bool) -> None:
     """Print a dataset's nearly-symmetric class pairs, one 'class a,class b' per line.
 
     This is the format `stepcli extract --pairs FILE` reads: save it, edit it, pass it back.
+    Pairs naming a class outside the class list (the --classes file, else the dataset's own list
+    where stepcli knows it) are left out with a warning that names the class.
     """
-    pairs = known_pairs(dataset, read_class_list(classes)) if classes is not None else table(dataset)
+    if classes is not None:
+        pairs = known_pairs(dataset, read_class_list(classes))
+    elif dataset in OFFICIAL_CLASSES:
+        pairs = known_pairs(dataset, OFFICIAL_CLASSES[dataset])
+    else:
+        pairs = table(dataset)
     if as_json:
         click.echo(json.dumps([list(p) for p in pairs], indent=1))
         return

@@ -72,23 +72,33 @@ def sample_clip(
         raise VideoError("file not found")
     if Path(path).stat().st_size == 0:
         raise VideoError("empty file (0 bytes)")
-    times = None
-    if frame_range is not None or start is None or end is None:
-        times, video_end = frame_times(path)
-        if frame_range is not None:
-            first, stop = frame_range
-            if first < 0 or stop <= first:
-                raise VideoError(f"bad frame range {first}..{stop}")
-            if stop > len(times):
-                raise VideoError(f"frame range {first}..{stop} is beyond the video's {len(times)} frames")
-            start, end = times[first], (times[stop] if stop < len(times) else video_end)
-        else:
-            start = times[0] if start is None else start
-            end = video_end if end is None else end
+    # packets only (no decoding): the frame times place a segment and say whether the video holds it
+    times, video_end = frame_times(path)
+    if frame_range is not None:
+        first, stop = frame_range
+        if first < 0 or stop <= first:
+            raise VideoError(f"bad frame range {first}..{stop}")
+        if stop > len(times):
+            raise VideoError(f"frame range {first}..{stop} is beyond the video's {len(times)} frames")
+        start, end = times[first], (times[stop] if stop < len(times) else video_end)
+    else:
+        _check_inside(start, end, video_end, _nominal_frame_time(times))
+        start = times[0] if start is None else start
+        end = video_end if end is None else end
     if end <= start:
         raise VideoError(f"segment end {end:.3f}s is not after its start {start:.3f}s")
     targets = segment_centres(start, end, num_frames)
     return _decode_at(path, targets, start, times)
+
+
+def _check_inside(start: float | None, end: float | None, video_end: float, frame_time: float) -> None:
+    """A segment in seconds must lie in the video (half a frame of slack for rounded times):
+    cutting it short would make a clip of something else under the segment's label."""
+    slack = frame_time / 2
+    if start is not None and start >= video_end - slack:
+        raise VideoError(f"segment start {start:.3f}s is not before the video's end at {video_end:.3f}s")
+    if end is not None and end > video_end + slack:
+        raise VideoError(f"segment {start or 0:.3f}-{end:.3f}s ends after the video's end at {video_end:.3f}s")
 
 
 def _decode_at(path: str, targets: np.ndarray, start: float, times: np.ndarray | None) -> SampledFrames:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,50 @@ def split_name(value: str, where: str) -> str:
         return SPLIT_NAMES[value.strip().lower()]
     except KeyError:
         raise StepcliError(f"{where}: split {value!r} is not one of {', '.join(sorted(SPLIT_NAMES))}") from None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one way of laying a dataset out keeps its annotation files and its videos, under --root.
+
+    ``videos`` lists the folders the videos may be in, most specific first (an archive unpacked
+    in place, or moved into ``videos/``).
+    """
+
+    name: str
+    annotations: str
+    videos: tuple[str, ...]
+
+
+def locate(
+    root: Path, annotations: Path | None, layouts: list[Layout], key_files: list[str], dataset: str
+) -> tuple[Path, Path, str]:
+    """``(annotation folder, video folder, layout name)`` of the dataset under ``root``.
+
+    ``--annotations`` (a folder, or one file in it) overrides where the annotation files are; the
+    videos are then looked for in every layout's video folders under ``root``, else ``root``
+    itself. Without it the first layout whose key file is there wins; none is a one-line error
+    listing where it looked and which flags override.
+    """
+    if annotations is not None:
+        ann_dir = annotations.parent if annotations.is_file() else annotations
+        folders = dict.fromkeys(v for layout in layouts for v in layout.videos)
+        videos = next((root / v for v in folders if (root / v).is_dir()), root)
+        return ann_dir, videos, "--annotations"
+    looked = []
+    for layout in layouts:
+        ann_dir = root / layout.annotations
+        if any((ann_dir / key).is_file() for key in key_files):
+            videos = next((root / v for v in layout.videos if (root / v).is_dir()), None)
+            if videos is None:
+                where = ", ".join(str(root / v) for v in layout.videos)
+                raise StepcliError(
+                    f"{dataset}: found the {layout.name} annotations in {ann_dir} but no video folder ({where}); "
+                    "pass --root DIR (the videos) and --annotations DIR"
+                )
+            return ann_dir, videos, layout.name
+        looked.append(f"{ann_dir / key_files[0]} ({layout.name})")
+    raise StepcliError(
+        f"{dataset}: no known layout under {root} (looked for {'; '.join(looked)}); "
+        "pass --annotations DIR (the annotation files) and --root DIR (the videos)"
+    )

@@ -1,14 +1,17 @@
-"""``--dataset diving48``: Diving48 in its official layout, V2 annotations.
+"""``--dataset diving48``: Diving48, V2 annotations, as released or as mmaction2 prepares it.
 
 Reads the V2 annotation release (``Diving48_V2_train.json`` / ``Diving48_V2_test.json``, the
 relabelled version published in 2020 that replaces V1's noisy labels) and the 48-class
-vocabulary, with the videos of ``Diving48_rgb.tar.gz``::
+vocabulary, with the videos of ``Diving48_rgb.tar.gz``. ``--root`` alone finds either layout::
 
-    <annotations>/                 --annotations DIR [default: ROOT, else ROOT/annotations]
-        Diving48_vocab.json        [["Back", "15som", "05Twis", "FREE"], ...]  (48 entries)
-        Diving48_V2_train.json     [{"vid_name": "-mmq0PT-u8k_00155", "label": 12,
-        Diving48_V2_test.json        "start_frame": 0, "end_frame": 184}, ...]
-    <root>/rgb/<vid_name>.mp4      (or ROOT/<vid_name>.mp4)
+    official release                    mmaction2 (tools/data/diving48)
+    ROOT/Diving48_vocab.json            ROOT/annotations/Diving48_vocab.json
+    ROOT/Diving48_V2_{train,test}.json  ROOT/annotations/Diving48_V2_{train,test}.json
+    ROOT/rgb/<vid_name>.mp4             ROOT/videos/<vid_name>.mp4
+
+``Diving48_vocab.json`` is ``[["Back", "15som", "05Twis", "FREE"], ...]`` (48 entries); a list
+entry is ``{"vid_name": "-mmq0PT-u8k_00155", "label": 12, "start_frame": 0, "end_frame": 184}``.
+``--annotations DIR`` names the folder of the JSON files when it is elsewhere.
 
 A class is named by its four vocabulary words joined with spaces ("Back 15som 05Twis FREE":
 take-off, somersaults, twists, flight position); ``label`` indexes the vocabulary. The videos
@@ -25,10 +28,22 @@ from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
-from stepcli.extract.datasets.annotations import entry_fields, frame_range, json_list, read_json, restrict_classes
+from stepcli.extract.datasets.annotations import (
+    Layout,
+    entry_fields,
+    frame_range,
+    json_list,
+    locate,
+    read_json,
+    restrict_classes,
+)
 
 VOCAB = "Diving48_vocab.json"
 LISTS = {"train": "Diving48_V2_train.json", "test": "Diving48_V2_test.json"}
+LAYOUTS = [
+    Layout("official release", ".", ("rgb", ".")),
+    Layout("mmaction2", "annotations", ("videos", "rgb")),
+]
 
 
 def read_vocab(path: Path) -> list[str]:
@@ -45,29 +60,19 @@ def read_vocab(path: Path) -> list[str]:
     return names
 
 
-def _annotation_dir(options: DatasetOptions, root: Path) -> Path:
-    if options.annotations is not None:
-        ann = Path(options.annotations)
-        return ann.parent if ann.is_file() else ann
-    for candidate in (root, root / "annotations"):
-        if (candidate / VOCAB).is_file():
-            return candidate
-    raise StepcliError(f"Diving48 vocabulary {root / VOCAB} not found; pass --annotations DIR")
-
-
 @register_dataset("diving48")
 def diving48_dataset(options: DatasetOptions) -> Dataset:
     if options.root is None and options.annotations is None:
         raise StepcliError("--dataset diving48 needs --root DIR (videos) and/or --annotations DIR (the JSON files)")
     root = Path(options.root) if options.root else Path(options.annotations)
-    ann_dir = _annotation_dir(options, root)
+    annotations = Path(options.annotations) if options.annotations else None
+    ann_dir, video_dir, layout = locate(root, annotations, LAYOUTS, [VOCAB], "diving48")
     vocab_file = ann_dir / VOCAB
     if not vocab_file.is_file():
         raise StepcliError(f"Diving48 vocabulary {vocab_file} not found")
     official = read_vocab(vocab_file)
     class_names = restrict_classes(official, options.classes, str(vocab_file))
     index = {name: i for i, name in enumerate(class_names)}
-    video_dir = root / "rgb" if (root / "rgb").is_dir() else root
 
     if options.split_file is not None:
         path = Path(options.split_file)
@@ -103,8 +108,10 @@ def diving48_dataset(options: DatasetOptions) -> Dataset:
         name="diving48",
         clips=clips,
         class_names=class_names,
+        official_classes=official,
         source={
             "format": "diving48-v2",
+            "layout": layout,
             "vocab": str(vocab_file.resolve()),
             "lists": [str(p.resolve()) for p, _ in lists],
             "videos": str(video_dir.resolve()),

@@ -1,25 +1,32 @@
 """``--dataset drive-act``: Drive&Act activity segments inside the long per-view recordings.
 
-Reads the ``activities_3s`` annotation release of Drive&Act (Martin et al., ICCV 2019): per
-camera view, one CSV per hierarchy level, person-disjoint split (0, 1, 2) and part::
+Reads the ``activities_3s`` annotation release of Drive&Act (Martin et al., ICCV 2019,
+``iccv_activities_3s.zip``) with the videos of one camera view (``kinect_color.zip``,
+``inner_mirror.zip``, ...); ``--root`` alone finds them::
 
-    <root>/activities_3s/<view>/            --annotations DIR [default: the first of
-        midlevel.chunks_90.split_0.train.csv     ROOT/activities_3s/<view>,
-        midlevel.chunks_90.split_0.val.csv       ROOT/iccv_activities_3s/activities_3s/<view>]
-        midlevel.chunks_90.split_0.test.csv
-        ... split_1, split_2; tasklevel.*, objectlevel.*
+    ROOT/activities_3s/<view>/                  (or ROOT/iccv_activities_3s/activities_3s/<view>/)
+        midlevel.chunks_90.split_{0,1,2}.{train,val,test}.csv   tasklevel.*, objectlevel.*
             participant_id,file_id,annotation_id,frame_start,frame_end,activity,chunk_id
             1,vp1/run1b_2018-05-29-14-02-47.kinect_color,0,0,90,closing_door_outside,0
-    <root>/<view>/<file_id>.mp4             (or ROOT/<file_id>.mp4)
+    ROOT/<view>/<vp>/<run>.<view>.mp4          e.g. ROOT/kinect_color/vp1/run1b_2018-05-29-14-02-47.kinect_color.mp4
 
-Each row is one chunk of at most 90 frames (3 s) of an annotated activity; ``[frame_start,
-frame_end)`` is read with the end exclusive (consecutive chunks share the boundary value). The
-fine-grained level (``midlevel``, 34 activities) and split 0 are the default; ``--split-file``
+Each row is one chunk of at most 90 frames (3 s of the 30 fps views) of an annotated activity;
+``[frame_start, frame_end)`` is read with the end exclusive (consecutive chunks share the
+boundary value). Frame numbers count the frames of the recording ``file_id`` names (its suffix
+is the view, e.g. ``.kinect_color``), and the views run at different frame rates (``VIEWS``):
+the Kinect colour stream at 15 fps, the near-infrared cameras at 30. So a chunk is turned into
+seconds with the rate of the stream it counts and cut from the chosen view's video by time:
+``--view inner_mirror`` with only the ``kinect_color`` annotation files takes frames 0..179 of
+the inner-mirror video for the Kinect's frames 0..89. The annotation folder of ``--view`` is
+used when present, else that of ``kinect_color``. A chunk that ends after its video is a failed
+clip with the reason, not a shorter clip.
+
+The fine-grained level (``midlevel``, 34 activities) and split 0 are the default; ``--split-file``
 takes either one of the CSVs (its level and split number select the train/val/test triple) or
-just the split number ``0``, ``1`` or ``2``. ``--view`` is the camera [kinect_color, the RGB
-view]. Drive&Act ships no separate class list: the classes are the activities of the three
-files of the chosen split, sorted, so class indices are the same for every split and part.
-Clip ids are ``<file_id>:<annotation_id>:<chunk_id>``.
+just the split number ``0``, ``1`` or ``2``. Drive&Act ships no separate class list: the classes
+are the activities of the three files of the chosen split, sorted, so class indices are the same
+for every split and part. There is no mmaction2 layout for Drive&Act. Clip ids are
+``<file_id>:<annotation_id>:<chunk_id>``.
 """
 
 from __future__ import annotations
@@ -29,15 +36,52 @@ from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
-from stepcli.extract.datasets.annotations import csv_rows, first_existing, frame_range, restrict_classes
+from stepcli.extract.datasets.annotations import csv_rows, frame_range, restrict_classes
 
 COLUMNS = ["participant_id", "file_id", "annotation_id", "frame_start", "frame_end", "activity", "chunk_id"]
+# camera view -> frame rate of its recordings (frames per second), which the annotation frame
+# numbers count: the Kinect's colour camera runs at half the rate of its infrared and depth
+# streams and of the five near-infrared cameras (ids_1..ids_5 of the release, in this order)
+VIEWS: dict[str, float] = {
+    "kinect_color": 15.0,
+    "kinect_ir": 30.0,
+    "kinect_depth": 30.0,
+    "inner_mirror": 30.0,
+    "a_column_co_driver": 30.0,
+    "ceiling": 30.0,
+    "steering_wheel": 30.0,
+    "a_column_driver": 30.0,
+}
 DEFAULT_VIEW = "kinect_color"
 DEFAULT_LEVEL = "midlevel"  # the fine-grained activities
 PARTS = {"train": "train", "val": "val", "test": "test"}
+ANNOTATION_DIRS = ("activities_3s", "iccv_activities_3s/activities_3s")
 FILE_PATTERN = re.compile(
     r"^(?P<level>\w+)\.chunks_(?P<chunk>\d+)\.split_(?P<split>\d+)\.(?P<part>train|val|test)\.csv$"
 )
+
+
+def _view(options: DatasetOptions) -> str:
+    view = options.view or DEFAULT_VIEW
+    if view not in VIEWS:
+        raise StepcliError(f"--view {view!r}: Drive&Act views are {', '.join(VIEWS)}")
+    return view
+
+
+def _annotation_dir(options: DatasetOptions, root: Path | None, view: str) -> Path:
+    """``--annotations``, else the view's own folder, else the Kinect colour one (mapped by time)."""
+    if options.annotations is not None:
+        return Path(options.annotations)
+    if root is None:
+        raise StepcliError("--dataset drive-act needs --root DIR or --annotations DIR")
+    looked = [root / d / v for v in dict.fromkeys([view, DEFAULT_VIEW]) for d in ANNOTATION_DIRS]
+    for directory in looked:
+        if directory.is_dir():
+            return directory
+    raise StepcliError(
+        f"drive-act: no activities_3s annotations under {root} (looked in {', '.join(map(str, looked))}); "
+        "unpack iccv_activities_3s.zip there or pass --annotations DIR"
+    )
 
 
 def _split_files(options: DatasetOptions, root: Path | None, view: str) -> list[tuple[Path, str]]:
@@ -56,15 +100,7 @@ def _split_files(options: DatasetOptions, root: Path | None, view: str) -> list[
         if split not in ("0", "1", "2"):
             raise StepcliError(f"--split-file {choice}: neither a file nor a Drive&Act split number 0, 1 or 2")
         level, chunk = options.extra.get("level", DEFAULT_LEVEL), "90"
-        if options.annotations is not None:
-            directory = Path(options.annotations)
-        elif root is not None:
-            directory = first_existing(
-                [root / "activities_3s" / view, root / "iccv_activities_3s" / "activities_3s" / view],
-                f"Drive&Act annotations for view {view!r}",
-            )
-        else:
-            raise StepcliError("--dataset drive-act needs --root DIR or --annotations DIR")
+        directory = _annotation_dir(options, root, view)
     files = [(directory / f"{level}.chunks_{chunk}.split_{split}.{p}.csv", s) for p, s in PARTS.items()]
     for path, _ in files:
         if not path.is_file():
@@ -72,13 +108,44 @@ def _split_files(options: DatasetOptions, root: Path | None, view: str) -> list[
     return files
 
 
+def _counted_view(file_id: str, annotation_file: Path, where: str) -> str:
+    """The view whose frames a row counts: the suffix of its file_id, else its annotation folder's name."""
+    for view in (file_id.rsplit(".", 1)[-1], annotation_file.parent.name):
+        if view in VIEWS:
+            return view
+    raise StepcliError(
+        f"{where}: cannot tell which view's frames file_id {file_id!r} counts (known views: {', '.join(VIEWS)})"
+    )
+
+
+def _video(video_dir: Path, file_id: str, view: str) -> str:
+    """``<vp>/<run>.<view>.mp4`` of the chosen view for a file_id of any view."""
+    stem = file_id.rsplit(".", 1)[0] if file_id.rsplit(".", 1)[-1] in VIEWS else file_id
+    return str((video_dir / f"{stem}.{view}.mp4").resolve())
+
+
+def _row_clip(where: str, row: dict, split: str, path: Path, index: dict[str, int], video_dir: Path, view: str):
+    """The clip of one annotation row, its time span from the frame rate of the stream it counts."""
+    if not row["activity"]:
+        raise StepcliError(f"{where}: empty activity")
+    if not row["file_id"]:
+        raise StepcliError(f"{where}: empty file_id")
+    first, stop = frame_range(row["frame_start"], row["frame_end"], where, ("frame_start", "frame_end"))
+    rate = VIEWS[_counted_view(row["file_id"], path, where)]
+    clip_id = f"{row['file_id']}:{row['annotation_id']}:{row['chunk_id']}"
+    if row["activity"] not in index:
+        return clip_id, None  # left out by --classes
+    video = _video(video_dir, row["file_id"], view)
+    return clip_id, Clip(clip_id, video, index[row["activity"]], split, start=first / rate, end=stop / rate)
+
+
 @register_dataset("drive-act")
 def drive_act_dataset(options: DatasetOptions) -> Dataset:
     root = Path(options.root) if options.root else None
-    view = options.view or DEFAULT_VIEW
+    view = _view(options)
     files = _split_files(options, root, view)
-    rows = [(where, row, split) for path, split in files for where, row in csv_rows(path, COLUMNS)]
-    official = sorted({row["activity"] for _, row, _ in rows if row["activity"]})
+    rows = [(where, row, split, path) for path, split in files for where, row in csv_rows(path, COLUMNS)]
+    official = sorted({row["activity"] for _, row, _, _ in rows if row["activity"]})
     class_names = restrict_classes(
         official, options.classes, "the activities of " + ", ".join(str(p) for p, _ in files)
     )
@@ -89,28 +156,23 @@ def drive_act_dataset(options: DatasetOptions) -> Dataset:
 
     clips: list[Clip] = []
     seen: dict[str, str] = {}
-    for where, row, split in rows:
-        if not row["activity"]:
-            raise StepcliError(f"{where}: empty activity")
-        if not row["file_id"]:
-            raise StepcliError(f"{where}: empty file_id")
-        first, stop = frame_range(row["frame_start"], row["frame_end"], where, ("frame_start", "frame_end"))
-        clip_id = f"{row['file_id']}:{row['annotation_id']}:{row['chunk_id']}"
+    for where, row, split, path in rows:
+        clip_id, clip = _row_clip(where, row, split, path, index, video_dir, view)
         if clip_id in seen:
             raise StepcliError(f"{where}: clip {clip_id!r} is listed twice (also {seen[clip_id]})")
         seen[clip_id] = where
-        if row["activity"] not in index:
-            continue  # left out by --classes
-        video = str((video_dir / f"{row['file_id']}.mp4").resolve())
-        clips.append(Clip(clip_id, video, index[row["activity"]], split, frame_range=(first, stop)))
+        if clip is not None:
+            clips.append(clip)
     return Dataset(
         name="drive-act",
         clips=clips,
         class_names=class_names,
+        official_classes=official,
         source={
             "format": "drive-and-act-activities_3s",
             "annotations": [str(p.resolve()) for p, _ in files],
             "videos": str(video_dir.resolve()),
             "view": view,
+            "frame_rates": dict(VIEWS),
         },
     )

@@ -13,13 +13,16 @@ of the IkeaASM/IKEA_ASM_Dataset code), 33 classes including ``NA``::
         indexing_files/test_cross_env.txt
         <Furniture>/<scan>/<dev1|dev2|dev3>/images/scan_video.avi
 
-``gt_segments.json`` is ActivityNet-style with frame numbers; as in the official evaluation
-code a segment covers frames ``[start_frame, end_frame)``. The class list is the official one:
-``NA`` (unannotated frames) followed by the sorted atomic actions. ``--view`` picks the camera
-(``dev3``, the top view, by default, as in the official baselines; ``dev1`` and ``dev2`` are
-the two other, front and side, cameras). Splits come from the cross-environment split files (``--split-file``
-names another ``train_*.txt``; its ``test_*.txt`` sibling is read with it), else from each
-scan's ``subset``. Clip ids are ``<Furniture>/<scan>/<view>#<segment index>``.
+``gt_segments.json`` is ActivityNet-style with frame numbers and *inclusive* ends, as the
+release writes them: consecutive segments read ``[0, 57], [58, 170]`` (almost every next start
+is the previous end + 1), so ``[58, 170]`` is the 113 frames 58..170. The class list is the
+official one: ``NA`` (frames no action was annotated on, a large share of all segments)
+followed by the sorted atomic actions; ``--exclude-classes NA`` leaves them out. ``--view``
+picks the camera (``dev3``, the top view, by default, as in the official baselines; ``dev1``
+and ``dev2`` are the two other, front and side, cameras). Splits come from the
+cross-environment split files (``--split-file`` names another ``train_*.txt``; its
+``test_*.txt`` sibling is read with it), else from each scan's ``subset``. Clip ids are
+``<Furniture>/<scan>/<view>#<segment index>``. There is no mmaction2 layout for IKEA ASM.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from typing import Any
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
 from stepcli.extract.datasets.annotations import (
+    Layout,
     entry_fields,
     first_existing,
-    frame_range,
+    frame_number,
+    locate,
     read_json,
     restrict_classes,
     split_name,
@@ -42,6 +47,7 @@ from stepcli.extract.datasets.annotations import (
 VIEWS = ("dev1", "dev2", "dev3")
 DEFAULT_VIEW = "dev3"
 NA = "NA"
+GT_SEGMENTS = "gt_segments.json"
 
 
 def read_action_list(path: Path) -> list[str]:
@@ -127,14 +133,17 @@ def _scan_split(scan: str, record: dict, split_of: dict[str, str] | None, where:
 
 
 def _segment(segment: object, at: str, classes: _Classes) -> tuple[str, int, int]:
-    """``(label, first frame, stop frame)`` of one annotated segment, checked."""
+    """``(label, first frame, stop frame)`` of one annotated segment, checked; stop is exclusive."""
     bounds, label = entry_fields(segment, ["segment", "label"], at)
     if not isinstance(bounds, list) or len(bounds) != 2:
         raise StepcliError(f"{at}: 'segment' {bounds!r} is not [start_frame, end_frame]")
-    first, stop = frame_range(bounds[0], bounds[1], at, ("start_frame", "end_frame"))
+    first = frame_number(bounds[0], at, "start_frame")
+    last = frame_number(bounds[1], at, "end_frame")
+    if last < first:
+        raise StepcliError(f"{at}: end_frame {last} is before start_frame {first} (both are inclusive)")
     if label not in classes.official:
         raise StepcliError(f"{at}: label {label!r} is not in {classes.source}")
-    return label, first, stop
+    return label, first, last + 1
 
 
 def _scan_clips(
@@ -162,7 +171,11 @@ def ikea_asm_dataset(options: DatasetOptions) -> Dataset:
         raise StepcliError("--dataset ikea-asm needs --root DIR (the dataset root with <Furniture>/<scan>/<view>/...)")
     root = Path(options.root)
     view = _view(options)
-    ann = Path(options.annotations) if options.annotations else root / "gt_segments.json"
+    if options.annotations is not None:
+        ann = Path(options.annotations)
+    else:
+        ann_dir, _, _ = locate(root, None, [Layout("official release", ".", (".",))], [GT_SEGMENTS], "ikea-asm")
+        ann = ann_dir / GT_SEGMENTS
     database = _read_database(ann)
     index_dir = first_existing(
         [root / "indexing_files", ann.parent / "indexing_files", ann.parent], "IKEA ASM indexing_files directory"
@@ -176,6 +189,7 @@ def ikea_asm_dataset(options: DatasetOptions) -> Dataset:
         name="ikea-asm",
         clips=clips,
         class_names=class_names,
+        official_classes=sorted(classes.official),
         source={
             "format": "ikea-asm-wacv2021",
             "annotations": str(ann.resolve()),

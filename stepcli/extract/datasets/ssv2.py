@@ -1,39 +1,52 @@
-"""``--dataset ssv2``: Something-Something v2 in its official layout.
+"""``--dataset ssv2``: Something-Something v2, as released or as mmaction2 prepares it.
 
 Reads the v2 release (20BN, 2018; the same JSON files are in the later Qualcomm download),
-174 classes::
+174 classes. ``--root`` alone finds either layout::
 
-    <annotations>/                         --annotations DIR [default: ROOT/labels, else ROOT]
-        something-something-v2-labels.json  {"Approaching something with your camera": "0", ...}
-        something-something-v2-train.json   [{"id": "78687", "label": "holding potato next to ...",
-        something-something-v2-validation.json  "template": "Holding [something] next to [something]",
-                                                 "placeholders": ["potato", ...]}, ...]
-        something-something-v2-test.json    [{"id": "..."}, ...]  (no labels)
-        something-something-v2-test-answers.csv  optional, "id;class name" per line
-    <root>/20bn-something-something-v2/<id>.webm   (or ROOT/<id>.webm)
+    official release                              mmaction2 (tools/data/sthv2)
+    ROOT/labels/                                  ROOT/annotations/
+        something-something-v2-labels.json            (the same JSON files)
+        something-something-v2-{train,validation,test}.json
+        something-something-v2-test-answers.csv   (optional)
+    ROOT/videos/20bn-something-something-v2/<id>.webm   ROOT/videos/<id>.webm (or .mp4)
+      (or ROOT/20bn-something-something-v2/<id>.webm, as the archive unpacks)
 
-The short names of the newer download (``labels.json``, ``train.json``, ``validation.json``,
-``test.json``, ``test-answers.csv``) are read as well. An entry's class is its ``template`` with
-the brackets removed ("Holding [something] next to [something]" -> "Holding something next to
-something"), which is how the labels file names the classes; ``label`` is the filled-in
-sentence and is not a class. Splits: train, validation -> ``val``, and test only when the
-answers file is present. ``--split-file`` reads a single one of the list files instead of all.
+``labels.json`` is ``{"Approaching something with your camera": "0", ...}``; a list entry is
+``{"id": "78687", "label": "holding potato next to vicks vaporub bottle", "template": "Holding
+[something] next to [something]", "placeholders": [...]}``; test entries are ``{"id": ...}``
+only, and ``test-answers.csv`` holds ``id;class name`` lines. The short names of the newer
+download (``labels.json``, ``train.json``, ...) are read as well. ``--annotations DIR`` names
+the folder of the JSON files when it is elsewhere, ``--root`` then being where the videos are.
+An entry's class is its ``template`` with the brackets removed ("Holding [something] next to
+[something]" -> "Holding something next to something"), which is how the labels file names the
+classes; ``label`` is the filled-in sentence and is not a class. Splits: train, validation ->
+``val``, test. The test list is unlabelled without the answers file: it is then left out with
+a warning, and asked for alone (``--split-file ...-test.json``) it is an error naming the file.
 Clip ids are the SSv2 video ids; clips are whole videos.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
-from stepcli.extract.datasets.annotations import entry_fields, first_existing, json_list, read_json, restrict_classes
+from stepcli.extract.datasets.annotations import Layout, entry_fields, json_list, locate, read_json, restrict_classes
 
+log = logging.getLogger(__name__)
 PREFIX = "something-something-v2-"
 VIDEO_DIR = "20bn-something-something-v2"
 SPLITS = {"train": "train", "validation": "val", "test": "test"}
+ANSWERS = f"{PREFIX}test-answers.csv"
+LAYOUTS = [
+    Layout("official release", "labels", (f"videos/{VIDEO_DIR}", VIDEO_DIR, "videos")),
+    Layout("mmaction2", "annotations", ("videos", f"videos/{VIDEO_DIR}")),
+    Layout("flat", ".", (VIDEO_DIR, "videos", ".")),
+]
+KEY_FILES = [f"{PREFIX}labels.json", "labels.json"]
 
 
 def _find(directory: Path, name: str) -> Path | None:
@@ -93,14 +106,6 @@ class _Classes:
     source: Path
 
 
-def _annotation_dir(options: DatasetOptions, root: Path) -> Path:
-    """``--annotations`` (a directory, or one file in it), else ``ROOT/labels``, else ``ROOT``."""
-    ann_dir = (
-        Path(options.annotations) if options.annotations else first_existing([root / "labels", root], "SSv2 labels")
-    )
-    return ann_dir.parent if ann_dir.is_file() else ann_dir
-
-
 def _read_classes(ann_dir: Path, options: DatasetOptions) -> tuple[_Classes, list[str]]:
     """The classes from the labels file, and the class names of the dataset in index order."""
     labels_file = _find(ann_dir, "labels.json")
@@ -152,6 +157,7 @@ def _list_clips(
     """The clips of one list file, and how many unlabelled test entries it skipped."""
     clips: list[Clip] = []
     skipped = 0
+    suffix = None
     for n, entry in enumerate(json_list(path)):
         where = f"{path}: entry {n}"
         video_id, name = _entry_class(entry, split, where, answers_file, answers)
@@ -162,8 +168,27 @@ def _list_clips(
             raise StepcliError(f"{where} (id {video_id}): class {name!r} is not in {classes.source}")
         if name not in classes.index:
             continue  # left out by --classes
-        clips.append(Clip(str(video_id), str((video_dir / f"{video_id}.webm").resolve()), classes.index[name], split))
+        suffix = suffix or _video_suffix(video_dir, str(video_id))
+        video = str((video_dir / f"{video_id}{suffix}").resolve())
+        clips.append(Clip(str(video_id), video, classes.index[name], split))
     return clips, skipped
+
+
+def _video_suffix(video_dir: Path, video_id: str) -> str:
+    """``.webm`` as released; ``.mp4`` when the first video is there only as that (re-encoded copies)."""
+    try:
+        mp4_only = not (video_dir / f"{video_id}.webm").exists() and (video_dir / f"{video_id}.mp4").exists()
+    except (OSError, ValueError):  # an id no file can have (a NUL byte, too long): its clip fails later
+        mp4_only = False
+    return ".mp4" if mp4_only else ".webm"
+
+
+def _unlabelled(path: Path, skipped: int, ann_dir: Path, alone: bool) -> None:
+    """An unlabelled test list: an error when it is all that was asked for, else a warning."""
+    what = f"{path}: its {skipped} test clips have no labels without {ANSWERS} (id;class name per line)"
+    if alone:
+        raise StepcliError(f"{what}; put that file from the SSv2 download in {ann_dir} and rerun")
+    log.warning(f"WARNING: {what}; left out (put it in {ann_dir} to extract them)")
 
 
 @register_dataset("ssv2")
@@ -171,9 +196,9 @@ def ssv2_dataset(options: DatasetOptions) -> Dataset:
     if options.root is None and options.annotations is None:
         raise StepcliError("--dataset ssv2 needs --root DIR (videos) and/or --annotations DIR (the label JSON files)")
     root = Path(options.root) if options.root else Path(options.annotations)
-    ann_dir = _annotation_dir(options, root)
+    annotations = Path(options.annotations) if options.annotations else None
+    ann_dir, video_dir, layout = locate(root, annotations, LAYOUTS, KEY_FILES, "ssv2")
     classes, class_names = _read_classes(ann_dir, options)
-    video_dir = root / VIDEO_DIR if (root / VIDEO_DIR).is_dir() else root
     lists = _list_files(options, ann_dir)
     answers_file = _find(ann_dir, "test-answers.csv")
     answers = _test_answers(answers_file) if answers_file else None
@@ -182,14 +207,18 @@ def ssv2_dataset(options: DatasetOptions) -> Dataset:
     skipped_test = 0
     for path, split in lists:
         found, skipped = _list_clips(path, split, classes, video_dir, answers_file, answers)
+        if skipped:
+            _unlabelled(path, skipped, ann_dir, alone=len(lists) == 1)
         clips += found
         skipped_test += skipped
     return Dataset(
         name="ssv2",
         clips=clips,
         class_names=class_names,
+        official_classes=sorted(classes.official),
         source={
             "format": "something-something-v2",
+            "layout": layout,
             "labels": str(classes.source.resolve()),
             "lists": [str(p.resolve()) for p, _ in lists],
             "videos": str(video_dir.resolve()),
