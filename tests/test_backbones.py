@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import open_clip
 import pytest
@@ -120,3 +122,12 @@ def test_layer_choice(tmp_path):
     pixels = torch.randn(1, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
     with torch.no_grad():
         assert not torch.allclose(first(pixels), last(pixels))
+
+
+def test_random_init_is_announced_once_and_the_root_logger_is_left_alone(tiny_openclip, capfd) -> None:
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers), list(root.filters))
+    load_backbone(tiny_openclip, TINY_IMAGE_SIZE)
+    err = capfd.readouterr().err
+    assert "initialized randomly" not in err  # open_clip's own notice, on the root logger
+    assert (root.level, list(root.handlers), list(root.filters)) == before

@@ -274,8 +274,21 @@ def _warn_random_init(spec: str) -> None:
     )
 
 
+class _OpenClipRandomInitNotice(logging.Filter):
+    """open_clip announces random init on the root logger; our own warning already said it, louder."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
 @contextmanager
 def _random_init_seed():
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        yield
+    notice = _OpenClipRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)  # only while the model is built: the root logger is left as it was
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            yield
+    finally:
+        root.removeFilter(notice)
