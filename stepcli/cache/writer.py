@@ -15,8 +15,10 @@ import h5py
 import numpy as np
 
 from stepcli.cache.format import SHARDS
+from stepcli.cache.lock import is_held
 
-_SHARD_NAME = re.compile(r"^r(\d+)-(\d+)\.h5(\.tmp)?$")
+# a temporary shard carries its writer's pid, so no two processes ever write one file
+_SHARD_NAME = re.compile(r"^r(\d+)-(\d+)\.h5(\.\d+)?(\.tmp)?$")
 
 
 class ShardWriter:
@@ -47,6 +49,7 @@ class ShardWriter:
         )
         self._file: h5py.File | None = None
         self._tmp_path: Path | None = None
+        self._final_path: Path | None = None
         self._count = 0
         self.completed: list[Path] = []
 
@@ -82,10 +85,11 @@ class ShardWriter:
             return
         self._file.close()
         self._file = None
-        final = self._tmp_path.with_suffix("")  # drop ".tmp"
+        final = self._final_path
         with open(self._tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(self._tmp_path, final)
+        self._tmp_path = None
         self.completed.append(final)
         self._count = 0
 
@@ -94,15 +98,31 @@ class ShardWriter:
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        # on an exception the partial shard is still complete in itself: keep what was done
-        self.close_shard()
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, OSError):
+            self.discard()  # a failed write (e.g. a full disk) may have left the shard incomplete
+        else:
+            # on any other exception the partial shard is still complete in itself: keep what was done
+            self.close_shard()
+
+    def discard(self) -> None:
+        """Drop the shard being written, so that no incomplete file ever gets a final name."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the close flushes, which fails again on a full disk; the file goes anyway
+            self._file = None
+        if self._tmp_path is not None:
+            self._tmp_path.unlink(missing_ok=True)
+        self._count = 0
 
     def _open(self, clip_shape: tuple[int, ...]) -> None:
         T, L, D = clip_shape
         name = f"r{self.rank:03d}-{self._next_number:05d}.h5"
         self._next_number += 1
-        self._tmp_path = self.shard_dir / f"{name}.tmp"
+        self._final_path = self.shard_dir / name
+        self._tmp_path = self.shard_dir / f"{name}.{os.getpid()}.tmp"
         f = h5py.File(self._tmp_path, "w")
         f.create_dataset("tokens", (0, T, L, D), maxshape=(None, T, L, D), dtype=np.float16, chunks=(1, T, L, D))
         f.create_dataset("clip_id", (0,), maxshape=(None,), dtype=h5py.string_dtype())
@@ -116,8 +136,10 @@ class ShardWriter:
 
 
 def remove_stale_temporaries(shard_dir: Path, rank: int, world_size: int) -> None:
-    """Delete half-written shards left by killed runs of the ranks this process now stands in for."""
+    """Delete half-written shards left by killed runs of the ranks this process now stands in for
+    (not those of a rank that a live process holds: they are being written)."""
     for entry in os.listdir(shard_dir):
         m = _SHARD_NAME.match(entry)
-        if m and m.group(3) and int(m.group(1)) % world_size == rank:
+        owner = int(m.group(1)) if m else -1
+        if m and m.group(4) and owner % world_size == rank and (owner == rank or not is_held(shard_dir.parent, owner)):
             (shard_dir / entry).unlink(missing_ok=True)
