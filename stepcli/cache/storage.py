@@ -37,16 +37,16 @@ def make_cache_dir(out: Path) -> None:
         raise StepcliError(f"--out {out} cannot be used as a cache directory ({_reason(err)})") from None
 
 
-def error_number(err: OSError) -> int | None:
-    """The errno of `err`, also when h5py wrapped it into its message."""
-    if err.errno is not None:
+def error_number(err: BaseException) -> int | None:
+    """The errno of `err`, also when h5py wrapped it into its message (as an OSError or RuntimeError)."""
+    if isinstance(err, OSError) and err.errno is not None:
         return err.errno
     match = _HDF5_ERRNO.search(str(err))
     return int(match.group(1)) if match else None
 
 
 def is_disk_full(err: BaseException) -> bool:
-    return isinstance(err, OSError) and error_number(err) in NO_SPACE
+    return isinstance(err, OSError | RuntimeError) and error_number(err) in NO_SPACE
 
 
 @contextmanager
@@ -54,7 +54,7 @@ def disk_full_stops(out: Path) -> Iterator[None]:
     """Turn a failed write for lack of space into a one-line error that says how to resume."""
     try:
         yield
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         if not is_disk_full(err):
             raise
         raise StepcliError(
