@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -223,7 +224,8 @@ def _extract_clips(
                 if "error" in item:
                     _fail(Path(cfg.out), summary, item["clip"].clip_id, item["clip"].path, item["error"])
             if good:
-                tokens = encoder.encode_clips([item["pixels"] for item in good], device)
+                with np.errstate(over="ignore"):  # an overflow to inf is this clip's failure, checked below
+                    tokens = encoder.encode_clips([item["pixels"] for item in good], device)
                 for item, clip_tokens in zip(good, tokens, strict=True):
                     clip = item["clip"]
                     if (reason := non_finite_reason(clip_tokens)) is not None:
