@@ -29,7 +29,7 @@ from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
-from stepcli.extract.datasets.annotations import csv_rows, first_existing, frame_range, restrict_classes
+from stepcli.extract.datasets.annotations import csv_rows, first_existing, frame_range, restrict_classes, video_name
 
 COLUMNS = ["participant_id", "file_id", "annotation_id", "frame_start", "frame_end", "activity", "chunk_id"]
 DEFAULT_VIEW = "kinect_color"
@@ -92,8 +92,7 @@ def drive_act_dataset(options: DatasetOptions) -> Dataset:
     for where, row, split in rows:
         if not row["activity"]:
             raise StepcliError(f"{where}: empty activity")
-        if not row["file_id"]:
-            raise StepcliError(f"{where}: empty file_id")
+        video_name(row["file_id"], where, "file_id")
         first, stop = frame_range(row["frame_start"], row["frame_end"], where, ("frame_start", "frame_end"))
         clip_id = f"{row['file_id']}:{row['annotation_id']}:{row['chunk_id']}"
         if clip_id in seen:

@@ -29,7 +29,15 @@ from typing import Any
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
-from stepcli.extract.datasets.annotations import entry_fields, first_existing, json_list, read_json, restrict_classes
+from stepcli.extract.datasets.annotations import (
+    entry_fields,
+    first_existing,
+    json_list,
+    read_json,
+    restrict_classes,
+    video_name,
+)
+from stepcli.textfile import read_text
 
 PREFIX = "something-something-v2-"
 VIDEO_DIR = "20bn-something-something-v2"
@@ -70,7 +78,7 @@ def template_class(template: object, where: str) -> str:
 
 def _test_answers(path: Path) -> dict[str, str]:
     answers: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         video_id, sep, name = line.partition(";")
@@ -155,6 +163,7 @@ def _list_clips(
     for n, entry in enumerate(json_list(path)):
         where = f"{path}: entry {n}"
         video_id, name = _entry_class(entry, split, where, answers_file, answers)
+        video_id = video_name(video_id, where, "id")
         if name is None:
             skipped += 1
             continue
