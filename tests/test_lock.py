@@ -103,6 +103,19 @@ def test_two_processes_generate_one_demo_folder(tmp_path):
         np.testing.assert_array_equal(second[clip_id], tokens)
 
 
+@pytest.mark.slow
+def test_lock_dies_with_the_holder_not_with_its_decoding_workers(tmp_path):
+    """DataLoader workers are forked with a copy of every descriptor; the lock must not live on in them."""
+    out = tmp_path / "cache"
+    holder = _start([*_args(out, tmp_path / "videos", size=2), "--workers", "2"])
+    while holder.poll() is None and not list((out / "shards").glob("*.h5*")):
+        time.sleep(0.005)
+    assert holder.poll() is None and is_held(out, 0)
+    holder.send_signal(signal.SIGKILL)  # the main process only: its workers notice later
+    holder.wait()
+    assert not is_held(out, 0)
+
+
 def test_lock_file_is_in_the_cache(tmp_path):
     with CacheLock.acquire(tmp_path, rank=3, world_size=4):
         assert lock_path(tmp_path, 3).is_file()

@@ -22,6 +22,22 @@ from pathlib import Path
 from stepcli import StepcliError
 
 LOCK_PREFIX = ".lock.r"
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child (a DataLoader decoding worker): close its copies of the parent's lock
+    descriptors. A flock lives while any copy is open, so otherwise a SIGKILLed extraction's lock
+    would outlive it in its workers until they notice; closing a copy never releases the parent's."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,7 @@ class CacheLock:
                 f"{cache_dir} (rank {rank}) is being written by {who}; wait for it to finish, or stop it "
                 "and rerun to resume"
             ) from None
+        _HELD.add(fd)
         lock = cls(path, fd)
         try:
             _refuse_other_world_size(Path(cache_dir), rank, world_size)
@@ -89,6 +106,7 @@ class CacheLock:
 
     def release(self) -> None:
         if self._fd >= 0:
+            _HELD.discard(self._fd)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
 
@@ -117,8 +135,8 @@ def is_held(cache_dir: Path, rank: int) -> bool:
 
 def _refuse_other_world_size(cache_dir: Path, rank: int, world_size: int) -> None:
     for path in sorted(cache_dir.glob(f"{LOCK_PREFIX}*")):
-        other = int(path.name.removeprefix(LOCK_PREFIX)) if path.name.removeprefix(LOCK_PREFIX).isdigit() else None
-        if other is None or other == rank or not is_held(cache_dir, other):
+        suffix = path.name.removeprefix(LOCK_PREFIX)
+        if not suffix.isdigit() or int(suffix) == rank or not is_held(cache_dir, int(suffix)):
             continue
         holder = Holder.read(path)
         if holder is not None and holder.world_size != world_size:
