@@ -74,6 +74,7 @@ def test_damaged_run_is_one_line_everywhere(compared, demo_cache, tmp_path, dama
     run = out / "runs" / "linear"
     edit, expected = DAMAGES[damage]
     edit(run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     for args in (
         ["shuffle-test", "--run", run],
         ["predict", "--run", run, _video(demo_cache)],
@@ -81,6 +82,7 @@ def test_damaged_run_is_one_line_everywhere(compared, demo_cache, tmp_path, dama
     ):
         line = fails(*args)
         assert expected in line and str(run) in line, (args[0], line)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before, "the damaged run is left as it was"
 
 
 def test_missing_config_is_an_unfinished_run(compared, demo_cache, tmp_path):
