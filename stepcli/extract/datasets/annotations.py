@@ -65,8 +65,14 @@ def entry_fields(entry: Any, keys: Iterable[str], where: str) -> list:
 
 
 def video_name(value: Any, where: str, name: str) -> str:
-    """A video's name or id as given (a string, or an integer id); blank or another type is an error."""
-    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip() or "\x00" in str(value):
+    """A video's name or id as given (a string, or an integer id); blank, control characters (a NUL
+    or newline) or another type is an error."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int)
+        or not str(value).strip()
+        or not str(value).isprintable()
+    ):
         raise StepcliError(f"{where}: {name} {value!r} does not name a video")
     return str(value)
 

@@ -134,7 +134,7 @@ def _segment(segment: object, at: str, classes: _Classes) -> tuple[str, int, int
     if not isinstance(bounds, list) or len(bounds) != 2:
         raise StepcliError(f"{at}: 'segment' {bounds!r} is not [start_frame, end_frame]")
     first, stop = frame_range(bounds[0], bounds[1], at, ("start_frame", "end_frame"))
-    if label not in classes.official:
+    if not isinstance(label, str) or label not in classes.official:
         raise StepcliError(f"{at}: label {label!r} is not in {classes.source}")
     return label, first, stop
 
