@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_BACKBONE, TINY_CLI, TINY_IMAGE_SIZE, cache_tokens, child_env, error_line, fails
+from conftest import TINY_BACKBONE, TINY_CLI, TINY_IMAGE_SIZE, cache_tokens, child_env, error_line, fails, invoke
 
 from stepcli.cache.verify import verify_cache
 
@@ -40,13 +40,13 @@ def _run(args: list[str], file_size_limit: int | None = None) -> subprocess.Comp
 def test_file_size_limit_mid_extraction_then_rerun(tmp_path):
     videos = tmp_path / "videos"
     reference = tmp_path / "reference"
-    assert _run(_args(reference, videos)).returncode == 0
+    assert invoke(*_args(reference, videos)).exit_code == 0  # in this process: only the limited run needs a child
     expected = cache_tokens(reference)
     assert len(expected) == 24
 
     out = tmp_path / "cache"
-    first = _run(_args(out, videos, "--limit", "8"))  # two complete shards, written without a limit
-    assert first.returncode == 0, first.stderr
+    first = invoke(*_args(out, videos, "--limit", "8"))  # two complete shards, written without a limit
+    assert first.exit_code == 0, first.output
     before = {p.name: p.read_bytes() for p in (out / "shards").glob("*.h5")}
     assert len(before) == 2
 
@@ -60,8 +60,8 @@ def test_file_size_limit_mid_extraction_then_rerun(tmp_path):
     assert {p.name: p.read_bytes() for p in (out / "shards").glob("*.h5")} == before
     assert verify_cache(out).ok
 
-    rerun = _run(_args(out, videos))
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = invoke(*_args(out, videos))
+    assert rerun.exit_code == 0, rerun.output
     got = cache_tokens(out)
     assert sorted(got) == sorted(expected)
     for clip_id, tokens in expected.items():

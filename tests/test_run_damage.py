@@ -127,7 +127,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_config_loads_or_is_one_stepcli_error(compared, tmp_path_factory, data):
     """Any one value of config.json replaced (or its key dropped): the run loads or a StepcliError."""

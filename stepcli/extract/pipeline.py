@@ -24,7 +24,7 @@ from stepcli.cache.failures import append_failure
 from stepcli.cache.format import FAILURES, MANIFEST, SHARDS, Manifest
 from stepcli.cache.lock import CacheLock
 from stepcli.cache.records import DatasetRecord, ExtractionRecord
-from stepcli.cache.storage import disk_full_stops, ignore_file_size_signal, make_cache_dir
+from stepcli.cache.storage import disk_full_stops, make_cache_dir
 from stepcli.cache.verify import non_finite_reason
 from stepcli.cache.writer import ShardWriter
 from stepcli.device import resolve_device
@@ -172,7 +172,6 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     out = Path(cfg.out)
     dataset = load_dataset(cfg.dataset, replace(cfg.dataset_options, num_frames=cfg.num_frames))
     make_cache_dir(out)
-    ignore_file_size_signal()
     with CacheLock.acquire(out, rank, world_size), disk_full_stops(out):
         return _extract_locked(cfg, dataset, out, (rank, world_size, local_rank))
 
