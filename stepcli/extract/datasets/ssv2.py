@@ -58,6 +58,8 @@ def read_labels(path: Path) -> list[str]:
         raise StepcliError(f"{path}: expected a JSON object {{class name: index}}")
     by_index: dict[int, str] = {}
     for name, value in data.items():
+        if not name.strip() or isinstance(value, bool):
+            raise StepcliError(f"{path}: entry {name!r}: {value!r} is not a class name and index")
         try:
             index = int(value)
         except (TypeError, ValueError):
