@@ -20,7 +20,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except StepcliError as err:
-            click.echo(f"error: {err}", err=True)
+            # one line even when a message quotes a user's value that holds a newline
+            click.echo("error: " + " ".join(str(err).splitlines()), err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo(

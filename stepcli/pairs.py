@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from stepcli import StepcliError
+from stepcli.textfile import read_text
 
 Pair = tuple[str, str]
 
@@ -26,7 +27,7 @@ def read_pairs(path: Path | str, class_names: list[str]) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise StepcliError(f"pairs file {path} not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     names = set(class_names)
     if text.lstrip().startswith("["):
         entries = _json_pairs(path, text)

@@ -27,7 +27,7 @@ class FeatureCache:
         self.shard_paths = sorted((self.path / SHARDS).glob("*.h5")) if (self.path / SHARDS).is_dir() else []
         clip_ids, labels, splits, shard_of, row_of = [], [], [], [], []
         seen: set[str] = set()
-        self.duplicates = 0
+        self.duplicates = 0  # kept for callers: always 0, a cache holding a clip twice is refused
         for s, shard_path in enumerate(self.shard_paths):
             try:
                 with h5py.File(shard_path, "r") as f:
@@ -37,9 +37,11 @@ class FeatureCache:
             except (OSError, KeyError) as err:
                 raise StepcliError(f"shard {shard_path} cannot be read ({err}); delete it and rerun extract") from None
             for r, clip_id in enumerate(ids):
-                if clip_id in seen:
-                    self.duplicates += 1
-                    continue
+                if not clip_id.strip() or clip_id in seen:
+                    what = "a blank clip id" if not clip_id.strip() else f"clip id {clip_id!r} a second time"
+                    raise StepcliError(
+                        f"shard {shard_path} holds {what} (row {r}); the cache is damaged: run `stepcli verify {self.path}`"
+                    )
                 seen.add(clip_id)
                 clip_ids.append(clip_id)
                 labels.append(int(shard_labels[r]))

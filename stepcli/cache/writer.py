@@ -15,8 +15,10 @@ import h5py
 import numpy as np
 
 from stepcli.cache.format import SHARDS
+from stepcli.cache.lock import is_held
 
-_SHARD_NAME = re.compile(r"^r(\d+)-(\d+)\.h5(\.tmp)?$")
+# a temporary shard carries its writer's pid, so no two processes ever write one file
+_SHARD_NAME = re.compile(r"^r(\d+)-(\d+)\.h5(\.\d+)?(\.tmp)?$")
 
 
 class ShardWriter:
@@ -47,6 +49,8 @@ class ShardWriter:
         )
         self._file: h5py.File | None = None
         self._tmp_path: Path | None = None
+        self._final_path: Path | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}  # held open: a handle dropped mid-write flushes
         self._count = 0
         self.completed: list[Path] = []
 
@@ -60,18 +64,18 @@ class ShardWriter:
         timestamps: np.ndarray,
     ) -> None:
         """Append one clip; ``tokens`` is ``[T, P+N, D]`` and is stored as float16."""
-        if self._file is None:
-            self._open(tokens.shape)
-        f = self._file
-        i = self._count
-        for name in ("tokens", "clip_id", "label", "split", "frame_index", "timestamp"):
-            f[name].resize(i + 1, axis=0)
-        f["tokens"][i] = tokens.astype(np.float16)
-        f["clip_id"][i] = clip_id
-        f["label"][i] = label
-        f["split"][i] = split
-        f["frame_index"][i] = frame_index
-        f["timestamp"][i] = timestamps
+        values = {"tokens": tokens.astype(np.float16), "clip_id": clip_id, "label": label, "split": split,
+                  "frame_index": frame_index, "timestamp": timestamps}  # fmt: skip
+        try:
+            if self._file is None:
+                self._open(tokens.shape)
+            for name, value in values.items():
+                self._datasets[name].resize(self._count + 1, axis=0)
+                self._datasets[name][self._count] = value
+            self._file.flush()  # a write that fails (a full disk) fails here, for this clip
+        except (OSError, RuntimeError):
+            self.discard()
+            raise
         self._count += 1
         if self._count >= self.clips_per_shard:
             self.close_shard()
@@ -80,13 +84,18 @@ class ShardWriter:
         """Close the current shard and give it its final name (the commit point)."""
         if self._file is None:
             return
-        self._file.close()
-        self._file = None
-        final = self._tmp_path.with_suffix("")  # drop ".tmp"
-        with open(self._tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self._tmp_path, final)
-        self.completed.append(final)
+        try:
+            self._datasets = {}
+            self._file.close()
+            self._file = None
+            with open(self._tmp_path, "rb") as handle:
+                os.fsync(handle.fileno())
+        except (OSError, RuntimeError):
+            self.discard()
+            raise
+        os.replace(self._tmp_path, self._final_path)
+        self._tmp_path = None
+        self.completed.append(self._final_path)
         self._count = 0
 
     close = close_shard
@@ -95,14 +104,36 @@ class ShardWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # on an exception the partial shard is still complete in itself: keep what was done
+        # a failed write has discarded its shard already; on any other exception the partial
+        # shard is complete in itself: keep what was done
         self.close_shard()
+
+    def discard(self) -> None:
+        """Drop the shard being written, so that no incomplete file ever gets a final name."""
+        if self._tmp_path is not None:
+            self._tmp_path.unlink(missing_ok=True)
+            self._tmp_path = None
+        if self._file is not None:
+            # closing flushes HDF5's caches, which would fail again on a full disk and leave handles
+            # that fail once more at exit: point the abandoned file's descriptor at /dev/null first
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, self._file.id.get_vfd_handle())
+                self._datasets = {}
+                self._file.close()
+            except (OSError, RuntimeError):
+                pass  # nothing of this file is kept
+            finally:
+                os.close(null)
+            self._file = None
+        self._count = 0
 
     def _open(self, clip_shape: tuple[int, ...]) -> None:
         T, L, D = clip_shape
         name = f"r{self.rank:03d}-{self._next_number:05d}.h5"
         self._next_number += 1
-        self._tmp_path = self.shard_dir / f"{name}.tmp"
+        self._final_path = self.shard_dir / name
+        self._tmp_path = self.shard_dir / f"{name}.{os.getpid()}.tmp"
         f = h5py.File(self._tmp_path, "w")
         f.create_dataset("tokens", (0, T, L, D), maxshape=(None, T, L, D), dtype=np.float16, chunks=(1, T, L, D))
         f.create_dataset("clip_id", (0,), maxshape=(None,), dtype=h5py.string_dtype())
@@ -113,11 +144,14 @@ class ShardWriter:
         for key, value in self.attrs.items():
             f.attrs[key] = value
         self._file = f
+        self._datasets = {name: f[name] for name in f}
 
 
 def remove_stale_temporaries(shard_dir: Path, rank: int, world_size: int) -> None:
-    """Delete half-written shards left by killed runs of the ranks this process now stands in for."""
+    """Delete half-written shards left by killed runs of the ranks this process now stands in for
+    (not those of a rank that a live process holds: they are being written)."""
     for entry in os.listdir(shard_dir):
         m = _SHARD_NAME.match(entry)
-        if m and m.group(3) and int(m.group(1)) % world_size == rank:
+        owner = int(m.group(1)) if m else -1
+        if m and m.group(4) and owner % world_size == rank and (owner == rank or not is_held(shard_dir.parent, owner)):
             (shard_dir / entry).unlink(missing_ok=True)

@@ -8,10 +8,12 @@ from stepcli.commands.pairs import pairs_command
 from stepcli.commands.predict import predict_command
 from stepcli.commands.shuffle_test import shuffle_test_command
 from stepcli.commands.train_probe import train_probe_command
+from stepcli.commands.verify import verify_command
 
 COMMANDS = [
     extract,
     inspect_cache,
+    verify_command,
     pairs_command,
     train_probe_command,
     predict_command,

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from stepcli.cache.storage import ignore_file_size_signal
 from stepcli.commands.common import PathArg, default_of, device_option, pairs_option, verbosity_options
 from stepcli.extract.datasets import DatasetOptions, dataset_names
 from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
@@ -66,7 +67,8 @@ def extract(dataset, out, **kwargs) -> None:
     given["pairs"] = given.pop("pairs_file")
     if dataset == "demo" and given["root"] is None:
         given["root"] = out / "videos"
+    ignore_file_size_signal()  # past `ulimit -f`, a one-line error instead of a silent kill
     summary = run_extract(ExtractConfig(dataset=dataset, out=out, dataset_options=DatasetOptions(**given), **kwargs))
     for line in summary.report(out):
         log.info(line)
-    sys.exit(1 if summary.failed else 0)
+    sys.exit(1 if summary.missing else 0)  # any clip of the requested set not in the cache

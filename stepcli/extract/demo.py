@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stepcli.cache.format import write_atomic
+from stepcli.cache.lock import waiting_lock
 from stepcli.extract.video import write_video
 
 FRAMES_PER_SEGMENT = 3
@@ -226,14 +228,26 @@ def _split_of(index: int, draws: int) -> str:
 def generate_demo(
     root: Path, clips_per_class: int = 20, num_frames: int = 8, seed: int = 0, size: int = 112
 ) -> list[DemoClip]:
-    """Write the demo videos under ``root`` (skipped when the same demo is already there)."""
+    """Write the demo videos under ``root`` (skipped when the same demo is already there).
+
+    Generation holds a lock on the folder: a second process generating the same demo into it
+    waits, then reuses the videos, instead of writing the same files at the same time.
+    """
     root = Path(root)
-    index_path = root / "demo.json"
-    params = {"clips_per_class": clips_per_class, "num_frames": num_frames, "seed": seed, "size": size}
-    if index_path.is_file():
-        saved = json.loads(index_path.read_text())
-        if saved["params"] == params:
-            return [DemoClip(**c) for c in saved["clips"]]
+    with waiting_lock(root / ".demo.lock"):
+        index_path = root / "demo.json"
+        params = {"clips_per_class": clips_per_class, "num_frames": num_frames, "seed": seed, "size": size}
+        if index_path.is_file():
+            saved = json.loads(index_path.read_text())
+            if saved["params"] == params:
+                return [DemoClip(**c) for c in saved["clips"]]
+        clips = _generate(root, clips_per_class, num_frames, seed, size)
+        _write_annotations(root, clips)
+        write_atomic(index_path, json.dumps({"params": params, "clips": [c.__dict__ for c in clips]}, indent=1))
+        return clips
+
+
+def _generate(root: Path, clips_per_class: int, num_frames: int, seed: int, size: int) -> list[DemoClip]:
     n = num_frames * FRAMES_PER_SEGMENT
     clips: list[DemoClip] = []
     for kind, (forward, backward) in enumerate(PAIRS):
@@ -247,8 +261,6 @@ def generate_demo(
                 (root / slug).mkdir(parents=True, exist_ok=True)
                 write_video(root / rel, np.ascontiguousarray(video), fps=FPS)
                 clips.append(DemoClip(clip_id=f"{slug}-{i:04d}", path=rel, label=label, split=split))
-    _write_annotations(root, clips)
-    index_path.write_text(json.dumps({"params": params, "clips": [c.__dict__ for c in clips]}, indent=1))
     return clips
 
 

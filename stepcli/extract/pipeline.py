@@ -15,13 +15,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stepcli import StepcliError, __version__
 from stepcli.cache.failures import append_failure
 from stepcli.cache.format import FAILURES, MANIFEST, SHARDS, Manifest
+from stepcli.cache.lock import CacheLock
 from stepcli.cache.records import DatasetRecord, ExtractionRecord
+from stepcli.cache.storage import disk_full_stops, make_cache_dir
+from stepcli.cache.verify import non_finite_reason
 from stepcli.cache.writer import ShardWriter
 from stepcli.device import resolve_device
 from stepcli.distributed import rank_and_world_size
@@ -66,6 +70,7 @@ class ExtractSummary:
     world_size: int = 1
     total: int = 0  # clips in the dataset
     cached: int = 0  # clips in the cache when this process finished, from every rank's shards
+    missing: int = 0  # clips of this process's share not in the cache when it finished: the exit status
 
     def report(self, out: Path) -> list[str]:
         """What the user should read when extraction ends: counts, and what is still missing where."""
@@ -147,19 +152,34 @@ def check_or_write_manifest(out: Path, manifest: Manifest) -> None:
 def clips_in_cache(out: Path) -> set[str]:
     done: set[str] = set()
     for shard in sorted((out / SHARDS).glob("*.h5")):
-        with h5py.File(shard, "r") as f:
-            done.update(x.decode() if isinstance(x, bytes) else x for x in f["clip_id"][:])
+        try:
+            with h5py.File(shard, "r") as f:
+                done.update(x.decode() if isinstance(x, bytes) else x for x in f["clip_id"][:])
+        except (OSError, KeyError) as err:
+            reason = str(err).splitlines()[0]
+            raise StepcliError(f"shard {shard} cannot be read ({reason}); check with `stepcli verify {out}`") from None
     return done
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractSummary:
-    """Extract every clip of this rank's share that is not cached yet; see the module docstring."""
+    """Extract every clip of this rank's share that is not cached yet; see the module docstring.
+
+    The rank's lock is taken once the annotations are read (bad ones leave no cache directory
+    behind) and before anything is written to the cache, so a second process on the same cache and
+    rank stops before loading the backbone instead of writing beside this one.
+    """
     rank, world_size, local_rank = rank_and_world_size(cfg.rank, cfg.world_size)
     out = Path(cfg.out)
     dataset = load_dataset(cfg.dataset, replace(cfg.dataset_options, num_frames=cfg.num_frames))
+    make_cache_dir(out)
+    with CacheLock.acquire(out, rank, world_size), disk_full_stops(out):
+        return _extract_locked(cfg, dataset, out, (rank, world_size, local_rank))
+
+
+def _extract_locked(cfg: ExtractConfig, dataset: ClipList, out: Path, ranks: tuple[int, int, int]) -> ExtractSummary:
+    rank, world_size, local_rank = ranks
     device = resolve_device(cfg.device, local_rank)
     encoder = load_backbone(cfg.backbone, cfg.image_size, cfg.layer).to(device)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest(cfg, encoder, dataset)
     check_or_write_manifest(out, manifest)
 
@@ -184,7 +204,10 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
         _extract_clips(todo, cfg, encoder, device, writer, summary)
     summary.seconds = time.perf_counter() - started
     summary.shards = writer.completed
-    summary.cached = len(clips_in_cache(out))
+    cached = clips_in_cache(out)
+    summary.cached = len(cached)
+    share = [c.clip_id for c in dataset.clips[rank::world_size]]
+    summary.missing = sum(c not in cached for c in share) + len(dataset.rejected[rank::world_size])
     return summary
 
 
@@ -200,9 +223,13 @@ def _extract_clips(
                 if "error" in item:
                     _fail(Path(cfg.out), summary, item["clip"].clip_id, item["clip"].path, item["error"])
             if good:
-                tokens = encoder.encode_clips([item["pixels"] for item in good], device)
+                with np.errstate(over="ignore"):  # an overflow to inf is this clip's failure, checked below
+                    tokens = encoder.encode_clips([item["pixels"] for item in good], device)
                 for item, clip_tokens in zip(good, tokens, strict=True):
                     clip = item["clip"]
+                    if (reason := non_finite_reason(clip_tokens)) is not None:
+                        _fail(Path(cfg.out), summary, clip.clip_id, clip.path, reason)
+                        continue
                     writer.add(clip.clip_id, clip.label, clip.split, clip_tokens, item["frame_index"],
                                item["timestamps"])  # fmt: skip
                     summary.extracted += 1

@@ -27,7 +27,7 @@ from stepcli.probe.report import (
     write_tables,
 )
 from stepcli.probe.results import ComparisonRow
-from stepcli.probe.run import Run, load_run, read_run_config
+from stepcli.probe.run import CONFIG, Run, load_run, read_run_config
 from stepcli.probe.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
 from stepcli.probe.train import train_probe
 
@@ -68,10 +68,12 @@ def _train_config(cfg: CompareConfig, probe: str) -> TrainConfig:
 
 def _reusable(tcfg: TrainConfig, cache: FeatureCache) -> bool:
     """True when `tcfg.out` holds a finished run of the same probe, settings and cache."""
+    if not (Path(tcfg.out) / CONFIG).is_file():
+        return False  # not trained yet, or cut short: train it
     try:
         recorded = read_run_config(tcfg.out)
-    except StepcliError:
-        return False
+    except StepcliError as err:  # damaged: say so rather than train over it
+        raise StepcliError(f"{err}; delete {tcfg.out} to train it again") from None
     same_cache = recorded.cache.path == cache.path.resolve()
     return same_cache and all(getattr(recorded.train, k) == getattr(tcfg, k) for k in REUSE_KEYS)
 

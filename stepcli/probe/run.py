@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stepcli import StepcliError
-from stepcli.cache.format import write_atomic
+from stepcli.cache.format import MANIFEST, write_atomic
 from stepcli.cache.reader import FeatureCache
 from stepcli.probe import Probe, build_probe
 from stepcli.probe.config import CacheRef, RunConfig
@@ -68,6 +68,17 @@ class Run:
                 f"cache {cache.path} lacks {len(missing)} of run {self.run_dir}'s {split} clips (e.g. {missing[0]!r})"
             )
         return np.asarray([index[i] for i in ids], dtype=np.int64)
+
+    def open_cache(self, cache: FeatureCache | Path | str | None = None) -> FeatureCache:
+        """`cache`, or the cache the run was trained on, which may have moved since."""
+        if isinstance(cache, FeatureCache):
+            return cache
+        if cache is None and not (self.cache_path / MANIFEST).is_file():
+            raise StepcliError(
+                f"run {self.run_dir} was trained on the cache {self.cache_path}, which is not there any more; "
+                "pass --cache with where it is now"
+            )
+        return FeatureCache(self.cache_path if cache is None else cache)
 
     def check_cache(self, cache: FeatureCache) -> None:
         """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)."""
@@ -126,9 +137,19 @@ def read_run_config(run_dir: Path | str) -> RunConfig:
     path = Path(run_dir) / CONFIG
     data = _read_json(path, "train it with `stepcli train-probe`")
     try:
-        return RunConfig.from_dict(data)
-    except (KeyError, TypeError, AttributeError, StepcliError) as err:
-        raise StepcliError(f"{path} does not describe a run ({err!r}); the run is damaged") from None
+        config = RunConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError, StepcliError) as err:
+        reason = repr(err).splitlines()[0]
+        raise StepcliError(f"{path} does not describe a run ({reason}); the run is damaged") from None
+    # the probe was built for its cache's tokens: a config whose two halves disagree was edited
+    cache_layout = config.cache.extraction.layout
+    if config.layout != cache_layout or config.num_classes != len(config.class_names):
+        raise StepcliError(
+            f"{path} is inconsistent (probe built for {config.layout.clip_shape} tokens and {config.num_classes} "
+            f"classes, its cache holds {cache_layout.clip_shape} tokens and {len(config.class_names)} classes); "
+            "the run is damaged"
+        )
+    return config
 
 
 def load_run(run_dir: Path | str, cache: FeatureCache | Path | str | None = None) -> Run:
@@ -137,8 +158,9 @@ def load_run(run_dir: Path | str, cache: FeatureCache | Path | str | None = None
     config = read_run_config(run_dir)
     try:
         probe = build_probe(config.probe, config.layout, config.num_classes, **config.probe_options)
-    except (TypeError, StepcliError) as err:
-        raise StepcliError(f"{run_dir / CONFIG} does not describe a probe ({err}); the run is damaged") from None
+    except (TypeError, ValueError, RuntimeError, StepcliError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StepcliError(f"{run_dir / CONFIG} does not describe a probe ({reason}); the run is damaged") from None
     try:
         state = load_file(str(run_dir / MODEL))
     except Exception as err:  # safetensors raises its own error type for truncated or garbled files

@@ -8,6 +8,7 @@ download is found in one look instead of from a traceback deep inside the decode
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stepcli import StepcliError
+from stepcli.textfile import read_text
 
 SPLIT_NAMES = {
     "train": "train",
@@ -41,11 +43,9 @@ def read_json(path: Path) -> Any:
     if not path.is_file():
         raise StepcliError(f"annotation file {path} not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise StepcliError(f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
-    except UnicodeDecodeError:
-        raise StepcliError(f"{path}: not a UTF-8 text file") from None
 
 
 def json_list(path: Path) -> list:
@@ -63,6 +63,19 @@ def entry_fields(entry: Any, keys: Iterable[str], where: str) -> list:
     if missing:
         raise StepcliError(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)}")
     return [entry[k] for k in keys]
+
+
+def video_name(value: Any, where: str, name: str) -> str:
+    """A video's name or id as given (a string, or an integer id); blank, control characters (a NUL
+    or newline) or another type is an error."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int)
+        or not str(value).strip()
+        or not str(value).isprintable()
+    ):
+        raise StepcliError(f"{where}: {name} {value!r} does not name a video")
+    return str(value)
 
 
 def frame_number(value: Any, where: str, name: str) -> int:
@@ -92,7 +105,7 @@ def csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[str, dict[str
     if not path.is_file():
         raise StepcliError(f"annotation file {path} not found")
     columns = list(columns)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         header = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = header
@@ -118,7 +131,7 @@ def restrict_classes(official: list[str], classes: Path | None, source: str) -> 
         raise StepcliError(f"class list {path} not found")
     known = set(official)
     names: list[str] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
         name = line.strip()
         if not name:
             continue

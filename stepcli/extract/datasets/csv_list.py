@@ -8,16 +8,19 @@ recorded as a failed clip rather than silently added.
 from __future__ import annotations
 
 import csv
+import io
+import math
 from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, Rejected, register_dataset
+from stepcli.textfile import read_text
 
 
 def read_class_list(path: Path) -> list[str]:
     if not Path(path).is_file():
         raise StepcliError(f"class list {path} not found")
-    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise StepcliError(f"class list {path} names a class twice")
     return names
@@ -27,9 +30,21 @@ def _seconds(value: str | None, where: str) -> float | None:
     if value is None or value.strip() == "":
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         raise StepcliError(f"{where}: {value!r} is not a time in seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise StepcliError(f"{where}: {value!r} is not a time in seconds (finite, >= 0)")
+    return seconds
+
+
+def _check_row(row: dict, where: str, columns: int) -> None:
+    """A row has a cell for every column of the header and a path and a label (extra cells are ignored)."""
+    if any(value is None for key, value in row.items() if key is not None):
+        raise StepcliError(f"{where}: expected {columns} columns")
+    for key in ("path", "label"):
+        if not row[key].strip() or "\x00" in row[key]:
+            raise StepcliError(f"{where}: {key} {row[key]!r} is empty or not text")
 
 
 @register_dataset("csv")
@@ -40,7 +55,7 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
     if not ann.is_file():
         raise StepcliError(f"annotation file {ann} not found")
     root = Path(options.root) if options.root else ann.parent
-    with open(ann, newline="") as handle:
+    with io.StringIO(read_text(ann), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
@@ -48,6 +63,8 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
                 f"{ann}:1: header lacks column(s) {', '.join(sorted(missing))}; expected path,label[,start,end][,split]"
             )
         rows = [(n, row) for n, row in enumerate(reader, start=2)]
+        for n, row in rows:
+            _check_row(row, f"{ann}:{n}", len(reader.fieldnames))
     class_names = read_class_list(options.classes) if options.classes else sorted({r["label"] for _, r in rows})
     index = {name: i for i, name in enumerate(class_names)}
     clips, rejected, seen = [], [], set()

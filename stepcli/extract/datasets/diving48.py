@@ -36,6 +36,7 @@ from stepcli.extract.datasets.annotations import (
     locate,
     read_json,
     restrict_classes,
+    video_name,
 )
 
 VOCAB = "Diving48_vocab.json"
@@ -52,7 +53,7 @@ def read_vocab(path: Path) -> list[str]:
         raise StepcliError(f"{path}: expected a JSON list of [take-off, somersaults, twists, position] entries")
     names = []
     for n, words in enumerate(data):
-        if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
             raise StepcliError(f"{path}: entry {n}: expected a list of words, found {words!r}")
         names.append(" ".join(words))
     if len(set(names)) != len(names):
@@ -89,6 +90,7 @@ def diving48_dataset(options: DatasetOptions) -> Dataset:
         for n, entry in enumerate(json_list(path)):
             where = f"{path}: entry {n}"
             vid_name, label, start, end = entry_fields(entry, ["vid_name", "label", "start_frame", "end_frame"], where)
+            vid_name = video_name(vid_name, where, "vid_name")
             where = f"{where} ({vid_name})"
             if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(official):
                 raise StepcliError(

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
-from stepcli.extract.datasets.annotations import csv_rows, frame_range, restrict_classes
+from stepcli.extract.datasets.annotations import csv_rows, frame_range, restrict_classes, video_name
 
 COLUMNS = ["participant_id", "file_id", "annotation_id", "frame_start", "frame_end", "activity", "chunk_id"]
 # camera view -> frame rate of its recordings (frames per second), which the annotation frame
@@ -128,8 +128,7 @@ def _row_clip(where: str, row: dict, split: str, path: Path, index: dict[str, in
     """The clip of one annotation row, its time span from the frame rate of the stream it counts."""
     if not row["activity"]:
         raise StepcliError(f"{where}: empty activity")
-    if not row["file_id"]:
-        raise StepcliError(f"{where}: empty file_id")
+    video_name(row["file_id"], where, "file_id")
     first, stop = frame_range(row["frame_start"], row["frame_end"], where, ("frame_start", "frame_end"))
     rate = VIEWS[_counted_view(row["file_id"], path, where)]
     clip_id = f"{row['file_id']}:{row['annotation_id']}:{row['chunk_id']}"

@@ -42,7 +42,9 @@ from stepcli.extract.datasets.annotations import (
     read_json,
     restrict_classes,
     split_name,
+    video_name,
 )
+from stepcli.textfile import read_text
 
 VIEWS = ("dev1", "dev2", "dev3")
 DEFAULT_VIEW = "dev3"
@@ -52,7 +54,7 @@ GT_SEGMENTS = "gt_segments.json"
 
 def read_action_list(path: Path) -> list[str]:
     """``NA`` then the atomic actions sorted, the order the official code gives class indices."""
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not names:
         raise StepcliError(f"{path}: no classes")
     if len(set(names)) != len(names):
@@ -66,7 +68,7 @@ def _split_lists(train_file: Path) -> dict[str, str]:
         raise StepcliError(f"split file {train_file}: its test list {test_file} not found")
     split_of: dict[str, str] = {}
     for split, path in (("train", train_file), ("test", test_file)):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_text(path).splitlines():
             if line.strip():
                 split_of[line.strip().strip("/")] = split
     return split_of
@@ -141,7 +143,7 @@ def _segment(segment: object, at: str, classes: _Classes) -> tuple[str, int, int
     last = frame_number(bounds[1], at, "end_frame")
     if last < first:
         raise StepcliError(f"{at}: end_frame {last} is before start_frame {first} (both are inclusive)")
-    if label not in classes.official:
+    if not isinstance(label, str) or label not in classes.official:
         raise StepcliError(f"{at}: label {label!r} is not in {classes.source}")
     return label, first, last + 1
 
@@ -151,6 +153,7 @@ def _scan_clips(
 ) -> list[Clip]:
     """The clips of one scan's segments, all in the one video of camera ``view``."""
     where = f"{ann}: database[{scan!r}]"
+    video_name(scan, where, "scan")
     (segments,) = entry_fields(record, ["annotation"], where)
     if not isinstance(segments, list):
         raise StepcliError(f"{where}: 'annotation' is not a list")

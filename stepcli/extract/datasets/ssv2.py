@@ -34,7 +34,16 @@ from typing import Any
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
-from stepcli.extract.datasets.annotations import Layout, entry_fields, json_list, locate, read_json, restrict_classes
+from stepcli.extract.datasets.annotations import (
+    Layout,
+    entry_fields,
+    json_list,
+    locate,
+    read_json,
+    restrict_classes,
+    video_name,
+)
+from stepcli.textfile import read_text
 
 log = logging.getLogger(__name__)
 PREFIX = "something-something-v2-"
@@ -63,6 +72,8 @@ def read_labels(path: Path) -> list[str]:
         raise StepcliError(f"{path}: expected a JSON object {{class name: index}}")
     by_index: dict[int, str] = {}
     for name, value in data.items():
+        if not name.strip() or isinstance(value, bool):
+            raise StepcliError(f"{path}: entry {name!r}: {value!r} is not a class name and index")
         try:
             index = int(value)
         except (TypeError, ValueError):
@@ -83,7 +94,7 @@ def template_class(template: object, where: str) -> str:
 
 def _test_answers(path: Path) -> dict[str, str]:
     answers: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         video_id, sep, name = line.partition(";")
@@ -161,6 +172,7 @@ def _list_clips(
     for n, entry in enumerate(json_list(path)):
         where = f"{path}: entry {n}"
         video_id, name = _entry_class(entry, split, where, answers_file, answers)
+        video_id = video_name(video_id, where, "id")
         if name is None:
             skipped += 1
             continue
