@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails
@@ -104,3 +105,26 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses
     assert again.exit_code == 0, again.output
     assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == 5
+
+
+def test_compare_over_seeds_shows_mean_and_std(demo_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    args = ["compare", "--cache", str(demo_cache), "--out", str(out), "--probes", "linear,step", "--seeds", "0,1",
+            "--epochs", "1", "--batch-size", "8", "--permutations", "2", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["seeds"] == [0, 1] and set(data["per_seed"]) == {"linear", "step"}
+    for row in data["rows"]:
+        runs = [out / "runs" / row["probe"] / f"seed-{s}" for s in (0, 1)]
+        metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+        tops = [m["top1"] for m in metrics]
+        assert [r["top1"] for r in data["per_seed"][row["probe"]]] == tops
+        assert row["top1"] == pytest.approx(np.mean(tops), abs=1e-6)
+        assert data["std"][row["probe"]]["top1"] == pytest.approx(np.std(tops, ddof=1), abs=1e-6)
+        assert all("ci95" in m and "top5" in m for m in metrics)
+    table = (out / "comparison.md").read_text()
+    assert table.count(" ± ") >= 2 * 8 and "95% CI" not in table  # every number of both probes
+    for png in PNGS:
+        check_png(out / png)
+    assert "each once" in fails(*args[:8], "0,0")

@@ -104,3 +104,17 @@ def test_closed_form_probe_cannot_be_swept(demo_cache: Path, tmp_path: Path) -> 
         "train-probe", "--cache", demo_cache, "--probe", "logreg", "--out", tmp_path / "r", "--sweep", "lr=1,2"
     )
     assert "gradient-trained" in line and not (tmp_path / "r").exists()
+
+
+def test_train_probe_over_seeds(demo_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seeds"
+    result = ok("train-probe", "--cache", demo_cache, "--probe", "step", "--out", out, *FAST, "--seeds", "0,1")
+    summary = json.loads((out / "seeds.json").read_text())
+    tops = [json.loads((out / f"seed-{s}" / "metrics.json").read_text())["top1"] for s in (0, 1)]
+    assert summary["seeds"] == [0, 1] and summary["per_seed"]["top1"] == tops
+    assert summary["mean"]["top1"] == pytest.approx(np.mean(tops), abs=1e-6)
+    assert summary["std"]["top1"] == pytest.approx(np.std(tops, ddof=1), abs=1e-6)
+    assert "mean ± std" in result.stdout
+    train(demo_cache, tmp_path / "plain", "--seed", "1")  # a seed's run is the plain run of that seed
+    assert (out / "seed-1/metrics.json").read_bytes() == (tmp_path / "plain/metrics.json").read_bytes()
+    assert "each once" in fails("train-probe", "--cache", demo_cache, "--probe", "step", "--out", out, "--seeds", "1,1")

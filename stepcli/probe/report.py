@@ -166,13 +166,22 @@ def plot_shuffle(result: ShuffleResult, path: Path) -> Path:
     return Path(path)
 
 
-def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path) -> Path:
-    """Accuracy (all clips and nearly-symmetric pairs) against trainable parameters, log x."""
+def _errors(rows: list[ComparisonRow], key: str, spread: dict[str, dict] | None) -> list[float] | None:
+    """Each row's std of `key` over seeds (None without seeds)."""
+    if not spread:
+        return None
+    return [_val(spread.get(r.probe, {}).get(key)) for r in rows]
+
+
+def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path, spread: dict[str, dict] | None = None) -> Path:
+    """Accuracy (all clips and nearly-symmetric pairs) against trainable parameters, log x;
+    with `spread` (std over seeds per probe and key) the points carry error bars."""
     fig = _figure(6.4, 4.2)
     ax = fig.subplots()
     params = np.asarray([r.num_params for r in rows], dtype=float)
     for key, label, marker in (("top1", "test top-1", "o"), ("pair_top1", "nearly-symmetric pairs", "^")):
-        ax.scatter(params, [_val(getattr(r, key)) for r in rows], marker=marker, s=50, label=label)
+        ax.errorbar(params, [_val(getattr(r, key)) for r in rows], yerr=_errors(rows, key, spread), fmt=marker,
+                    markersize=7, capsize=3, label=label)  # fmt: skip
     for i, r in enumerate(sorted(rows, key=lambda r: (r.num_params, _val(r.top1)))):
         ax.annotate(r.probe, (r.num_params, _val(r.top1)), xytext=(6, 5 if i % 2 else -11),
                     textcoords="offset points", fontsize=8)  # fmt: skip
@@ -186,8 +195,9 @@ def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path) -> Path:
     return Path(path)
 
 
-def plot_order_sensitivity(rows: list[ComparisonRow], path: Path) -> Path:
-    """Per probe: accuracy with frames ordered, shuffled and reversed (Figure 1 for every probe)."""
+def plot_order_sensitivity(rows: list[ComparisonRow], path: Path, spread: dict[str, dict] | None = None) -> Path:
+    """Per probe: accuracy with frames ordered, shuffled and reversed (Figure 1 for every probe);
+    with `spread` the bars carry the std over seeds."""
     fig = _figure(max(6.4, 1.3 * len(rows) + 2), 4.2)
     axes = fig.subplots(1, 2, sharey=True)
     x = np.arange(len(rows))
@@ -197,8 +207,10 @@ def plot_order_sensitivity(rows: list[ComparisonRow], path: Path) -> Path:
         for i, order in enumerate((ORIGINAL, SHUFFLED, REVERSED)):
             field = f"{prefix}top1" if order == ORIGINAL else f"{order}_{prefix}top1"
             values = [_val(getattr(r, field)) for r in rows]
-            bars = ax.bar(x + (i - 1) * width, values, width, label=order, color=ORDER_COLOURS[order])
-            _label_bars(ax, bars, values, vertical=len(rows) > 2)
+            errors = _errors(rows, field, spread)
+            bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=2, label=order,
+                          color=ORDER_COLOURS[order])  # fmt: skip
+            _label_bars(ax, bars, values, vertical=len(rows) > 2, above=errors)
         ax.set_xticks(x, [r.probe for r in rows], rotation=20)
         ax.set_title(panel, fontsize=10)
         ax.set_ylim(0, 1.18)

@@ -8,7 +8,7 @@ standard deviation over seeds (ddof=1; 0 for one seed).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from stepcli.cache.format import write_atomic
 from stepcli.cache.reader import FeatureCache
 from stepcli.probe.config import TrainConfig
 from stepcli.probe.metrics import DECIMALS
+from stepcli.probe.results import ComparisonRow
 from stepcli.probe.run import CONFIG
 
 SEEDS = "seeds.json"
@@ -107,3 +108,11 @@ def seeds_markdown(summary: SeedSummary | None) -> str:
     rows = [[f"seed {s}"] + [fmt(summary.per_seed[k][i], "pct") for k in keys] for i, s in enumerate(summary.seeds)]
     rows.append(["mean ± std"] + [pm(summary.mean[k], summary.std[k]) for k in keys])
     return f"{summary.probe}, test split, {len(summary.seeds)} seeds\n\n" + markdown_table(["run", *keys], rows)
+
+
+def mean_row(rows: list[ComparisonRow], run: Path) -> tuple[ComparisonRow, dict[str, float | None]]:
+    """One probe's comparison row over seeds: the mean of every number, and their stds by key."""
+    numeric = [f.name for f in fields(ComparisonRow) if f.name not in ("probe", "run", "top1_ci", "num_params")]
+    stats = {k: mean_std([getattr(r, k) for r in rows]) for k in numeric}
+    row = replace(rows[0], **{k: v[0] for k, v in stats.items()}, top1_ci=None, run=str(run))
+    return row, {k: v[1] for k, v in stats.items()}
