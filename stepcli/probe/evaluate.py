@@ -107,11 +107,15 @@ def evaluate_heads(
     workers: int = 0,
     group: Group | None = None,
     intervals: bool = False,
+    labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
 ) -> list[dict]:
     """`classification_metrics` of each probe on cache `rows` in their original frame order, one read.
 
     With a `group` of several processes each predicts `rows[rank::world_size]`; all get the metrics.
-    `intervals` adds the bootstrap confidence intervals (for final numbers, not every epoch)."""
+    `intervals` adds the bootstrap confidence intervals (for final numbers, not every epoch).
+    `labels` and `class_names` (default: the cache's) are the probe's, for a cache whose classes
+    are listed in another order (`stepcli evaluate`)."""
     if group is None or group.world_size == 1:
         logits = head_logits(probes, cache, rows, batch_size=batch_size, device=device, workers=workers)[:, 0]
     else:
@@ -119,8 +123,9 @@ def evaluate_heads(
         part = head_logits(probes, cache, mine, batch_size=batch_size, device=device, workers=workers)[:, 0]
         gathered = group.gather_rows(torch.from_numpy(part).transpose(0, 1).contiguous().to(group.device), len(rows))
         logits = gathered.transpose(0, 1).cpu().numpy()
-    labels = cache.labels[rows]
-    return [classification_metrics(h, labels, cache.class_names, intervals=intervals) for h in logits]
+    labels = cache.labels[rows] if labels is None else labels
+    names = cache.class_names if class_names is None else class_names
+    return [classification_metrics(h, labels, names, intervals=intervals) for h in logits]
 
 
 def evaluate(
@@ -133,7 +138,9 @@ def evaluate(
     workers: int = 0,
     group: Group | None = None,
     intervals: bool = False,
+    labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
 ) -> dict:
     """`evaluate_heads` of one probe."""
     return evaluate_heads([probe], cache, rows, batch_size=batch_size, device=device, workers=workers, group=group,
-                          intervals=intervals)[0]  # fmt: skip
+                          intervals=intervals, labels=labels, class_names=class_names)[0]  # fmt: skip

@@ -194,7 +194,6 @@ def shuffle_test(
     pairs_source: str | None = None,
 ) -> ShuffleResult:
     """Shuffle-test a run on its test clips; `pairs` default to the cache manifest's pairs."""
-    cfg = cfg or ShuffleConfig()
     if not isinstance(run, Run):
         run = load_run(run)
     if not isinstance(cache, FeatureCache):
@@ -203,18 +202,27 @@ def shuffle_test(
     if pairs is None:
         pairs, pairs_source = cache.manifest.pairs, "cache manifest"
     rows = run.rows(cache, "test")
+    return shuffle_rows(run, cache, rows, cache.labels[rows], cfg, pairs, pairs_source)
+
+
+def shuffle_rows(
+    run: Run, cache: FeatureCache, rows: np.ndarray, labels: np.ndarray, cfg: ShuffleConfig | None,
+    pairs: list[Pair], pairs_source: str | None,
+) -> ShuffleResult:  # fmt: skip
+    """The shuffle test of `run` on any cache `rows` whose `labels` are the run's class indices."""
+    cfg = cfg or ShuffleConfig()
     if len(rows) == 0:
         raise StepcliError(f"run {run.run_dir} has no test clips to shuffle-test")
     orders = frame_orders(cache.layout.num_frames, cfg.permutations, cfg.seed)
     device = resolve_device(cfg.device)
     logits = predict_logits(run.probe.to(device), cache, rows, batch_size=cfg.batch_size, device=device,
                             frame_orders=list(orders.values()))  # fmt: skip
-    report = shuffle_test_logits(logits, cache.labels[rows], orders, cache.class_names, pairs)
+    report = shuffle_test_logits(logits, labels, orders, run.class_names, pairs)
     return ShuffleResult(
         run=str(Path(run.run_dir).resolve()), probe=run.config.probe, num_params=int(run.probe.num_params()),
         cache=str(cache.path.resolve()), num_clips=int(len(rows)), num_frames=cache.layout.num_frames,
         permutations=cfg.permutations, seed=cfg.seed, pairs=tuple(tuple(p) for p in pairs),
-        pairs_source=pairs_source or "given", class_names=tuple(cache.class_names), **_shallow_fields(report),
+        pairs_source=pairs_source or "given", class_names=tuple(run.class_names), **_shallow_fields(report),
     )  # fmt: skip
 
 
