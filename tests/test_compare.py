@@ -100,11 +100,13 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert "| probe | params |" in result.output and "demo finished" in result.output
     assert (out / "cache" / "manifest.json").is_file() and (out / "cache" / "videos").is_dir()
     rows = {r["probe"]: r for r in check_outputs(out / "compare", list(PROBES))}
-    for name in ("linear", "self-attention", "attentive", "logreg"):
+    for name in ("linear", "self-attention", "attentive", "logreg", "knn"):
         assert_order_blind(rows[name])
     again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses
     assert again.exit_code == 0, again.output
-    assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == 5
+    assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == len(
+        PROBES
+    )
 
 
 def test_compare_over_seeds_shows_mean_and_std(demo_cache: Path, tmp_path: Path) -> None:

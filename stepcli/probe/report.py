@@ -178,12 +178,13 @@ def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path, spread: dict[
     with `spread` (std over seeds per probe and key) the points carry error bars."""
     fig = _figure(6.4, 4.2)
     ax = fig.subplots()
-    params = np.asarray([r.num_params for r in rows], dtype=float)
+    # a probe with nothing to train (knn) sits at 1 on the log axis
+    params = np.maximum(np.asarray([r.num_params for r in rows], dtype=float), 1)
     for key, label, marker in (("top1", "test top-1", "o"), ("pair_top1", "nearly-symmetric pairs", "^")):
         ax.errorbar(params, [_val(getattr(r, key)) for r in rows], yerr=_errors(rows, key, spread), fmt=marker,
                     markersize=7, capsize=3, label=label)  # fmt: skip
     for i, r in enumerate(sorted(rows, key=lambda r: (r.num_params, _val(r.top1)))):
-        ax.annotate(r.probe, (r.num_params, _val(r.top1)), xytext=(6, 5 if i % 2 else -11),
+        ax.annotate(r.probe, (max(r.num_params, 1), _val(r.top1)), xytext=(6, 5 if i % 2 else -11),
                     textcoords="offset points", fontsize=8)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
