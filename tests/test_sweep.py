@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fails, ok
+from conftest import TINY_CLI, TORCHRUN, child_env, fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.probe.run import load_run
@@ -118,3 +119,18 @@ def test_train_probe_over_seeds(demo_cache: Path, tmp_path: Path) -> None:
     train(demo_cache, tmp_path / "plain", "--seed", "1")  # a seed's run is the plain run of that seed
     assert (out / "seed-1/metrics.json").read_bytes() == (tmp_path / "plain/metrics.json").read_bytes()
     assert "each once" in fails("train-probe", "--cache", demo_cache, "--probe", "step", "--out", out, "--seeds", "1,1")
+
+
+@pytest.mark.slow
+def test_sweep_under_torchrun_matches_one_process(demo_cache: Path, tmp_path: Path) -> None:
+    """Two gloo processes train every head with DDP and select the same head with the same numbers."""
+    args = ["--probe", "step", "--epochs", "2", "--batch-size", "23", "--device", "cpu", "--sweep", "lr=1e-3,3e-3"]
+    ok("train-probe", "--cache", demo_cache, "--out", tmp_path / "one", *args, "--quiet")
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(TINY_CLI), "train-probe",
+               "--cache", str(demo_cache), "--out", str(tmp_path / "two"), *args]  # fmt: skip
+    done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    one, two = SweepRecord.load(tmp_path / "one"), SweepRecord.load(tmp_path / "two")
+    assert one.selected == two.selected
+    for a, b in zip(one.heads, two.heads, strict=True):
+        assert a.val["top1"] == b.val["top1"] and a.val["loss"] == pytest.approx(b.val["loss"], abs=1e-4)
