@@ -27,16 +27,16 @@ def run_dir(demo_cache: Path, tmp_path_factory) -> Path:
     return out
 
 
-def relabelled_cache(source: Path, out: Path, rename: dict[str, str] | None = None) -> Path:
-    """The same tokens written again through the cache writer, with the class list reversed
-    (and classes renamed by `rename`)."""
+def relabelled_cache(source: Path, out: Path, rename: dict[str, str] | None = None, view: str = "") -> Path:
+    """The same tokens written again through the cache writer, with the class list reversed, classes
+    renamed by `rename` and clip ids prefixed by `view` (as another camera's clips would be)."""
     cache = FeatureCache(source)
     names = cache.class_names[::-1]
     new_label = {old: len(names) - 1 - old for old in range(len(names))}
     with ShardWriter(out, clips_per_shard=1000) as writer:
         for row, clip_id in enumerate(cache.clip_ids):
             frames, stamps = cache.timing(row)
-            writer.add(clip_id, new_label[int(cache.labels[row])], cache.splits[row], cache.tokens([row])[0], frames,
+            writer.add(view + clip_id, new_label[int(cache.labels[row])], cache.splits[row], cache.tokens([row])[0], frames,
                        stamps)  # fmt: skip
     names = [(rename or {}).get(n, n) for n in names]
     dataset = replace(cache.manifest.dataset, class_names=tuple(names), pairs=())
@@ -56,13 +56,14 @@ def test_evaluate_on_the_runs_cache_reproduces_its_test_metrics(run_dir, demo_ca
 
 
 def test_classes_are_matched_by_name(run_dir, demo_cache, tmp_path) -> None:
-    other = relabelled_cache(demo_cache, tmp_path / "reversed-classes")
-    assert FeatureCache(other).class_names != FeatureCache(demo_cache).class_names
-    ok("evaluate", "--run", run_dir, "--cache", other, "--out", tmp_path / "e")
-    metrics = json.loads((tmp_path / "e/metrics.json").read_text())
     reported = load_run(run_dir).metrics
-    assert {k: metrics[k] for k in TEST_KEYS} == {k: reported[k] for k in TEST_KEYS}
-    assert json.loads((tmp_path / "e/evaluation.json").read_text())["clips"] == "the cache's test split"
+    for view, clips in (("", "the run's recorded test split"), ("dev1-", "the cache's test split")):
+        other = relabelled_cache(demo_cache, tmp_path / f"reversed-classes{view}", view=view)
+        assert FeatureCache(other).class_names != FeatureCache(demo_cache).class_names
+        ok("evaluate", "--run", run_dir, "--cache", other, "--out", tmp_path / f"e{view}")
+        metrics = json.loads((tmp_path / f"e{view}/metrics.json").read_text())
+        assert {k: metrics[k] for k in TEST_KEYS} == {k: reported[k] for k in TEST_KEYS}
+        assert json.loads((tmp_path / f"e{view}/evaluation.json").read_text())["clips"] == clips
     everything = ok("evaluate", "--run", run_dir, "--cache", other, "--out", tmp_path / "all", "--split", "all")
     assert json.loads((tmp_path / "all/metrics.json").read_text())["num_clips"] == 48 and "top-1" in everything.stdout
 

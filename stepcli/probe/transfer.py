@@ -4,8 +4,9 @@ The cross-view protocol (train on IKEA-ASM's dev3 camera, test on dev1) and any 
 extracted later: the tokens must come from the same backbone, weights, frames and layout, or the
 probe would read numbers it never saw, so differing extraction settings are refused by key.
 Classes are matched by name, so the other cache may list them in another order; a class the run
-does not know cannot be scored and is refused. On the run's own cache with `--split test` the
-run's recorded test clips are used, which reproduces its metrics.json exactly.
+does not know cannot be scored and is refused. With `--split test`, a cache that holds all of
+the run's recorded test clips (its own cache, or a copy) is scored on them, which reproduces its
+metrics.json exactly; any other cache on its own test split.
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ def evaluation_rows(run: Run, cache: FeatureCache, split: str) -> tuple[np.ndarr
         raise StepcliError(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if split == "all":
         return np.arange(len(cache), dtype=np.int64), "all clips of the cache"
-    if cache.path.resolve() == run.cache_path.resolve():
-        return run.rows(cache, "test"), "the run's recorded test split"
+    ids = set(cache.clip_ids)
+    if run.split_ids.get("test") and all(clip_id in ids for clip_id in run.split_ids["test"]):
+        return run.rows(cache, "test"), "the run's recorded test split"  # its own cache, or a copy of it
     rows = cache.rows("test")
     if len(rows) == 0:
         raise StepcliError(f"cache {cache.path} has no 'test' clips; pass --split all to score every clip")
