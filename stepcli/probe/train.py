@@ -125,7 +125,7 @@ def train_probe(
 
 
 def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None) -> _Session:
-    """Open the cache, resolve the splits and whether to read from memory, prepare `cfg.out`."""
+    """Open the cache, resolve the splits and whether to read from memory."""
     if cache is None or cache.path.resolve() != Path(cfg.cache).resolve():
         cache = FeatureCache(cfg.cache)
     splits = resolve_splits(cache, cfg.seed)
