@@ -18,6 +18,7 @@ from stepcli.probe.compare import CompareConfig
 from stepcli.probe.predict import PredictConfig
 from stepcli.probe.shuffle import ShuffleConfig
 from stepcli.probe.train import TrainConfig
+from stepcli.probe.transfer import EvaluateConfig
 
 # each command and the config dataclasses its options are read into
 CONFIGS = {
@@ -27,6 +28,7 @@ CONFIGS = {
     "compare": (CompareConfig,),
     "demo": (DemoConfig,),
     "predict": (PredictConfig,),
+    "evaluate": (EvaluateConfig,),
 }
 # what each command requires, so that parsing it fills in every other option's default
 REQUIRED = {
@@ -36,6 +38,7 @@ REQUIRED = {
     "compare": ["--cache", "c", "--out", "o"],
     "demo": [],
     "predict": ["--run", "r", "v.mp4"],
+    "evaluate": ["--run", "r", "--cache", "c", "--out", "o"],
 }
 # click parameter name -> config field name, where the option is spelled differently
 RENAMED = {"pairs_file": "pairs"}

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails
@@ -30,11 +31,12 @@ def check_png(path: Path) -> None:
 
 def check_outputs(out: Path, probes: list[str]) -> list[dict]:
     table = (out / "comparison.md").read_text().splitlines()
-    assert table[0].startswith("| probe | params | top-1 | mean per-class | sym. pairs | shuffled | reversed |")
+    header = "| probe | params | top-1 | top-1 95% CI | top-5 | mean per-class | sym. pairs | shuffled | reversed |"
+    assert table[0].startswith(header)  # the demo has 12 classes: top-5 is shown
     assert [line.split("|")[1].strip() for line in table[2:]] == probes
     with (out / "comparison.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["probe"] for r in rows] == probes and list(rows[0]) == [k for k, _, _ in COLUMNS]
+    assert [r["probe"] for r in rows] == probes and list(rows[0]) == [k for k, _, kind in COLUMNS if kind != "ci"]
     data = json.loads((out / "comparison.json").read_text())
     assert [r["probe"] for r in data["rows"]] == probes and data["best_probe"] in probes
     for png in (*PNGS, f"confusion_{data['best_probe']}.png"):
@@ -99,8 +101,33 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert "| probe | params |" in result.output and "demo finished" in result.output
     assert (out / "cache" / "manifest.json").is_file() and (out / "cache" / "videos").is_dir()
     rows = {r["probe"]: r for r in check_outputs(out / "compare", list(PROBES))}
-    for name in ("linear", "self-attention", "attentive", "logreg"):
+    for name in ("linear", "self-attention", "attentive", "logreg", "knn"):
         assert_order_blind(rows[name])
     again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses
     assert again.exit_code == 0, again.output
-    assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == 5
+    assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == len(
+        PROBES
+    )
+
+
+def test_compare_over_seeds_shows_mean_and_std(demo_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    args = ["compare", "--cache", str(demo_cache), "--out", str(out), "--probes", "linear,step", "--seeds", "0,1",
+            "--epochs", "1", "--batch-size", "8", "--permutations", "2", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["seeds"] == [0, 1] and set(data["per_seed"]) == {"linear", "step"}
+    for row in data["rows"]:
+        runs = [out / "runs" / row["probe"] / f"seed-{s}" for s in (0, 1)]
+        metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+        tops = [m["top1"] for m in metrics]
+        assert [r["top1"] for r in data["per_seed"][row["probe"]]] == tops
+        assert row["top1"] == pytest.approx(np.mean(tops), abs=1e-6)
+        assert data["std"][row["probe"]]["top1"] == pytest.approx(np.std(tops, ddof=1), abs=1e-6)
+        assert all("ci95" in m and "top5" in m for m in metrics)
+    table = (out / "comparison.md").read_text()
+    assert table.count(" ± ") >= 2 * 8 and "95% CI" not in table  # every number of both probes
+    for png in PNGS:
+        check_png(out / png)
+    assert "each once" in fails(*args[:8], "0,0")

@@ -22,6 +22,7 @@ ORDER_BLIND = [
     ("attentive", {}),
     ("step", {"temporal_pe": False, "cls": "mean"}),
     ("logreg", {}),
+    ("knn", {}),
 ]
 STEP_ABLATIONS = list(
     itertools.product([True, False], ["global", "frame", "mean"], ["simplified", "no-ff", "standard"])
@@ -45,7 +46,15 @@ def test_forward_shape_and_dtype(name: str) -> None:
     assert torch.allclose(probe(tokens(torch.float16)), probe(tokens(torch.float16).float()))
 
 
-@pytest.mark.parametrize("name", sorted(PROBES))
+# probes with weights to count and decay; knn learns nothing (a memory bank of train features)
+WITH_PARAMETERS = [name for name in sorted(PROBES) if name != "knn"]
+
+
+def test_knn_has_no_parameters() -> None:
+    assert make("knn").num_params() == 0 == len(list(make("knn").parameters()))
+
+
+@pytest.mark.parametrize("name", WITH_PARAMETERS)
 def test_num_params_counts_trainable(name: str) -> None:
     probe = make(name)
     assert probe.num_params() == sum(p.numel() for p in probe.parameters() if p.requires_grad) > 0
@@ -63,7 +72,7 @@ def test_config_rebuilds_probe(name: str) -> None:
     assert torch.equal(rebuilt.eval()(tokens()), probe(tokens()))
 
 
-@pytest.mark.parametrize("name", sorted(PROBES))
+@pytest.mark.parametrize("name", WITH_PARAMETERS)
 def test_param_groups_exempt_biases_norms_and_tokens(name: str) -> None:
     probe = make(name)
     decay, no_decay = probe.param_groups(0.05)
@@ -130,7 +139,7 @@ def test_step_param_budget_at_vit_b() -> None:
 
 
 def test_unknown_probe_and_option_are_one_line_errors() -> None:
-    with pytest.raises(StepcliError, match="linear, self-attention, attentive, step, logreg") as err:
+    with pytest.raises(StepcliError, match="linear, self-attention, attentive, step, logreg, knn") as err:
         build_probe("lstm", LAYOUT, C)
     assert "\n" not in str(err.value)
     with pytest.raises(StepcliError, match="temporal_pe"):

@@ -85,6 +85,11 @@ def test_pair_metrics_of_an_order_aware_probe() -> None:
     assert not result.per_class["static"].in_pair and result.per_class["static"].reversed == 1.0
     assert result.per_class["open"].change_reversed == -1.0
     assert np.trace(np.asarray(result.confusion_matrix)) == 20
+    intervals = result.intervals
+    assert intervals[ORIGINAL]["top1"] == [1.0, 1.0] and intervals[REVERSED]["pair_top1"] == [0.0, 0.0]
+    low, high = intervals[REVERSED]["top1"]
+    assert low < reverse.top1 < high and set(intervals) == {ORIGINAL, REVERSED, SHUFFLED}
+    assert intervals[SHUFFLED]["top1"][0] <= result.shuffled.top1.mean <= intervals[SHUFFLED]["top1"][1]
 
 
 def _reversal_cache(path: Path, per_class: int = 40) -> Path:

@@ -50,14 +50,14 @@ def test_every_probe_trains_and_its_run_loads(name: str, runs: dict[str, Path], 
     assert not run.probe.training and run.probe.name == name
     assert run.cache_path == demo_cache.resolve()
     metrics = run.metrics
-    assert metrics["num_params"] == run.probe.num_params() > 0
+    assert metrics["num_params"] == run.probe.num_params() >= (0 if name == "knn" else 1)  # knn learns nothing
     assert metrics["num_clips"] == 12 and 0 <= metrics["top1"] <= 1 and 0 <= metrics["mean_class_accuracy"] <= 1
     assert set(metrics["per_class_accuracy"]) == set(run.class_names)
     assert np.asarray(metrics["confusion_matrix"]).sum() == 12 and metrics["val"]["num_clips"] == 12
     assert run.timing["train_time_s"] >= 0
     assert run.config.cache.extraction == FeatureCache(demo_cache).manifest.extraction
     assert run.config.layout == FeatureCache(demo_cache).layout and run.config.probe == name
-    if name != "logreg":
+    if name not in ("logreg", "knn"):  # fitted in closed form: one log line, no epochs
         assert 1 <= metrics["best_epoch"] <= 2 and len((run_dir / "log.jsonl").read_text().splitlines()) == 2
 
 

@@ -2,6 +2,7 @@
 
 from stepcli.commands.compare import compare_command
 from stepcli.commands.demo import demo_command
+from stepcli.commands.evaluate import evaluate_command
 from stepcli.commands.extract import extract
 from stepcli.commands.inspect import inspect_cache
 from stepcli.commands.pairs import pairs_command
@@ -18,6 +19,7 @@ COMMANDS = [
     train_probe_command,
     predict_command,
     shuffle_test_command,
+    evaluate_command,
     compare_command,
     demo_command,
 ]

@@ -14,6 +14,7 @@ from stepcli.commands.common import (
     seed_option,
     verbosity_options,
 )
+from stepcli.commands.train_probe import parse_seeds
 from stepcli.probe.compare import CompareConfig, run_compare
 
 
@@ -31,11 +32,14 @@ def _default(name: str):
 @click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Clips per step.")
 @permutations_option(CompareConfig)
 @seed_option(CompareConfig, "Seed for training and permutations.")
+@click.option("--seeds", "seed_list", help="Comma-separated training seeds: each probe once per seed (runs/<probe>/seed-<s>); "
+              "the table shows mean ± std, comparison.json the per-seed numbers.")  # fmt: skip
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(CompareConfig)
 @verbosity_options
-def compare_command(cache, out, probes, **kwargs) -> None:
+def compare_command(cache, out, probes, seed_list, **kwargs) -> None:
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
     names = tuple(p.strip() for p in probes.split(",") if p.strip())
-    comparison = run_compare(CompareConfig(cache=cache, out=out, probes=names, **kwargs))
+    chosen = tuple(parse_seeds(seed_list)) if seed_list is not None else ()
+    comparison = run_compare(CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, **kwargs))
     print_comparison(comparison, out)

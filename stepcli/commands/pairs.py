@@ -1,4 +1,4 @@
-"""``stepcli pairs``: the built-in nearly-symmetric class pairs of a dataset."""
+"""``stepcli pairs``: the built-in nearly-symmetric class pairs of a dataset, or pairs mined from a run."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ from pathlib import Path
 
 import click
 
-from stepcli.commands.common import PathArg, verbosity_options
+from stepcli import StepcliError
+from stepcli.commands.common import PathArg, default_of, verbosity_options
 from stepcli.extract.datasets import dataset_names
 from stepcli.extract.datasets.csv_list import read_class_list
 from stepcli.extract.datasets.pairs import OFFICIAL_CLASSES, known_pairs, table
+from stepcli.probe.mining import MiningConfig, mine_pairs
 
 
 @click.command("pairs")
-@click.option("--dataset", required=True, type=click.Choice(dataset_names()), help="Dataset adapter.")
+@click.option("--dataset", type=click.Choice(dataset_names()), help="Dataset adapter: print its built-in pairs.")
+@click.option("--from-run", "run_dir", type=PathArg,
+              help="Mine candidate pairs from a trained order-aware run (STEP): where reversing each test clip sends it.")  # fmt: skip
+@click.option("--out", type=PathArg, help="--from-run: directory for pairs.txt, pairs.json, pairs.png [RUN/pairs].")
+@click.option("--top", type=int, default=default_of(MiningConfig, "top"), show_default=True,
+              help="--from-run: pairs written to pairs.txt.")  # fmt: skip
 @click.option(
     "--classes",
     type=PathArg,
@@ -22,13 +29,20 @@ from stepcli.extract.datasets.pairs import OFFICIAL_CLASSES, known_pairs, table
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of pairs.")
 @verbosity_options
-def pairs_command(dataset: str, classes: Path | None, as_json: bool) -> None:
-    """Print a dataset's nearly-symmetric class pairs, one 'class a,class b' per line.
+def pairs_command(dataset: str | None, run_dir: Path | None, out: Path | None, top: int, classes: Path | None,
+                  as_json: bool) -> None:  # fmt: skip
+    """Print a dataset's nearly-symmetric class pairs, one 'class a,class b' per line, or (--from-run)
+    rank candidate pairs from where a trained order-aware run sends time-reversed test clips.
 
-    This is the format `stepcli extract --pairs FILE` reads: save it, edit it, pass it back.
-    Pairs naming a class outside the class list (the --classes file, else the dataset's own list
-    where stepcli knows it) are left out with a warning that names the class.
+    This is the format `stepcli extract --pairs FILE` (and --pairs elsewhere) reads: save it, edit it, pass it back.
+    Built-in pairs naming a class outside the class list (the --classes file, else the dataset's own list where
+    stepcli knows it) are left out with a warning that names the class.
     """
+    if (dataset is None) == (run_dir is None):
+        raise StepcliError("give --dataset NAME (built-in pairs) or --from-run RUN (mined pairs), one of them")
+    if run_dir is not None:
+        _mined(run_dir, out, top, as_json)
+        return
     if classes is not None:
         pairs = known_pairs(dataset, read_class_list(classes))
     elif dataset in OFFICIAL_CLASSES:
@@ -42,3 +56,19 @@ def pairs_command(dataset: str, classes: Path | None, as_json: bool) -> None:
         click.echo(f"no built-in pairs for {dataset}; write a --pairs file for stepcli extract", err=True)
     for a, b in pairs:
         click.echo(f"{a},{b}")
+
+
+def _mined(run_dir: Path, out: Path | None, top: int, as_json: bool) -> None:
+    if top < 1:
+        raise StepcliError(f"--top must be >= 1, got {top}")
+    candidates, paths = mine_pairs(run_dir, out, MiningConfig(top=top))
+    for c in candidates:  # the counts on stderr, so that stdout stays a --pairs file
+        click.echo(f"{c.score:6.1%}  {c.a} -> {c.b}: {c.a_to_b}/{c.clips_a} clips, {c.b} -> {c.a}: "
+                   f"{c.b_to_a}/{c.clips_b} clips", err=True)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps([[c.a, c.b] for c in candidates], indent=1))
+    else:
+        click.echo("".join(f"{c.a},{c.b}\n" for c in candidates), nl=False)
+    if not candidates:
+        click.echo("no test clip changed class when reversed: is the run order-aware (step)?", err=True)
+    click.echo("wrote:\n" + "\n".join(f"  {p}" for p in paths.values()), err=True)

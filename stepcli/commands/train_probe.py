@@ -9,6 +9,7 @@ import click
 from stepcli import StepcliError
 from stepcli.commands.common import PathArg, default_of, device_option, seed_option, verbosity_options
 from stepcli.probe import PROBES, probe_options
+from stepcli.probe.seeds import seeds_markdown, train_seeds
 from stepcli.probe.step import BLOCKS, CLS_MODES
 from stepcli.probe.train import TrainConfig, train_probe
 
@@ -88,11 +89,48 @@ def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> d
 @click.option("--temporal-pe/--no-temporal-pe", default=None, help="step: learnable frame-wise temporal encoding [on].")
 @click.option("--cls", type=click.Choice(CLS_MODES), help="step: what to classify from [global].")
 @click.option("--block", type=click.Choice(list(BLOCKS)), help="step: block type [simplified].")
+@click.option("--sweep", "sweep_specs", multiple=True, metavar="KEY=V1,V2,...",
+              help="Train one head per combination of swept values in one pass over the cache (lr, weight_decay, "
+              "warmup_epochs, clip_grad or a probe option; repeatable) and keep the best on val; sweep.json holds "
+              "every head's val and test numbers. Memory and time grow with the number of heads.")  # fmt: skip
+@click.option("--seeds", help="Comma-separated seeds: one run per seed in OUT/seed-<s>, mean ± std in OUT/seeds.json.")
 @verbosity_options
-def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, temporal_pe, cls, block, **kwargs) -> None:
+def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, temporal_pe, cls, block, sweep_specs,
+                        seeds, **kwargs) -> None:  # fmt: skip
     """Train a probe on cached tokens; keep the best-on-val checkpoint, report test metrics."""
     if probe not in PROBES:
         raise StepcliError(f"unknown probe '{probe}'; valid probes: {', '.join(PROBES)}")
     switches = {"temporal_pe": temporal_pe, "cls": cls, "block": block}
     options = probe_option_values(probe, option_pairs, switches)
-    train_probe(TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, **kwargs))
+    cfg = TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, **kwargs)
+    sweep = parse_sweep(sweep_specs)
+    if seeds is None:
+        train_probe(cfg, sweep=sweep)
+        return
+    summary = train_seeds(cfg, parse_seeds(seeds), sweep=sweep)
+    click.echo(seeds_markdown(summary))
+
+
+def parse_sweep(specs: tuple[str, ...]) -> dict[str, list]:
+    """`--sweep KEY=V1,V2` (repeatable) as `{key: [values]}`; the library checks the keys."""
+    sweep: dict[str, list] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise StepcliError(f"--sweep {spec!r} is not KEY=V1,V2,...")
+        if key in sweep:
+            raise StepcliError(f"--sweep {key} is given twice; list all its values once")
+        sweep[key] = [parse_value(v) for v in values.split(",") if v.strip()]
+    return sweep
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` as integers, each once."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise StepcliError(f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise StepcliError(f"--seeds {text!r} must list at least one seed, each once")
+    return seeds

@@ -13,6 +13,7 @@ from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
 from stepcli.probe.attentive import AttentiveProbe
 from stepcli.probe.base import Probe
+from stepcli.probe.knn import KnnProbe
 from stepcli.probe.linear import LinearProbe
 from stepcli.probe.logreg import LogRegProbe
 from stepcli.probe.self_attention import SelfAttentionProbe
@@ -29,6 +30,7 @@ PROBES: dict[str, type[Probe]] = {
         AttentiveProbe,
         StepProbe,
         LogRegProbe,
+        KnnProbe,
     )
 }
 

@@ -125,14 +125,18 @@ class Probe(nn.Module):
         """Pool `[B, T, P+N, D]` tokens to one clip embedding `[B, D]`."""
         raise NotImplementedError
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """`tokens [B, T, P+N, D]` (any float dtype, e.g. float16 from the cache) -> logits `[B, C]`."""
+    def check_tokens(self, tokens: Tensor) -> None:
+        """A ValueError naming the expected shape when `tokens` are not `[B, T, P+N, D]` of this layout."""
         expected = self.layout.clip_shape
         if tokens.ndim != 4 or tuple(tokens.shape[1:]) != expected:
             raise ValueError(
                 f"probe '{self.name}' expects tokens [B, T, P+N, D] = [B, {', '.join(map(str, expected))}],"
                 f" got {list(tokens.shape)}"
             )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """`tokens [B, T, P+N, D]` (any float dtype, e.g. float16 from the cache) -> logits `[B, C]`."""
+        self.check_tokens(tokens)
         features = self.forward_features(tokens.to(self.fc.weight.dtype))
         return self.fc(self.norm(features))
 

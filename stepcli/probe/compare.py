@@ -28,6 +28,7 @@ from stepcli.probe.report import (
 )
 from stepcli.probe.results import ComparisonRow
 from stepcli.probe.run import CONFIG, Run, load_run, read_run_config
+from stepcli.probe.seeds import mean_row, seed_dir
 from stepcli.probe.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
 from stepcli.probe.train import train_probe
 
@@ -51,6 +52,8 @@ class CompareConfig:
     seed: int = 0
     device: str = "auto"
     pairs_file: Path | None = None
+    #: several seeds: one run per probe and seed in runs/<probe>/seed-<s>, the table shows mean ± std
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass
@@ -61,8 +64,11 @@ class Comparison:
     markdown: str
 
 
-def _train_config(cfg: CompareConfig, probe: str) -> TrainConfig:
-    return TrainConfig(cache=Path(cfg.cache), probe=probe, out=Path(cfg.out) / RUNS / probe, seed=cfg.seed,
+def _train_config(cfg: CompareConfig, probe: str, seed: int | None = None) -> TrainConfig:
+    """Without `seed` (no --seeds): the run of `cfg.seed` in runs/<probe>; else runs/<probe>/seed-<s>."""
+    out = Path(cfg.out) / RUNS / probe
+    out = out if seed is None else seed_dir(out, seed)
+    return TrainConfig(cache=Path(cfg.cache), probe=probe, out=out, seed=cfg.seed if seed is None else seed,
                        device=cfg.device, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)  # fmt: skip
 
 
@@ -86,6 +92,8 @@ def check_compare_config(cfg: CompareConfig) -> None:
         )
     if len(set(cfg.probes)) != len(cfg.probes):
         raise StepcliError(f"--probes lists a probe twice: {','.join(cfg.probes)}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise StepcliError(f"--seeds lists a seed twice: {','.join(map(str, cfg.seeds))}")
     if cfg.permutations < 1:
         raise StepcliError(f"--permutations must be >= 1 for a comparison, got {cfg.permutations}")
     out = Path(cfg.out)
@@ -99,12 +107,13 @@ def check_compare_config(cfg: CompareConfig) -> None:
         )
 
 
-def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache) -> Run:
-    tcfg = _train_config(cfg, name)
+def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache, seed: int | None) -> Run:
+    tcfg = _train_config(cfg, name, seed)
+    which = f"[{n}/{len(cfg.probes)}] {name}" + ("" if seed is None else f" seed {seed}")
     if _reusable(tcfg, cache):
-        log.info(f"[{n}/{len(cfg.probes)}] {name}: reusing the finished run in {tcfg.out}")
+        log.info(f"{which}: reusing the finished run in {tcfg.out}")
         return load_run(tcfg.out)
-    log.info(f"[{n}/{len(cfg.probes)}] {name}: training")
+    log.info(f"{which}: training")
     return train_probe(tcfg, cache)
 
 
@@ -118,20 +127,30 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     shuffle_cfg = ShuffleConfig(permutations=cfg.permutations, seed=cfg.seed, device=cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, results = [], {}
+    seeds = list(cfg.seeds) or [None]
+    per_seed: dict[str, list[ComparisonRow]] = {}
+    results = {}
     for n, name in enumerate(cfg.probes, start=1):
-        run = _trained_run(cfg, name, n, cache)
-        tick = time.monotonic()
-        result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
-        shuffle_time = time.monotonic() - tick
-        write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
-        log.info(shuffle_markdown(result))
-        rows.append(ComparisonRow.of(result, run.run_dir, run.timing.get("train_time_s"), shuffle_time))
-        results[name] = result
+        for seed in seeds:
+            run = _trained_run(cfg, name, n, cache, seed)
+            tick = time.monotonic()
+            result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
+            shuffle_time = time.monotonic() - tick
+            write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
+            log.info(shuffle_markdown(result))
+            row = ComparisonRow.of(result, run.run_dir, run.timing.get("train_time_s"), shuffle_time)
+            per_seed.setdefault(name, []).append(row)
+            results.setdefault(name, result)  # the first seed's confusion matrix stands for the probe
+    spread = None
+    if cfg.seeds:
+        means = {name: mean_row(group, out / RUNS / name) for name, group in per_seed.items()}
+        rows, spread = [m[0] for m in means.values()], {name: m[1] for name, m in means.items()}
+    else:
+        rows = [group[0] for group in per_seed.values()]
     best = max(rows, key=lambda r: (r.top1 or 0, r.pair_top1 or 0, -r.num_params))
     plots = {
-        "accuracy_vs_params": plot_accuracy_vs_params(rows, out / "accuracy_vs_params.png"),
-        "order_sensitivity": plot_order_sensitivity(rows, out / "order_sensitivity.png"),
+        "accuracy_vs_params": plot_accuracy_vs_params(rows, out / "accuracy_vs_params.png", spread),
+        "order_sensitivity": plot_order_sensitivity(rows, out / "order_sensitivity.png", spread),
         "confusion": plot_confusion(
             results[best.probe].confusion_matrix, cache.class_names, pairs,
             f"{best.probe} (best test top-1): confusion matrix on test", out / f"confusion_{best.probe}.png",
@@ -142,7 +161,10 @@ def run_compare(cfg: CompareConfig) -> Comparison:
         "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
         "pairs_source": source, "best_probe": best.probe, "plots": {k: str(v) for k, v in plots.items()},
     }  # fmt: skip
-    tables = write_tables(out, rows, meta)
+    if cfg.seeds:
+        meta |= {"seeds": list(cfg.seeds), "std": spread,
+                 "per_seed": {name: [r.to_dict() for r in group] for name, group in per_seed.items()}}  # fmt: skip
+    tables = write_tables(out, rows, meta, spread)
     return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())
 
 

@@ -42,6 +42,46 @@ def _check_orders(frame_orders: list[np.ndarray] | None, num_frames: int) -> lis
 
 
 @torch.no_grad()
+def head_logits(
+    probes: list[nn.Module],
+    cache: FeatureCache,
+    rows: np.ndarray | list[int],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    frame_orders: list[np.ndarray] | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """Logits `[H, K, len(rows), C]` float32 of H `probes` (heads of a sweep) under K `frame_orders`.
+
+    The one place evaluation reads tokens: each batch is read, moved and cast once for every head
+    and order. Each order is a permutation of `range(T)`: order `o` feeds frames `tokens[:, o]`.
+    """
+    device = torch.device(device)
+    rows = np.asarray(rows, dtype=np.int64)
+    orders = _check_orders(frame_orders, cache.clip_shape[0])
+    num_classes = {probe.num_classes for probe in probes}
+    if len(num_classes) != 1:
+        raise StepcliError(f"heads evaluated together must share their classes, got {sorted(num_classes)}")
+    out = np.empty((len(probes), len(orders), len(rows), num_classes.pop()), dtype=np.float32)
+    modes = [probe.training for probe in probes]
+    for probe in probes:
+        probe.eval()
+    start = 0
+    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers):
+        tokens = tokens.to(device, non_blocking=True)
+        for k, order in enumerate(orders):
+            x = tokens if order is None else tokens[:, order.to(device)]
+            for h, probe in enumerate(probes):
+                with autocast(device):
+                    logits = probe(x)
+                out[h, k, start : start + len(tokens)] = logits.float().cpu().numpy()
+        start += len(tokens)
+    for probe, mode in zip(probes, modes, strict=True):
+        probe.train(mode)
+    return out
+
+
 def predict_logits(
     probe: nn.Module,
     cache: FeatureCache,
@@ -52,27 +92,40 @@ def predict_logits(
     frame_orders: list[np.ndarray] | None = None,
     workers: int = 0,
 ) -> np.ndarray:
-    """Logits `[K, len(rows), C]` float32 for the K `frame_orders` (None: original order, K = 1).
+    """Logits `[K, len(rows), C]` float32 for the K `frame_orders` (None: original order, K = 1)."""
+    return head_logits([probe], cache, rows, batch_size=batch_size, device=device, frame_orders=frame_orders,
+                       workers=workers)[0]  # fmt: skip
 
-    Each order is a permutation of `range(T)`: order `o` feeds frames `tokens[:, o]` to the probe.
-    """
-    device = torch.device(device)
-    rows = np.asarray(rows, dtype=np.int64)
-    orders = _check_orders(frame_orders, cache.clip_shape[0])
-    out = np.empty((len(orders), len(rows), probe.num_classes), dtype=np.float32)
-    was_training = probe.training
-    probe.eval()
-    start = 0
-    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers):
-        tokens = tokens.to(device, non_blocking=True)
-        for k, order in enumerate(orders):
-            x = tokens if order is None else tokens[:, order.to(device)]
-            with autocast(device):
-                logits = probe(x)
-            out[k, start : start + len(tokens)] = logits.float().cpu().numpy()
-        start += len(tokens)
-    probe.train(was_training)
-    return out
+
+def evaluate_heads(
+    probes: list[nn.Module],
+    cache: FeatureCache,
+    rows: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    group: Group | None = None,
+    intervals: bool = False,
+    labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+) -> list[dict]:
+    """`classification_metrics` of each probe on cache `rows` in their original frame order, one read.
+
+    With a `group` of several processes each predicts `rows[rank::world_size]`; all get the metrics.
+    `intervals` adds the bootstrap confidence intervals (for final numbers, not every epoch).
+    `labels` and `class_names` (default: the cache's) are the probe's, for a cache whose classes
+    are listed in another order (`stepcli evaluate`)."""
+    if group is None or group.world_size == 1:
+        logits = head_logits(probes, cache, rows, batch_size=batch_size, device=device, workers=workers)[:, 0]
+    else:
+        mine = rows[group.rank :: group.world_size]
+        part = head_logits(probes, cache, mine, batch_size=batch_size, device=device, workers=workers)[:, 0]
+        gathered = group.gather_rows(torch.from_numpy(part).transpose(0, 1).contiguous().to(group.device), len(rows))
+        logits = gathered.transpose(0, 1).cpu().numpy()
+    labels = cache.labels[rows] if labels is None else labels
+    names = cache.class_names if class_names is None else class_names
+    return [classification_metrics(h, labels, names, intervals=intervals) for h in logits]
 
 
 def evaluate(
@@ -84,14 +137,10 @@ def evaluate(
     device: str | torch.device = "cpu",
     workers: int = 0,
     group: Group | None = None,
+    intervals: bool = False,
+    labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
 ) -> dict:
-    """`classification_metrics` of `probe` on cache `rows` in their original frame order.
-
-    With a `group` of several processes each predicts `rows[rank::world_size]`; all get the metrics."""
-    if group is None or group.world_size == 1:
-        logits = predict_logits(probe, cache, rows, batch_size=batch_size, device=device, workers=workers)[0]
-    else:
-        mine = rows[group.rank :: group.world_size]
-        part = predict_logits(probe, cache, mine, batch_size=batch_size, device=device, workers=workers)[0]
-        logits = group.gather_rows(torch.from_numpy(part).to(group.device), len(rows)).cpu().numpy()
-    return classification_metrics(logits, cache.labels[rows], cache.class_names)
+    """`evaluate_heads` of one probe."""
+    return evaluate_heads([probe], cache, rows, batch_size=batch_size, device=device, workers=workers, group=group,
+                          intervals=intervals, labels=labels, class_names=class_names)[0]  # fmt: skip

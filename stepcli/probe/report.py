@@ -21,6 +21,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("probe", "probe", "str"),
     ("num_params", "params", "int"),
     ("top1", "top-1", "pct"),
+    ("top1_ci", "top-1 95% CI", "ci"),
+    ("top5", "top-5", "pct"),
     ("mean_class_accuracy", "mean per-class", "pct"),
     ("pair_top1", "sym. pairs", "pct"),
     ("shuffled_top1", "shuffled", "pct"),
@@ -37,6 +39,9 @@ def fmt(value: object, kind: str) -> str:
         return "–"
     if kind == "pct":
         return f"{100 * float(value):.1f}%"
+    if kind == "ci":
+        low, high = value
+        return "–" if low is None else f"{100 * float(low):.1f}–{100 * float(high):.1f}%"
     if kind == "int":
         return f"{int(value):,}"
     if kind == "sec":
@@ -53,14 +58,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def shuffle_markdown(result: ShuffleResult) -> str:
     """One row per order (shuffled: mean over the K permutations, with min–max of top-1)."""
-    header = ["frame order", "top-1", "mean per-class", "flip rate", "sym. pairs", "pairs → partner"]
+    header = ["frame order", "top-1", "top-1 95% CI", "mean per-class", "flip rate", "sym. pairs", "pairs → partner"]
     keys = ("top1", "mean_class_accuracy", "flip_rate", "pair_top1", "pair_partner_rate")
+
+    def ci(order: str) -> str:
+        return fmt(result.intervals[order]["top1"], "ci") if order in result.intervals else "–"
+
     orders = ((ORIGINAL, result.original), (REVERSED, result.reversed))
-    rows = [[name] + [fmt(getattr(metrics, k), "pct") for k in keys] for name, metrics in orders]
+    rows = [[name, fmt(metrics.top1, "pct"), ci(name)] + [fmt(getattr(metrics, k), "pct") for k in keys[1:]]
+            for name, metrics in orders]  # fmt: skip
     if result.permutations:
         top = result.shuffled.top1
         label = f"shuffled (mean of {result.permutations}; top-1 {fmt(top.min, 'pct')}–{fmt(top.max, 'pct')})"
-        rows.append([label] + [fmt(getattr(result.shuffled, k).mean, "pct") for k in keys])
+        means = [fmt(getattr(result.shuffled, k).mean, "pct") for k in keys]
+        rows.append([label, means[0], ci(SHUFFLED), *means[1:]])
     title = (
         f"{result.probe} ({result.num_params:,} params), {result.num_clips} test clips, "
         f"{len(result.pairs)} nearly-symmetric pairs ({result.pairs_source})\n\n"
@@ -68,23 +79,41 @@ def shuffle_markdown(result: ShuffleResult) -> str:
     return title + markdown_table(header, rows)
 
 
-def comparison_markdown(rows: list[ComparisonRow]) -> str:
-    return markdown_table([c[1] for c in COLUMNS], [[fmt(getattr(r, k), kind) for k, _, kind in COLUMNS] for r in rows])
+def shown_columns(rows: list[ComparisonRow]) -> list[tuple[str, str, str]]:
+    """`COLUMNS` without those no row has a value for (top-5 with 5 classes or fewer)."""
+    return [c for c in COLUMNS if any(getattr(r, c[0]) is not None for r in rows)]
+
+
+def comparison_markdown(rows: list[ComparisonRow], spread: dict[str, dict] | None = None) -> str:
+    """The table; with `spread` (`{probe: {key: std}}`, from several seeds) each value reads mean ± std."""
+    columns = shown_columns(rows)
+
+    def cell(row: ComparisonRow, key: str, kind: str) -> str:
+        std = (spread or {}).get(row.probe, {}).get(key)
+        if std is None or kind not in ("pct", "sec"):
+            return fmt(getattr(row, key), kind)
+        scale, unit = (100, "%") if kind == "pct" else (1, " s")
+        return f"{scale * getattr(row, key):.1f} ± {scale * std:.1f}{unit}"
+
+    return markdown_table([c[1] for c in columns], [[cell(r, k, kind) for k, _, kind in columns] for r in rows])
 
 
 def comparison_csv(rows: list[ComparisonRow]) -> str:
-    """Raw values (fractions, seconds), one column per `COLUMNS` key, for spreadsheets and pandas."""
+    """Raw values (fractions, seconds), one column per shown `COLUMNS` key, for spreadsheets and pandas."""
+    keys = [k for k, _, kind in shown_columns(rows) if kind != "ci"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([k for k, _, _ in COLUMNS])
-    writer.writerows([["" if getattr(r, k) is None else getattr(r, k) for k, _, _ in COLUMNS] for r in rows])
+    writer.writerow(keys)
+    writer.writerows([["" if getattr(r, k) is None else getattr(r, k) for k in keys] for r in rows])
     return buffer.getvalue()
 
 
-def write_tables(out: Path, rows: list[ComparisonRow], meta: dict) -> dict[str, Path]:
+def write_tables(
+    out: Path, rows: list[ComparisonRow], meta: dict, spread: dict[str, dict] | None = None
+) -> dict[str, Path]:
     """`comparison.md`, `.csv` and `.json` in `out`; returns their paths."""
     paths = {ext: Path(out) / f"comparison.{ext}" for ext in ("md", "csv", "json")}
-    write_atomic(paths["md"], comparison_markdown(rows))
+    write_atomic(paths["md"], comparison_markdown(rows, spread))
     write_atomic(paths["csv"], comparison_csv(rows))
     write_atomic(paths["json"], json.dumps({**meta, "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
     return paths
@@ -137,15 +166,25 @@ def plot_shuffle(result: ShuffleResult, path: Path) -> Path:
     return Path(path)
 
 
-def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path) -> Path:
-    """Accuracy (all clips and nearly-symmetric pairs) against trainable parameters, log x."""
+def _errors(rows: list[ComparisonRow], key: str, spread: dict[str, dict] | None) -> list[float] | None:
+    """Each row's std of `key` over seeds (None without seeds)."""
+    if not spread:
+        return None
+    return [_val(spread.get(r.probe, {}).get(key)) for r in rows]
+
+
+def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path, spread: dict[str, dict] | None = None) -> Path:
+    """Accuracy (all clips and nearly-symmetric pairs) against trainable parameters, log x;
+    with `spread` (std over seeds per probe and key) the points carry error bars."""
     fig = _figure(6.4, 4.2)
     ax = fig.subplots()
-    params = np.asarray([r.num_params for r in rows], dtype=float)
+    # a probe with nothing to train (knn) sits at 1 on the log axis
+    params = np.maximum(np.asarray([r.num_params for r in rows], dtype=float), 1)
     for key, label, marker in (("top1", "test top-1", "o"), ("pair_top1", "nearly-symmetric pairs", "^")):
-        ax.scatter(params, [_val(getattr(r, key)) for r in rows], marker=marker, s=50, label=label)
+        ax.errorbar(params, [_val(getattr(r, key)) for r in rows], yerr=_errors(rows, key, spread), fmt=marker,
+                    markersize=7, capsize=3, label=label)  # fmt: skip
     for i, r in enumerate(sorted(rows, key=lambda r: (r.num_params, _val(r.top1)))):
-        ax.annotate(r.probe, (r.num_params, _val(r.top1)), xytext=(6, 5 if i % 2 else -11),
+        ax.annotate(r.probe, (max(r.num_params, 1), _val(r.top1)), xytext=(6, 5 if i % 2 else -11),
                     textcoords="offset points", fontsize=8)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
@@ -157,8 +196,9 @@ def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path) -> Path:
     return Path(path)
 
 
-def plot_order_sensitivity(rows: list[ComparisonRow], path: Path) -> Path:
-    """Per probe: accuracy with frames ordered, shuffled and reversed (Figure 1 for every probe)."""
+def plot_order_sensitivity(rows: list[ComparisonRow], path: Path, spread: dict[str, dict] | None = None) -> Path:
+    """Per probe: accuracy with frames ordered, shuffled and reversed (Figure 1 for every probe);
+    with `spread` the bars carry the std over seeds."""
     fig = _figure(max(6.4, 1.3 * len(rows) + 2), 4.2)
     axes = fig.subplots(1, 2, sharey=True)
     x = np.arange(len(rows))
@@ -168,8 +208,10 @@ def plot_order_sensitivity(rows: list[ComparisonRow], path: Path) -> Path:
         for i, order in enumerate((ORIGINAL, SHUFFLED, REVERSED)):
             field = f"{prefix}top1" if order == ORIGINAL else f"{order}_{prefix}top1"
             values = [_val(getattr(r, field)) for r in rows]
-            bars = ax.bar(x + (i - 1) * width, values, width, label=order, color=ORDER_COLOURS[order])
-            _label_bars(ax, bars, values, vertical=len(rows) > 2)
+            errors = _errors(rows, field, spread)
+            bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=2, label=order,
+                          color=ORDER_COLOURS[order])  # fmt: skip
+            _label_bars(ax, bars, values, vertical=len(rows) > 2, above=errors)
         ax.set_xticks(x, [r.probe for r in rows], rotation=20)
         ax.set_title(panel, fontsize=10)
         ax.set_ylim(0, 1.18)

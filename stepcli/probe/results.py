@@ -7,7 +7,7 @@ results.json keeps the layout it has always had (header, ``summary``, ``per_orde
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class OrderMetrics:
     pair_top1: Value  # over clips of nearly-symmetric pairs
     pair_partner_rate: Value  # share of those predicted as the partner class
     pair_direction: Value  # share where the own class beats every partner
+    top5: Value = None  # only with more than 5 classes
 
 
 METRIC_KEYS = tuple(f.name for f in fields(OrderMetrics))
@@ -53,6 +54,7 @@ class ShuffledMetrics:
     pair_top1: Spread
     pair_partner_rate: Spread
     pair_direction: Spread
+    top5: Spread = Spread(None, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class OrderResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> OrderResult:
-        return cls(data["order"], tuple(data["frames"]), OrderMetrics(**{k: data[k] for k in METRIC_KEYS}))
+        return cls(data["order"], tuple(data["frames"]), OrderMetrics(**{k: data.get(k) for k in METRIC_KEYS}))
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class ShuffleResult:
     per_order: tuple[OrderResult, ...]
     per_class: dict[str, ClassChange]
     confusion_matrix: list[list[int]]
+    #: 95% bootstrap intervals over the test clips per order (shuffled: each clip's mean over the K orders)
+    intervals: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +118,7 @@ class ShuffleResult:
                         SHUFFLED: asdict(self.shuffled)},
             "per_order": [o.to_dict() for o in self.per_order],
             "per_class": {name: asdict(c) for name, c in self.per_class.items()},
-            "confusion_matrix": self.confusion_matrix,
+            "confusion_matrix": self.confusion_matrix, "intervals": self.intervals,
         }  # fmt: skip
 
     @classmethod
@@ -152,6 +156,8 @@ class ComparisonRow:
     train_time_s: float | None
     shuffle_time_s: float
     run: str
+    top5: float | None = None
+    top1_ci: tuple[float | None, float | None] | None = None
 
     @classmethod
     def of(
@@ -165,7 +171,8 @@ class ComparisonRow:
             reversed_top1=reverse.top1, reversed_pair_top1=reverse.pair_top1,
             reversed_pair_partner_rate=reverse.pair_partner_rate, flip_rate=shuffled.flip_rate.mean,
             reversed_flip_rate=reverse.flip_rate, train_time_s=train_time, shuffle_time_s=round(shuffle_time, 3),
-            run=str(run_dir),
+            run=str(run_dir), top5=original.top5,
+            top1_ci=tuple(result.intervals[ORIGINAL]["top1"]) if ORIGINAL in result.intervals else None,
         )  # fmt: skip
 
     def to_dict(self) -> dict:

@@ -25,11 +25,20 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.pairs import Pair, partner_sets, read_pairs
 from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.metrics import DECIMALS, confusion_matrix, mean_class_accuracy, per_class_accuracy
+from stepcli.probe.metrics import (
+    DECIMALS,
+    TOP5_MIN_CLASSES,
+    bootstrap_intervals,
+    confusion_matrix,
+    mean_class_accuracy,
+    per_class_accuracy,
+    topk_hits,
+)
 from stepcli.probe.results import (
     METRIC_KEYS,
     ORIGINAL,
     REVERSED,
+    SHUFFLED,
     ClassChange,
     OrderMetrics,
     OrderResult,
@@ -97,6 +106,7 @@ def _order_metrics(
          enumerate(zip(labels, in_pair, strict=True))]
     )  # fmt: skip
     pair_n = int(in_pair.sum())
+    top5 = _r(topk_hits(logits, labels, 5).mean()) if len(labels) and logits.shape[1] >= TOP5_MIN_CLASSES else None
     metrics = OrderMetrics(
         top1=_r((preds == labels).mean()) if len(labels) else None,
         mean_class_accuracy=_r(mean_class_accuracy(confusion)),
@@ -104,6 +114,7 @@ def _order_metrics(
         pair_top1=_r((preds == labels)[in_pair].mean()) if pair_n else None,
         pair_partner_rate=_r(partner_hit[in_pair].mean()) if pair_n else None,
         pair_direction=_r(direction[in_pair].mean()) if pair_n else None,
+        top5=top5,
     )
     return metrics, per_class_accuracy(confusion)
 
@@ -125,6 +136,19 @@ class OrderReport:
     per_order: tuple[OrderResult, ...]
     per_class: dict[str, ClassChange]
     confusion_matrix: list[list[int]]
+    intervals: dict[str, dict]
+
+
+def order_intervals(hits: dict[str, np.ndarray], labels: np.ndarray, partners: dict, num_classes: int) -> dict:
+    """Bootstrap intervals per order from each clip's hit (shuffled: its hit rate over the K orders),
+    for top-1 and mean per-class accuracy on all clips and top-1 on the clips of pairs."""
+    in_pair = np.asarray([int(y) in partners for y in labels], dtype=bool)
+    out = {}
+    for name, hit in hits.items():
+        out[name] = bootstrap_intervals(hit, labels, num_classes)
+        if in_pair.any():
+            out[name]["pair_top1"] = bootstrap_intervals(hit[in_pair], labels[in_pair], num_classes)["top1"]
+    return out
 
 
 def shuffle_test_logits(
@@ -134,9 +158,10 @@ def shuffle_test_logits(
     partners = partner_sets(pairs, class_names)
     labels = np.asarray(labels, dtype=np.int64)
     original = logits[0].argmax(axis=1)
-    per_order, per_class = [], {}
+    per_order, per_class, hits = [], {}, {}
     for (name, order), order_logits in zip(orders.items(), logits, strict=True):
         preds = original if name == ORIGINAL else stable_predictions(order_logits, original)
+        hits[name] = (preds == labels).astype(np.float64)
         metrics, class_acc = _order_metrics(preds, order_logits, original, labels, partners, len(class_names))
         per_order.append(OrderResult(name, tuple(int(t) for t in order), metrics))
         per_class[name] = class_acc
@@ -153,7 +178,12 @@ def shuffle_test_logits(
             shuffled=_r(shuf), change_reversed=_r(rev - orig), change_shuffled=_r(shuf - orig),
         )  # fmt: skip
     confusion = confusion_matrix(labels, original, len(class_names)).tolist()
-    return OrderReport(per_order[0].metrics, per_order[1].metrics, shuffled, tuple(per_order), classes, confusion)
+    kept = {ORIGINAL: hits[ORIGINAL], REVERSED: hits[REVERSED]}
+    if shuffles:
+        kept[SHUFFLED] = np.mean([hits[o.order] for o in shuffles], axis=0)
+    intervals = order_intervals(kept, labels, partners, len(class_names))
+    return OrderReport(per_order[0].metrics, per_order[1].metrics, shuffled, tuple(per_order), classes, confusion,
+                       intervals)  # fmt: skip
 
 
 def shuffle_test(
@@ -164,7 +194,6 @@ def shuffle_test(
     pairs_source: str | None = None,
 ) -> ShuffleResult:
     """Shuffle-test a run on its test clips; `pairs` default to the cache manifest's pairs."""
-    cfg = cfg or ShuffleConfig()
     if not isinstance(run, Run):
         run = load_run(run)
     cache = run.open_cache(cache)
@@ -172,18 +201,27 @@ def shuffle_test(
     if pairs is None:
         pairs, pairs_source = cache.manifest.pairs, "cache manifest"
     rows = run.rows(cache, "test")
+    return shuffle_rows(run, cache, rows, cache.labels[rows], cfg, pairs, pairs_source)
+
+
+def shuffle_rows(
+    run: Run, cache: FeatureCache, rows: np.ndarray, labels: np.ndarray, cfg: ShuffleConfig | None,
+    pairs: list[Pair], pairs_source: str | None,
+) -> ShuffleResult:  # fmt: skip
+    """The shuffle test of `run` on any cache `rows` whose `labels` are the run's class indices."""
+    cfg = cfg or ShuffleConfig()
     if len(rows) == 0:
         raise StepcliError(f"run {run.run_dir} has no test clips to shuffle-test")
     orders = frame_orders(cache.layout.num_frames, cfg.permutations, cfg.seed)
     device = resolve_device(cfg.device)
     logits = predict_logits(run.probe.to(device), cache, rows, batch_size=cfg.batch_size, device=device,
                             frame_orders=list(orders.values()))  # fmt: skip
-    report = shuffle_test_logits(logits, cache.labels[rows], orders, cache.class_names, pairs)
+    report = shuffle_test_logits(logits, labels, orders, run.class_names, pairs)
     return ShuffleResult(
         run=str(Path(run.run_dir).resolve()), probe=run.config.probe, num_params=int(run.probe.num_params()),
         cache=str(cache.path.resolve()), num_clips=int(len(rows)), num_frames=cache.layout.num_frames,
         permutations=cfg.permutations, seed=cfg.seed, pairs=tuple(tuple(p) for p in pairs),
-        pairs_source=pairs_source or "given", class_names=tuple(cache.class_names), **_shallow_fields(report),
+        pairs_source=pairs_source or "given", class_names=tuple(run.class_names), **_shallow_fields(report),
     )  # fmt: skip
 
 

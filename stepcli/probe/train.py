@@ -12,28 +12,22 @@ and report the same kind of numbers (loss and accuracy summed over all processes
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 import os
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from stepcli import StepcliError, __version__
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.distributed import Group, process_group, processes_per_node, rank_and_world_size
-from stepcli.probe import Probe, build_probe_for_cache, probe_class
+from stepcli.probe import build_probe_for_cache, probe_class
 from stepcli.probe.config import RunConfig, Runtime, SplitRecord, TrainConfig
 from stepcli.probe.data import (
     Splits,
@@ -44,23 +38,13 @@ from stepcli.probe.data import (
     subsample_train,
     use_memory,
 )
-from stepcli.probe.evaluate import autocast, evaluate
+from stepcli.probe.evaluate import evaluate_heads
+from stepcli.probe.heads import Head
 from stepcli.probe.run import CONFIG, LOG, Run, cache_ref, load_run, save_run
+from stepcli.probe.sweep import SWEEP, SweepHead, SweepRecord, check_sweep, head_configs, select_head
 from stepcli.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor per optimizer step: linear ramp to 1 over `warmup_steps`, then cosine to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -101,23 +85,35 @@ class _Session:
         if self.group.main:
             log.info(message)
 
-    def evaluate(self, probe: nn.Module, rows: np.ndarray) -> dict:
-        return evaluate(
-            probe, self.cache, rows, device=self.group.device, workers=self.runtime.workers, group=self.group
-        )
+    def evaluate(self, probes: list[nn.Module], rows: np.ndarray, intervals: bool = False) -> list[dict]:
+        return evaluate_heads(probes, self.cache, rows, device=self.group.device, workers=self.runtime.workers,
+                              group=self.group, intervals=intervals)  # fmt: skip
+
+    def write_log(self, records: list[dict], mode: str = "a") -> None:
+        if self.group.main:
+            with (Path(self.cfg.out) / LOG).open(mode) as handle:
+                handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
-def train_probe(cfg: TrainConfig, cache: FeatureCache | None = None) -> Run | None:
+def train_probe(
+    cfg: TrainConfig, cache: FeatureCache | None = None, sweep: dict[str, list] | None = None
+) -> Run | None:
     """Train (or fit) the probe named in `cfg` and write its run to `cfg.out`.
 
     `cache`, when given, is `cfg.cache` already opened (and perhaps loaded into memory), so that
-    `compare` reads the tokens once for all its probes.
+    `compare` reads the tokens once for all its probes. `sweep` (`{key: [values]}`) trains one
+    head per combination in the same pass and writes the run of the best on val (see `sweep`).
 
     Under torchrun (or srun with MASTER_ADDR/MASTER_PORT) the processes train one probe together
     with DistributedDataParallel. Rank 0 alone logs and writes the run and returns it; the other
     ranks return None (on several nodes they may not even see rank 0's filesystem).
     """
     check_config(cfg)
+    sweep = dict(sweep or {})
+    check_sweep(cfg.probe, sweep, cfg.probe_options)
+    heads = head_configs(cfg, sweep)
+    for _, head in heads:
+        check_config(head)
     _, world_size, local_rank = rank_and_world_size()
     if not probe_class(cfg.probe).distributed and world_size > 1:
         raise StepcliError(
@@ -125,11 +121,11 @@ def train_probe(cfg: TrainConfig, cache: FeatureCache | None = None) -> Run | No
         )
     device = resolve_device(cfg.device, local_rank)
     with process_group(device) as group:
-        return _train(_open_session(cfg, group, cache))
+        return _train(_open_session(cfg, group, cache), heads, sweep)
 
 
 def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None) -> _Session:
-    """Open the cache, resolve the splits and whether to read from memory, prepare `cfg.out`."""
+    """Open the cache, resolve the splits and whether to read from memory."""
     if cache is None or cache.path.resolve() != Path(cfg.cache).resolve():
         cache = FeatureCache(cfg.cache)
     splits = resolve_splits(cache, cfg.seed)
@@ -141,128 +137,136 @@ def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None) ->
         cache.load_into_memory()
     workers = 0 if in_memory else (reader_processes(group.device) if cfg.workers is None else cfg.workers)
     runtime = Runtime(group.device.type, in_memory, workers, group.world_size)
-    if group.main:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG).unlink(missing_ok=True)  # an interrupted rerun must not look like a finished run
-        (out / LOG).write_text("")
     return _Session(cfg, group, cache, splits, runtime)
 
 
-def _train(session: _Session) -> Run | None:
+def _prepare_out(session: _Session) -> None:
+    """Create `--out`; an interrupted rerun must not look like a finished run, so its old results go."""
+    if session.group.main:
+        out = Path(session.cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).unlink(missing_ok=True)
+        (out / SWEEP).unlink(missing_ok=True)
+        (out / LOG).write_text("")
+
+
+def _build_heads(session: _Session, configs: list[tuple[dict, TrainConfig]]) -> list[Head]:
+    heads = []
+    for values, cfg in configs:
+        torch.manual_seed(cfg.seed)  # each head starts where a plain run of its settings would
+        heads.append(Head(values, cfg, build_probe_for_cache(cfg.probe, session.cache, **cfg.probe_options)))
+    return heads
+
+
+def _train(session: _Session, configs: list[tuple[dict, TrainConfig]], sweep: dict[str, list]) -> Run | None:
     """`train_probe` in one process: all train and evaluate, rank 0 writes and returns the run."""
     cfg, cache, splits, group = session.cfg, session.cache, session.splits, session.group
+    start = time.monotonic()
+    heads = _build_heads(session, configs)  # a bad probe option fails here, before --out is touched
+    _prepare_out(session)
     for note in splits.notes:
         session.say(f"note: {note}")
     reading = "in memory" if session.runtime.in_memory else "streaming"
     where = f", {group.world_size} processes ({group.device.type})" if group.world_size > 1 else ""
-    session.say(f"train-probe: {cfg.probe} on {cache.path} ({splits.counts()}), {reading}{where}")
-    start = time.monotonic()
-    torch.manual_seed(cfg.seed)
-    probe = build_probe_for_cache(cfg.probe, cache, **cfg.probe_options)
-    extra = probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
+    swept = f", {len(configs)} heads in one pass" if sweep else ""
+    session.say(f"train-probe: {cfg.probe} on {cache.path} ({splits.counts()}), {reading}{where}{swept}")
+    extra = heads[0].probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
     epoch_times: list[float] = []
     if extra is None:
-        extra, epoch_times = _fit(session, probe.to(group.device))
-    elif group.main:
-        with (Path(cfg.out) / LOG).open("a") as handle:
-            handle.write(json.dumps({"epoch": 1, **extra}) + "\n")
+        epoch_times = _fit(session, heads)
+    else:
+        session.write_log([{"epoch": 1, **extra}])
     train_time = time.monotonic() - start
-    probe = probe.to(group.device)
-    val, test = session.evaluate(probe, splits.val), session.evaluate(probe, splits.test)
+    probes = [head.probe.to(group.device) for head in heads]
+    vals, tests = session.evaluate(probes, splits.val, True), session.evaluate(probes, splits.test, True)
     if not group.main:
         return None
-    metrics = {"probe": probe.name, "num_params": probe.num_params(), **extra,
-               "train_clips": len(splits.train), **test, "val": val}  # fmt: skip
+    chosen = select_head(vals)
+    head, test = heads[chosen], tests[chosen]
+    if extra is None:
+        extra = {"best_epoch": head.best_epoch, "epochs": cfg.epochs}
+    metrics = {"probe": head.probe.name, "num_params": head.probe.num_params(), **extra,
+               "train_clips": len(splits.train), **test, "val": vals[chosen]}  # fmt: skip
     timing = {"train_time_s": round(train_time, 3), "epoch_times_s": [round(t, 3) for t in epoch_times]}
-    save_run(cfg.out, probe=probe.cpu(), config=_run_config(session, probe), metrics=metrics, timing=timing,
+    if sweep:
+        session.write_log(head.log, mode="w")  # the run is the selected head's: its log alone
+        record = [SweepHead.of(h.values, h.best_epoch, v, t, h.log) for h, v, t in zip(heads, vals, tests, strict=True)]
+        path = SweepRecord(sweep, tuple(record), chosen).save(cfg.out)
+        session.say(f"sweep: selected head {chosen} {head.values} on val top-1 {vals[chosen]['top1']:.4f}; "
+                    f"every head's numbers in {path}")  # fmt: skip
+    save_run(cfg.out, probe=head.probe.cpu(), config=_run_config(session, head), metrics=metrics, timing=timing,
              split_ids=splits.clip_ids(cache))  # fmt: skip
     session.say(
-        f"{probe.name}: test top-1 {test['top1']:.4f}, mean per-class {test['mean_class_accuracy']:.4f}, "
+        f"{head.probe.name}: test top-1 {test['top1']:.4f}, mean per-class {test['mean_class_accuracy']:.4f}, "
         f"{metrics['num_params']:,} params, {train_time:.1f}s; run in {cfg.out}"
     )
     return load_run(cfg.out)
 
 
-def _run_config(session: _Session, probe: Probe) -> RunConfig:
-    splits = session.splits
+def _run_config(session: _Session, head: Head) -> RunConfig:
+    splits, probe = session.splits, head.probe
     return RunConfig(
         probe=probe.name, layout=probe.layout, num_classes=probe.num_classes, probe_options=probe.config(),
-        train=session.cfg, runtime=session.runtime, cache=cache_ref(session.cache),
+        train=head.cfg, runtime=session.runtime, cache=cache_ref(session.cache),
         splits=SplitRecord(splits.source, splits.counts(), tuple(splits.notes)), stepcli_version=__version__,
     )  # fmt: skip
 
 
-def _fit(session: _Session, probe: Probe) -> tuple[dict, list[float]]:
-    """The gradient-descent loop; leaves `probe` at its best-on-val epoch, returns that epoch and epoch times.
+def _fit(session: _Session, heads: list[Head]) -> list[float]:
+    """The gradient-descent loop over every head; leaves each at its best-on-val epoch, returns epoch times.
 
     `--batch-size` is the global batch: with W processes each step's batch is split across them
     (`shard_batch`), so the steps, the LR schedule and each step's gradient are those of one process.
     """
-    cfg, group = session.cfg, session.group
-    model: nn.Module = probe
-    if group.world_size > 1:
-        model = DistributedDataParallel(probe, device_ids=[group.device.index] if group.device.type == "cuda" else None)
-        # one clip on a rank makes step's cls-token gradient a strided slice, which DDP copies and
-        # reports on every rank; the copy is of D floats and the numbers are right
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    session.say(f"{probe.name}: {probe.num_params():,} trainable parameters")
-    steps_per_epoch = math.ceil(len(session.splits.train) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
-    optimizer = probe.optimizer(cfg.lr, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
-    best_key, best_state, best_epoch, epoch_times = None, None, 0, []
+    cfg = session.cfg
+    for head in heads:
+        head.prepare(session.group, len(session.splits.train))
+    session.say(f"{heads[0].probe.name}: {heads[0].probe.num_params():,} trainable parameters")
+    epoch_times = []
     for epoch in range(1, cfg.epochs + 1):
         tick = time.monotonic()
-        loss, accuracy = _epoch(session, model, probe, optimizer, scheduler, epoch)
+        train_stats = _epoch(session, heads, epoch)
         epoch_times.append(time.monotonic() - tick)
-        metrics = session.evaluate(probe, session.splits.val)
-        record = {
-            "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": round(loss, 6),
-            "train_top1": round(accuracy, 6), "val_loss": metrics["loss"], "val_top1": metrics["top1"],
-            "val_mean_class_accuracy": metrics["mean_class_accuracy"], "epoch_time_s": round(epoch_times[-1], 3),
-        }  # fmt: skip
-        if group.main:
-            with (Path(cfg.out) / LOG).open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        session.say("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-        # every rank evaluated the same gathered logits, so every rank keeps the same checkpoint
-        key = (metrics["top1"], -metrics["loss"])
-        if best_key is None or key > best_key:
-            best_key, best_epoch = key, epoch
-            best_state = copy.deepcopy(probe.state_dict())
-    probe.load_state_dict(best_state)
-    probe.eval()
-    return {"best_epoch": best_epoch, "epochs": cfg.epochs}, epoch_times
+        val = session.evaluate([head.probe for head in heads], session.splits.val)
+        for h, (head, (loss, accuracy), metrics) in enumerate(zip(heads, train_stats, val, strict=True)):
+            record = {
+                "epoch": epoch, "lr": head.optimizer.param_groups[0]["lr"], "train_loss": round(loss, 6),
+                "train_top1": round(accuracy, 6), "val_loss": metrics["loss"], "val_top1": metrics["top1"],
+                "val_mean_class_accuracy": metrics["mean_class_accuracy"], "epoch_time_s": round(epoch_times[-1], 3),
+            }  # fmt: skip
+            head.log.append(record)
+            record = {"head": h, **record} if len(heads) > 1 else record
+            session.write_log([record])
+            session.say("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            head.keep_if_best(epoch, metrics)  # the same gathered logits on every rank: the same checkpoint
+    for head in heads:
+        head.probe.load_state_dict(head.best_state)
+        head.probe.eval()
+    return epoch_times
 
 
-def _epoch(session: _Session, model: nn.Module, probe: Probe, optimizer, scheduler, epoch: int) -> tuple[float, float]:
-    """One pass over the train split; returns its mean loss and accuracy over all processes."""
+def _epoch(session: _Session, heads: list[Head], epoch: int) -> list[tuple[float, float]]:
+    """One pass over the train split for every head; returns each head's mean loss and accuracy.
+
+    Each batch is read, moved to the device and cast once, then every head takes its step on it."""
     cfg, group, device = session.cfg, session.group, session.group.device
     train = session.splits.train
-    model.train()
-    loss_sum, correct, seen = 0.0, 0.0, 0
+    for head in heads:
+        head.model.train()
+    sums, seen = [[0.0, 0.0] for _ in heads], 0
+    dtype = heads[0].probe.fc.weight.dtype
     batches = epoch_batches(train, cfg.batch_size, cfg.seed, epoch)  # the same on every rank
     shards = [shard_batch(batch, group.rank, group.world_size) for batch in batches]
     with Progress(len(train), f"epoch {epoch}/{cfg.epochs}", enabled=group.main) as bar:
         loaded = iterate_batches(session.cache, [rows for rows, _ in shards], session.runtime.workers)
         for batch, (_, weights), (tokens, labels) in zip(batches, shards, loaded, strict=True):
-            tokens, labels = tokens.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            tokens = tokens.to(device, non_blocking=True).to(dtype)
+            labels = labels.to(device, non_blocking=True)
             weights = torch.from_numpy(weights).to(device)
-            with autocast(device):
-                logits = model(tokens)
-            losses = F.cross_entropy(logits.float(), labels, reduction="none") * weights
-            # DDP averages gradients over the W processes; scaling each one's loss sum by
-            # W / (global batch) makes that average the gradient of the global batch's mean loss
-            loss = losses.sum() * (group.world_size / len(batch))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(probe.parameters(), cfg.clip_grad)
-            optimizer.step()
-            scheduler.step()
-            hits = ((logits.argmax(1) == labels).float() * weights).sum()
-            step_loss, step_correct = group.sum([losses.sum().item(), hits.item()])
-            loss_sum, correct, seen = loss_sum + step_loss, correct + step_correct, seen + len(batch)
-            bar.update(len(batch), loss=loss_sum / seen, acc=correct / seen)
-    return loss_sum / seen, correct / seen
+            for head, total in zip(heads, sums, strict=True):
+                step_loss, step_correct = head.step(session.group, tokens, labels, weights, len(batch))
+                total[0], total[1] = total[0] + step_loss, total[1] + step_correct
+            seen += len(batch)
+            bar.update(len(batch), loss=sum(t[0] for t in sums) / len(sums) / seen,
+                       acc=sum(t[1] for t in sums) / len(sums) / seen)  # fmt: skip
+    return [(loss_sum / seen, correct / seen) for loss_sum, correct in sums]
