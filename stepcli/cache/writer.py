@@ -19,8 +19,32 @@ from stepcli.cache.format import SHARDS
 _SHARD_NAME = re.compile(r"^r(\d+)-(\d+)\.h5(\.tmp)?$")
 
 
+class _OpenShard:
+    """One shard being written: its temporary path, HDF5 file and clip count."""
+
+    def __init__(self, tmp_path: Path, layers: tuple[int, ...], clip_shape: tuple[int, ...], attrs: dict) -> None:
+        K, T, L, D = clip_shape
+        self.tmp_path, self.count = tmp_path, 0
+        f = self.file = h5py.File(tmp_path, "w")
+        group = f.create_group("tokens")
+        for layer in layers:  # one chunk per clip view: a view is read whole, and alone when training
+            group.create_dataset(str(layer), (0, K, T, L, D), maxshape=(None, K, T, L, D), dtype=np.float16,
+                                 chunks=(1, 1, T, L, D))  # fmt: skip
+        f.create_dataset("clip_id", (0,), maxshape=(None,), dtype=h5py.string_dtype())
+        f.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64)
+        f.create_dataset("split", (0,), maxshape=(None,), dtype=h5py.string_dtype())
+        f.create_dataset("frame_index", (0, K, T), maxshape=(None, K, T), dtype=np.int64)
+        f.create_dataset("timestamp", (0, K, T), maxshape=(None, K, T), dtype=np.float64)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+
 class ShardWriter:
-    """Appends clips to the current shard of one rank and rolls over every ``clips_per_shard``."""
+    """Appends clips to the current shard of one rank and rolls over every ``clips_per_shard``.
+
+    Clips with different numbers of views (train clips with augmented views, eval clips without)
+    go to different shards, each holding ``[V, K, T, P+N, D]`` per layer with one K.
+    """
 
     def __init__(
         self,
@@ -30,11 +54,13 @@ class ShardWriter:
         world_size: int = 1,
         clips_per_shard: int = 64,
         attrs: dict | None = None,
+        layers: tuple[int, ...] = (-1,),
     ) -> None:
         self.shard_dir = Path(cache_dir) / SHARDS
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self.rank = rank
         self.clips_per_shard = clips_per_shard
+        self.layers = tuple(layers)
         self.attrs = {k: json.dumps(v) if not isinstance(v, str | int | float) else v for k, v in (attrs or {}).items()}
         remove_stale_temporaries(self.shard_dir, rank, world_size)
         self._next_number = 1 + max(
@@ -45,9 +71,7 @@ class ShardWriter:
             ),
             default=-1,
         )
-        self._file: h5py.File | None = None
-        self._tmp_path: Path | None = None
-        self._count = 0
+        self._open: dict[int, _OpenShard] = {}  # by views per clip
         self.completed: list[Path] = []
 
     def add(
@@ -55,39 +79,35 @@ class ShardWriter:
         clip_id: str,
         label: int,
         split: str,
-        tokens: np.ndarray,
+        tokens: list[np.ndarray],
         frame_index: np.ndarray,
         timestamps: np.ndarray,
     ) -> None:
-        """Append one clip; ``tokens`` is ``[T, P+N, D]`` and is stored as float16."""
-        if self._file is None:
-            self._open(tokens.shape)
-        f = self._file
-        i = self._count
-        for name in ("tokens", "clip_id", "label", "split", "frame_index", "timestamp"):
+        """Append one clip: ``tokens`` per layer ``[K, T, P+N, D]`` (stored as float16), ``frame_index``
+        and ``timestamps`` ``[K, T]``."""
+        K = tokens[0].shape[0]
+        if K not in self._open:
+            self._open[K] = self._new_shard(tokens[0].shape)
+        shard = self._open[K]
+        f, i = shard.file, shard.count
+        for name in ("clip_id", "label", "split", "frame_index", "timestamp"):
             f[name].resize(i + 1, axis=0)
-        f["tokens"][i] = tokens.astype(np.float16)
+        for layer, layer_tokens in zip(self.layers, tokens, strict=True):
+            f["tokens"][str(layer)].resize(i + 1, axis=0)
+            f["tokens"][str(layer)][i] = layer_tokens.astype(np.float16)
         f["clip_id"][i] = clip_id
         f["label"][i] = label
         f["split"][i] = split
         f["frame_index"][i] = frame_index
         f["timestamp"][i] = timestamps
-        self._count += 1
-        if self._count >= self.clips_per_shard:
-            self.close_shard()
+        shard.count += 1
+        if shard.count >= self.clips_per_shard:
+            self._close(K)
 
     def close_shard(self) -> None:
-        """Close the current shard and give it its final name (the commit point)."""
-        if self._file is None:
-            return
-        self._file.close()
-        self._file = None
-        final = self._tmp_path.with_suffix("")  # drop ".tmp"
-        with open(self._tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self._tmp_path, final)
-        self.completed.append(final)
-        self._count = 0
+        """Close every open shard and give it its final name (the commit point)."""
+        for K in sorted(self._open):
+            self._close(K)
 
     close = close_shard
 
@@ -98,21 +118,19 @@ class ShardWriter:
         # on an exception the partial shard is still complete in itself: keep what was done
         self.close_shard()
 
-    def _open(self, clip_shape: tuple[int, ...]) -> None:
-        T, L, D = clip_shape
+    def _close(self, K: int) -> None:
+        shard = self._open.pop(K)
+        shard.file.close()
+        final = shard.tmp_path.with_suffix("")  # drop ".tmp"
+        with open(shard.tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(shard.tmp_path, final)
+        self.completed.append(final)
+
+    def _new_shard(self, clip_shape: tuple[int, ...]) -> _OpenShard:
         name = f"r{self.rank:03d}-{self._next_number:05d}.h5"
         self._next_number += 1
-        self._tmp_path = self.shard_dir / f"{name}.tmp"
-        f = h5py.File(self._tmp_path, "w")
-        f.create_dataset("tokens", (0, T, L, D), maxshape=(None, T, L, D), dtype=np.float16, chunks=(1, T, L, D))
-        f.create_dataset("clip_id", (0,), maxshape=(None,), dtype=h5py.string_dtype())
-        f.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64)
-        f.create_dataset("split", (0,), maxshape=(None,), dtype=h5py.string_dtype())
-        f.create_dataset("frame_index", (0, T), maxshape=(None, T), dtype=np.int64)
-        f.create_dataset("timestamp", (0, T), maxshape=(None, T), dtype=np.float64)
-        for key, value in self.attrs.items():
-            f.attrs[key] = value
-        self._file = f
+        return _OpenShard(self.shard_dir / f"{name}.tmp", self.layers, clip_shape, self.attrs)
 
 
 def remove_stale_temporaries(shard_dir: Path, rank: int, world_size: int) -> None:
