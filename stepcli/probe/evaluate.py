@@ -5,6 +5,11 @@ batch once and applies every requested frame order to it in memory: a K-permutat
 costs one read plus K cheap forwards, and never touches the backbone. Under torchrun `evaluate`
 splits the clips across the processes and gathers the logits, so every process computes the same
 metrics (and picks the same best epoch) from all of them.
+
+A clip with several cached views (temporal clips x spatial crops) is scored as in the multi-view
+test of V-JEPA and SlowFast: the softmax is averaged over its views, every view in the same frame
+order; the logits returned are the log of that average, so argmax and cross-entropy read it as
+they read one view's logits. A clip with one view gets its logits as they are.
 """
 
 from __future__ import annotations
@@ -52,18 +57,36 @@ def predict_logits(
     frame_orders: list[np.ndarray] | None = None,
     workers: int = 0,
 ) -> np.ndarray:
-    """Logits `[K, len(rows), C]` float32 for the K `frame_orders` (None: original order, K = 1).
+    """Logits `[K, len(rows), C]` float32 for the K `frame_orders` (None: original order, K = 1),
+    averaged over each clip's views (see the module docstring).
 
     Each order is a permutation of `range(T)`: order `o` feeds frames `tokens[:, o]` to the probe.
     """
     device = torch.device(device)
     rows = np.asarray(rows, dtype=np.int64)
     orders = _check_orders(frame_orders, cache.clip_shape[0])
+    item_rows, item_views, owner = cache.view_items(rows)
+    if len(item_rows) == len(rows):  # one view per clip
+        return _item_logits(probe, cache, rows, None, batch_size, device, orders, workers)
+    logits = _item_logits(probe, cache, item_rows, item_views, batch_size, device, orders, workers)
+    probs = torch.from_numpy(logits).softmax(dim=-1).numpy().astype(np.float64)
+    summed = np.zeros((len(orders), len(rows), probe.num_classes))
+    np.add.at(summed, (slice(None), owner), probs)
+    mean = summed / np.bincount(owner, minlength=len(rows))[None, :, None]
+    return np.log(np.maximum(mean, np.finfo(np.float32).tiny)).astype(np.float32)
+
+
+def _item_logits(
+    probe: nn.Module, cache: FeatureCache, rows: np.ndarray, views: np.ndarray | None, batch_size: int,
+    device: torch.device, orders: list[torch.Tensor | None], workers: int,
+) -> np.ndarray:  # fmt: skip
+    """Logits `[K, len(rows), C]` of one view per row (`views`, or view 0) under each frame order."""
     out = np.empty((len(orders), len(rows), probe.num_classes), dtype=np.float32)
     was_training = probe.training
     probe.eval()
     start = 0
-    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers):
+    view_batches = None if views is None else fixed_batches(views, batch_size)
+    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers, view_batches):
         tokens = tokens.to(device, non_blocking=True)
         for k, order in enumerate(orders):
             x = tokens if order is None else tokens[:, order.to(device)]

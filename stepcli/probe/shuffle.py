@@ -168,7 +168,7 @@ def shuffle_test(
     if not isinstance(run, Run):
         run = load_run(run)
     if not isinstance(cache, FeatureCache):
-        cache = FeatureCache(run.cache_path if cache is None else cache)
+        cache = run.open_cache(cache)
     run.check_cache(cache)  # refuses tokens from another extraction, naming the difference
     if pairs is None:
         pairs, pairs_source = cache.manifest.pairs, "cache manifest"
@@ -206,7 +206,7 @@ def run_shuffle_test(
 ) -> tuple[ShuffleResult, dict[str, Path]]:  # fmt: skip
     """`stepcli shuffle-test`: test the run on its cache (or `cache`), write results to `out` [RUN/shuffle]."""
     run = load_run(run_dir)
-    features = FeatureCache(run.cache_path if cache is None else cache)
+    features = run.open_cache(cache)
     pairs, source = pairs_for(features, pairs_file)
     result = shuffle_test(run, features, cfg, pairs=pairs, pairs_source=source)
     return result, write_shuffle_outputs(result, Path(run_dir) / SHUFFLE_DIR if out is None else out)
