@@ -44,16 +44,18 @@ def human(nbytes: float) -> str:
 
 
 def check_disk(out: Path, extraction: ExtractionRecord, todo: list[Clip], force: bool) -> None:
-    """Log the projected size and the free space; refuse (before any work) when it will not fit."""
+    """Log the projected size and the free space; refuse (before any work, in one line that gives
+    both) when it will not fit."""
     need, free = projected_bytes(extraction, todo), free_bytes(out)
-    layout = extraction.layout
-    log.info(
-        f"projected cache size {human(need)} for {len(todo)} clips still to extract ({len(extraction.layers)} "
-        f"layer(s), views {extraction.views.eval_views}+{extraction.views.train_views} train, "
-        f"[T={layout.num_frames}, P+N={layout.tokens_per_frame}, D={layout.dim}] float16); free disk {human(free)}"
-    )
     if need > free and not force:
         raise StepcliError(
             f"the cache needs about {human(need)} but {out} has {human(free)} free; free some space, use another "
             "--out, cut the budget (--pool 2x2, --tokens prefix, fewer --layers or views), or pass --force"
         )
+    layout = extraction.layout
+    log.info(
+        f"projected cache size {human(need)} for {len(todo)} clips still to extract ({len(extraction.layers)} "
+        f"layer(s), views {extraction.views.eval_views}+{extraction.views.train_views} train, "
+        f"[T={layout.num_frames}, P+N={layout.tokens_per_frame}, D={layout.dim}] float16); free disk {human(free)}"
+        + (" -- it will not fit: going on because of --force" if need > free else "")
+    )

@@ -133,6 +133,7 @@ def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None) ->
     """Open the cache, resolve the splits and whether to read from memory, prepare `cfg.out`."""
     if cache is None or cache.path.resolve() != Path(cfg.cache).resolve() or cfg.layer not in (None, cache.layer):
         cache = FeatureCache(cfg.cache, layer=cfg.layer)
+    probe_class(cfg.probe).check_layout(cache.layout)
     splits = resolve_splits(cache, cfg.seed)
     splits.train = subsample_train(
         splits.train, cache.labels[splits.train], cache.class_names, cfg.seed, cfg.shots, cfg.train_fraction
