@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from stepcli import StepcliError
+from stepcli.cache.chunks import chunk_offsets, read_views
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
 
@@ -68,6 +69,7 @@ class FeatureCache:
         self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]
         self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
+        self._fds: dict[int, tuple[int, np.ndarray] | None] = {}
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
 
@@ -145,10 +147,33 @@ class FeatureCache:
         if self._memory is not None:
             return self._memory[self._first_item[rows] + views]
         out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
-        for k, (row, view) in enumerate(zip(rows, views, strict=True)):
-            stored = self._tokens(self._shard_of[row])
-            out[k] = stored[self._row_of[row]] if stored.ndim == 4 else stored[self._row_of[row], view]
+        shards = self._shard_of[rows]
+        for shard in np.unique(shards):
+            slots = np.flatnonzero(shards == shard)
+            self._read_shard(int(shard), self._row_of[rows[slots]], views[slots], out, slots)
         return out
+
+    def _read_shard(self, shard: int, rows: np.ndarray, views: np.ndarray, out: np.ndarray, slots: np.ndarray) -> None:
+        """Shard-local `rows`/`views` into `out[slots]`: direct chunk reads, else through h5py."""
+        direct = self._direct(shard)
+        if direct is not None:
+            fd, offsets = direct
+            try:
+                read_views(fd, offsets[rows, views], out, slots)
+            except OSError as err:
+                raise StepcliError(f"shard {self.shard_paths[shard]} cannot be read ({err})") from None
+            return
+        stored = self._tokens(shard)
+        for slot, row, view in zip(slots, rows, views, strict=True):
+            out[slot] = stored[row] if stored.ndim == 4 else stored[row, view]
+
+    def _direct(self, shard: int) -> tuple[int, np.ndarray] | None:
+        """`(file descriptor, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
+        self._handle(shard)  # resets both caches after a fork
+        if shard not in self._fds:
+            offsets = chunk_offsets(self._tokens(shard))
+            self._fds[shard] = None if offsets is None else (os.open(self.shard_paths[shard], os.O_RDONLY), offsets)
+        return self._fds[shard]
 
     def timing(self, row: int, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(frame_index [T], timestamp [T])`` of the frames of one clip view."""
@@ -163,7 +188,7 @@ class FeatureCache:
 
     def _handle(self, shard: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a worker: parent's handles are not ours to use
-            self._handles = {}
+            self._handles, self._fds = {}, {}
             self._pid = os.getpid()
         if shard not in self._handles:
             self._handles[shard] = h5py.File(self.shard_paths[shard], "r")
@@ -172,4 +197,7 @@ class FeatureCache:
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        self._handles = {}
+        for direct in self._fds.values():
+            if direct is not None:
+                os.close(direct[0])
+        self._handles, self._fds = {}, {}
