@@ -36,7 +36,7 @@ def test_direct_reads_equal_h5py_reads_in_any_order(tmp_path):
         for batch in (order, np.arange(len(rows)), order[:7]):
             np.testing.assert_array_equal(cache.tokens(rows[batch], views[batch]), _h5py_tokens(cache, rows[batch],
                                           views[batch]))  # fmt: skip
-        assert all(direct is not None for direct in cache._fds.values())
+        assert all(direct is not None for direct in cache._maps.values())
 
 
 def test_reader_processes_read_the_same_batches(tmp_path):
@@ -58,4 +58,4 @@ def test_a_compressed_shard_is_read_through_h5py(tmp_path):
         f.create_dataset("tokens", data=tokens, chunks=(1, *tokens.shape[1:]), compression="gzip")
     cache = FeatureCache(copy)
     np.testing.assert_array_equal(cache.tokens(np.arange(10)), expected)
-    assert list(cache._fds.values()) == [None]
+    assert list(cache._maps.values()) == [None]

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from stepcli import StepcliError
-from stepcli.cache.chunks import chunk_offsets, read_views
+from stepcli.cache.chunks import chunk_offsets, map_file, read_views
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
 
@@ -69,7 +69,7 @@ class FeatureCache:
         self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]
         self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
-        self._fds: dict[int, tuple[int, np.ndarray] | None] = {}
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
 
@@ -157,9 +157,9 @@ class FeatureCache:
         """Shard-local `rows`/`views` into `out[slots]`: direct chunk reads, else through h5py."""
         direct = self._direct(shard)
         if direct is not None:
-            fd, offsets = direct
+            mapped, offsets = direct
             try:
-                read_views(fd, offsets[rows, views], out, slots)
+                read_views(mapped, offsets[rows, views], out, slots)
             except OSError as err:
                 raise StepcliError(f"shard {self.shard_paths[shard]} cannot be read ({err})") from None
             return
@@ -167,13 +167,13 @@ class FeatureCache:
         for slot, row, view in zip(slots, rows, views, strict=True):
             out[slot] = stored[row] if stored.ndim == 4 else stored[row, view]
 
-    def _direct(self, shard: int) -> tuple[int, np.ndarray] | None:
-        """`(file descriptor, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
+    def _direct(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(mapped file, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
         self._handle(shard)  # resets both caches after a fork
-        if shard not in self._fds:
+        if shard not in self._maps:
             offsets = chunk_offsets(self._tokens(shard))
-            self._fds[shard] = None if offsets is None else (os.open(self.shard_paths[shard], os.O_RDONLY), offsets)
-        return self._fds[shard]
+            self._maps[shard] = None if offsets is None else (map_file(self.shard_paths[shard]), offsets)
+        return self._maps[shard]
 
     def timing(self, row: int, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(frame_index [T], timestamp [T])`` of the frames of one clip view."""
@@ -188,7 +188,7 @@ class FeatureCache:
 
     def _handle(self, shard: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a worker: parent's handles are not ours to use
-            self._handles, self._fds = {}, {}
+            self._handles, self._maps = {}, {}
             self._pid = os.getpid()
         if shard not in self._handles:
             self._handles[shard] = h5py.File(self.shard_paths[shard], "r")
@@ -197,7 +197,4 @@ class FeatureCache:
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        for direct in self._fds.values():
-            if direct is not None:
-                os.close(direct[0])
-        self._handles, self._fds = {}, {}
+        self._handles, self._maps = {}, {}  # a mapping is unmapped when its last array goes
