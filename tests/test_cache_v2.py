@@ -146,9 +146,15 @@ def test_training_draws_one_seeded_view_per_clip_per_epoch(views_cache):
     assert not np.array_equal(draws[0], draws[1])
 
 
-def test_several_layers_in_one_pass(tmp_path, demo_cache):
-    out = tmp_path / "layers" / "cache"
+@pytest.fixture(scope="module")
+def layers_cache(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("layers") / "cache"
     make_demo_cache(out, layers=(-1, -2))
+    return out
+
+
+def test_several_layers_in_one_pass(tmp_path, demo_cache, layers_cache):
+    out = layers_cache
     last, reference = cache_tokens(out), cache_tokens(demo_cache)
     assert last.keys() == reference.keys()
     for clip_id, tokens in reference.items():
@@ -166,6 +172,17 @@ def test_several_layers_in_one_pass(tmp_path, demo_cache):
     with pytest.raises(StepcliError, match="layer read: -2 -> -1"):
         run.check_cache(FeatureCache(out))
     assert "-1,-2" in fails("train-probe", "--cache", out, "--probe", "linear", "--layer", -3, "--out", tmp_path / "x")
+
+
+def test_compare_sweeps_the_layers(tmp_path, layers_cache):
+    out = tmp_path / "compare"
+    table = ok("-q", "compare", "--cache", layers_cache, "--out", out, "--probes", "linear,step", "--epochs", 1,
+               "--permutations", 2, "--device", "cpu", "--layers", "all").stdout  # fmt: skip
+    assert "top-1 @ -1" in table and "reversal flip rate @ -2" in table and "| step |" in table
+    assert (out / "layers.png").stat().st_size > 0 and (out / "layers.csv").read_text().count("\n") == 5
+    for layer in (-1, -2):
+        assert load_run(out / f"layer{layer}" / "runs" / "step").layer == layer
+    assert "holds layers -1,-2, not -5" in fails("compare", "--cache", layers_cache, "--out", out, "--layers", "-5")
 
 
 def test_pool_2x2_quarters_the_patch_tokens(tmp_path, demo_cache):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from stepcli import StepcliError
 from stepcli.commands.common import (
     PathArg,
     default_of,
@@ -15,6 +16,7 @@ from stepcli.commands.common import (
     verbosity_options,
 )
 from stepcli.probe.compare import CompareConfig, run_compare
+from stepcli.probe.layers import run_layer_sweep
 
 
 def _default(name: str):
@@ -33,9 +35,20 @@ def _default(name: str):
 @seed_option(CompareConfig, "Seed for training and permutations.")
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(CompareConfig)
+@click.option("--layer", type=int, help="Which of the cache's layers (extract --layers) [its first].")
+@click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
+              "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
 @verbosity_options
-def compare_command(cache, out, probes, **kwargs) -> None:
+def compare_command(cache, out, probes, layers, **kwargs) -> None:
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
     names = tuple(p.strip() for p in probes.split(",") if p.strip())
-    comparison = run_compare(CompareConfig(cache=cache, out=out, probes=names, **kwargs))
+    cfg = CompareConfig(cache=cache, out=out, probes=names, **kwargs)
+    if layers is not None:
+        if cfg.layer is not None:
+            raise StepcliError("give --layer or --layers, not both")
+        paths = run_layer_sweep(cfg, layers)
+        click.echo(paths["md"].read_text())
+        click.echo("wrote:\n" + "\n".join(f"  {p}" for p in paths.values()), err=True)
+        return
+    comparison = run_compare(cfg)
     print_comparison(comparison, out)

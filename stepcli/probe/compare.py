@@ -34,7 +34,8 @@ from stepcli.probe.train import train_probe
 log = logging.getLogger(__name__)
 RUNS = "runs"
 # train settings that must match for an existing run to be reused
-REUSE_KEYS = ("probe", "epochs", "lr", "weight_decay", "batch_size", "warmup_epochs", "seed", "shots", "train_fraction")
+REUSE_KEYS = ("probe", "epochs", "lr", "weight_decay", "batch_size", "warmup_epochs", "seed", "shots", "train_fraction",
+              "layer")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class CompareConfig:
     seed: int = 0
     device: str = "auto"
     pairs_file: Path | None = None
+    layer: int | None = None  # which of the cache's layers; None: its first
 
 
 @dataclass
@@ -63,7 +65,8 @@ class Comparison:
 
 def _train_config(cfg: CompareConfig, probe: str) -> TrainConfig:
     return TrainConfig(cache=Path(cfg.cache), probe=probe, out=Path(cfg.out) / RUNS / probe, seed=cfg.seed,
-                       device=cfg.device, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)  # fmt: skip
+                       device=cfg.device, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                       layer=cfg.layer)  # fmt: skip
 
 
 def _reusable(tcfg: TrainConfig, cache: FeatureCache) -> bool:
@@ -109,7 +112,7 @@ def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache) -> 
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
     check_compare_config(cfg)
-    cache = FeatureCache(cfg.cache)
+    cache = FeatureCache(cfg.cache, layer=cfg.layer)
     pairs, source = pairs_for(cache, cfg.pairs_file)
     if use_memory(cache, "auto"):
         cache.load_into_memory()
