@@ -90,6 +90,7 @@ def test_two_clips_three_crops_are_six_views_equal_to_a_direct_forward(views_cac
     first, second = cache.timing(0, 0)[1], cache.timing(0, 3)[1]
     assert (second > first).all(), "the second temporal clip is offset later within every segment"
     np.testing.assert_array_equal(cache.timing(0, 1)[1], first)  # crops of one temporal clip share frames
+    assert "2 temporal clips x 3 crops; 72 views in all; schema version 2" in ok("inspect", views_cache).stdout
 
 
 @pytest.fixture(scope="module")
