@@ -3,6 +3,7 @@ budget and the free-disk check, through the real pipeline, backbone, videos and 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -200,6 +201,14 @@ def test_pool_2x2_quarters_the_patch_tokens(tmp_path, demo_cache):
     np.testing.assert_allclose(a[:, 2], window, atol=3e-3)
     for probe in ("step", "attentive"):
         ok("-q", "train-probe", "--cache", out, "--probe", probe, "--out", tmp_path / probe, "--epochs", 1)
+    # predict pools a new video's tokens as the cache did, so it agrees with the cached clip
+    run = load_run(tmp_path / "step")
+    clip_id = pooled.clip_ids[row]
+    video = out.parent / "demo-videos" / clip_id.rsplit("-", 1)[0] / f"{clip_id}.mp4"
+    cached = predict_logits(run.probe, pooled, [row])[0, 0]
+    top = json.loads(ok("predict", "--run", tmp_path / "step", "--json", "--top-k", 1, video).stdout)[0]["top"][0]
+    assert top[0] == pooled.class_names[int(np.argmax(cached))]
+    assert abs(top[1] - float(torch.softmax(torch.from_numpy(cached), 0).max())) < 1e-3
 
 
 def test_prefix_tokens_only_are_refused_by_probes_that_need_patches(tmp_path):
