@@ -32,6 +32,7 @@ bench: setup
 	$(PY) bench/extract.py
 	$(PY) bench/shuffle.py
 	$(PY) bench/train.py --cache demo-output/cache
+	$(PY) bench/read.py --cache demo-output/cache
 
 clean:
 	rm -rf demo-output .pytest_cache

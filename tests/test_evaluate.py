@@ -36,8 +36,9 @@ def relabelled_cache(source: Path, out: Path, rename: dict[str, str] | None = No
     with ShardWriter(out, clips_per_shard=1000) as writer:
         for row, clip_id in enumerate(cache.clip_ids):
             frames, stamps = cache.timing(row)
-            writer.add(view + clip_id, new_label[int(cache.labels[row])], cache.splits[row], cache.tokens([row])[0], frames,
-                       stamps)  # fmt: skip
+            # one layer of one view: [K=1, T, P+N, D] and [K=1, T]
+            writer.add(view + clip_id, new_label[int(cache.labels[row])], cache.splits[row], [cache.tokens([row])],
+                       frames[None], stamps[None])  # fmt: skip
     names = [(rename or {}).get(n, n) for n in names]
     dataset = replace(cache.manifest.dataset, class_names=tuple(names), pairs=())
     Manifest(extraction=cache.manifest.extraction, dataset=dataset).save(out)

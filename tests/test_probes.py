@@ -164,7 +164,7 @@ def test_wrong_token_layout_is_an_error(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("num_frames", 0), ("num_prefix", -1), ("num_patches", 0), ("dim", 1.5), ("dim", True)]
+    ("field", "value"), [("num_frames", 0), ("num_prefix", -1), ("num_patches", -1), ("dim", 1.5), ("dim", True)]
 )
 def test_token_layout_refuses_impossible_sizes(field: str, value) -> None:
     sizes = {"num_frames": T, "num_prefix": P, "num_patches": N, "dim": D, field: value}

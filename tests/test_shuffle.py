@@ -105,7 +105,7 @@ def _reversal_cache(path: Path, per_class: int = 40) -> Path:
                 motion = 0 * ramp if label == 4 else ramp if label % 2 == 0 else ramp[::-1]
                 tokens = rng.normal(0, 0.3, (4, 3, 8)) + axis[label // 2 + 4]
                 tokens[:, 1:] += 2 * motion[:, None, None] * axis[label // 2]
-                writer.add(f"c{label}-{i}", label, split, tokens, np.arange(4), np.arange(4) / 8.0)
+                writer.add(f"c{label}-{i}", label, split, [tokens[None]], np.arange(4)[None], np.arange(4)[None] / 8.0)
     extraction = ExtractionRecord(
         backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
         layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=2, dim=8,

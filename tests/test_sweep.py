@@ -65,10 +65,10 @@ def test_sweep_reads_each_training_batch_once(demo_cache: Path, tmp_path: Path, 
     reads: list[int] = []
     real_tokens = FeatureCache.tokens
 
-    def counting(self, rows):
+    def counting(self, rows, views=None):
         if set(np.asarray(rows).tolist()) <= train_rows:
             reads.append(len(rows))
-        return real_tokens(self, rows)
+        return real_tokens(self, rows, views)
 
     monkeypatch.setattr(FeatureCache, "tokens", counting)
     counts = {}

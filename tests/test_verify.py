@@ -48,13 +48,16 @@ def _truncate(shard: Path) -> str:
     return "cannot be read"
 
 
+TOKENS = "tokens/-1"  # the demo cache's one layer: [clips, views, T, P+N, D]
+
+
 def _non_finite(shard: Path) -> str:
     with h5py.File(shard, "r+") as f:
-        tokens = f["tokens"][2]
-        tokens[0, 0, :3] = [np.inf, -np.inf, np.nan]
-        f["tokens"][2] = tokens
+        tokens = f[TOKENS][2]
+        tokens[0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
+        f[TOKENS][2] = tokens
         clip_id = f["clip_id"][2].decode()
-    return f"row 2 (clip {clip_id!r}): 3 of"
+    return f"row 2 (clip {clip_id!r}) {TOKENS}: 3 of"
 
 
 def _bad_label(shard: Path) -> str:
@@ -71,10 +74,10 @@ def _bad_split(shard: Path) -> str:
 
 def _wrong_layout(shard: Path) -> str:
     with h5py.File(shard, "r+") as f:
-        tokens = f["tokens"][:]
-        del f["tokens"]
-        f["tokens"] = tokens[:, :, :-1]  # one patch token fewer per frame
-    return "tokens has shape"
+        tokens = f[TOKENS][:]
+        del f[TOKENS]
+        f[TOKENS] = tokens[:, :, :, :-1]  # one patch token fewer per frame
+    return f"{TOKENS} has shape"
 
 
 DAMAGES: dict[str, Callable[[Path], str]] = {
@@ -143,8 +146,9 @@ def test_verify_of_a_non_cache_is_one_line(tmp_path):
 def _split_shard(cache: Path, parts: int = 2) -> None:
     """Rewrite the cache's one shard as `parts` shards of the same clips (as a longer run would write)."""
     (single,) = _shards(cache)
+    data = {}
     with h5py.File(single, "r") as f:
-        data = {name: f[name][:] for name in f}
+        f.visititems(lambda name, item: data.update({name: item[:]}) if isinstance(item, h5py.Dataset) else None)
         attrs = dict(f.attrs)
     single.unlink()
     bounds = np.linspace(0, len(data["clip_id"]), parts + 1).astype(int)

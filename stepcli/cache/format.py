@@ -1,9 +1,12 @@
-"""Cache schema v1: manifest.json, shards/*.h5 and failures.jsonl.
+"""Cache schema v2 (v1 still read): manifest.json, shards/*.h5 and failures.jsonl.
 
 The manifest holds the provenance that decides whether two runs produce interchangeable tokens
 (``extraction``: backbone, weights, image size, layer, frames, ...), the description of the
 data (``dataset``: class names, splits, nearly-symmetric pairs) and, for information only, the
-library versions that made it.
+library versions that made it. Version 2 shards hold, per cached layer L, ``tokens/<L>`` of
+shape ``[V, K, T, P+N, D]`` (K views per clip, one chunk per clip view) and ``frame_index`` /
+``timestamp`` of shape ``[V, K, T]``; version 1 shards hold one ``tokens`` ``[V, T, P+N, D]``,
+read as one view of one layer.
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ from stepcli import StepcliError
 from stepcli.cache.records import DatasetRecord, ExtractionRecord, TokenLayout
 from stepcli.pairs import Pair
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# what each axis of a cache is, written into every v2 manifest for whoever opens it without stepcli
+AXES = {
+    "tokens": "shards/*.h5 tokens/<layer>: [clip, view, frame, token, dim] float16; tokens are P prefix then N patches",
+    "views": "view v < clips*crops: temporal clip v // crops, spatial crop v % crops (centre; or left, centre, "
+    "right along the long side); train clips then hold train_views augmented views, view clips*crops+j of "
+    "temporal clip j % clips",
+    "layers": "one tokens/<layer> dataset per cached block (negative: counted from the last); 'layer' is the default",
+    "pool": "patch grid averaged over pool windows before caching (1x1: none); prefix tokens kept as they are",
+}
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 FAILURES = "failures.jsonl"
@@ -47,12 +60,13 @@ class Manifest:
         return self.extraction.layout
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "extraction": self.extraction.to_dict(),
             "dataset": self.dataset.to_dict(),
             "versions": dict(self.versions),
             "schema_version": self.schema_version,
         }
+        return data if self.schema_version < 2 else {**data, "axes": AXES}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -75,9 +89,10 @@ class Manifest:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise StepcliError(f"{path} is not valid JSON ({err}); the cache is damaged") from None
-        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        if not isinstance(data, dict) or data.get("schema_version") not in READABLE_VERSIONS:
             version = data.get("schema_version") if isinstance(data, dict) else None
-            raise StepcliError(f"{path} has schema version {version}, this stepcli reads {SCHEMA_VERSION}")
+            readable = " and ".join(map(str, READABLE_VERSIONS))
+            raise StepcliError(f"{path} has schema version {version}, this stepcli reads versions {readable}")
         try:
             return cls.from_dict(data)
         except StepcliError as err:

@@ -62,6 +62,29 @@ class Holder:
             return None  # written a moment from now, or by another version: say less, still refuse
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _current_holder(path: Path, patience: float = 2.0) -> Holder | None:
+    """The holder's record: the lock is taken a moment before the record is written, and until then
+    the file is empty or names a dead earlier holder, so wait briefly for a live one."""
+    deadline = time.monotonic() + patience
+    while True:
+        holder = Holder.read(path)
+        if holder is not None and (holder.host != socket.gethostname() or _alive(holder.pid)):
+            return holder
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
 def lock_path(cache_dir: Path, rank: int) -> Path:
     return Path(cache_dir) / f"{LOCK_PREFIX}{rank:03d}"
 
@@ -85,7 +108,7 @@ class CacheLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            holder = Holder.read(path)
+            holder = _current_holder(path)
             who = holder.describe() if holder else "another process"
             raise StepcliError(
                 f"{cache_dir} (rank {rank}) is being written by {who}; wait for it to finish, or stop it "

@@ -1,4 +1,8 @@
-"""FeatureCache: one index over every complete shard, with in-memory or streaming access."""
+"""FeatureCache: one index over every complete shard, with in-memory or streaming access.
+
+A cache row is a clip; a clip has one or more views (schema v2) and the cache one or more layers,
+of which a `FeatureCache` reads one. A version-1 shard is read as one view of one layer.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import h5py
 import numpy as np
 
 from stepcli import StepcliError
+from stepcli.cache.chunks import chunk_offsets, map_file, read_views
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
 
@@ -17,15 +22,23 @@ from stepcli.cache.records import TokenLayout
 class FeatureCache:
     """Read side of a cache directory.
 
-    ``tokens(rows)`` returns ``[len(rows), T, P+N, D]`` float16. HDF5 handles are opened lazily
-    and reopened after a fork, so a DataLoader worker gets its own handle per shard.
+    ``tokens(rows, views)`` returns ``[len(rows), T, P+N, D]`` float16 of one view per row (view 0
+    when `views` is None) of `layer` (the manifest's first layer when None). HDF5 handles are opened
+    lazily and reopened after a fork, so a DataLoader worker gets its own handle per shard.
     """
 
-    def __init__(self, cache_dir: Path | str) -> None:
+    def __init__(self, cache_dir: Path | str, layer: int | None = None) -> None:
         self.path = Path(cache_dir)
         self.manifest = Manifest.load(self.path)
+        layers = self.manifest.extraction.layers
+        self.layer = layers[0] if layer is None else layer
+        if self.layer not in layers:
+            raise StepcliError(
+                f"cache {self.path} holds layer{'s' if len(layers) > 1 else ''} {','.join(map(str, layers))}, "
+                f"not {self.layer}; pick one of them or extract with --layers {','.join(map(str, (*layers, layer)))}"
+            )
         self.shard_paths = sorted((self.path / SHARDS).glob("*.h5")) if (self.path / SHARDS).is_dir() else []
-        clip_ids, labels, splits, shard_of, row_of = [], [], [], [], []
+        clip_ids, labels, splits, shard_of, row_of, num_views = [], [], [], [], [], []
         seen: set[str] = set()
         self.duplicates = 0  # kept for callers: always 0, a cache holding a clip twice is refused
         for s, shard_path in enumerate(self.shard_paths):
@@ -34,6 +47,7 @@ class FeatureCache:
                     ids = [x.decode() if isinstance(x, bytes) else x for x in f["clip_id"][:]]
                     shard_labels = f["label"][:]
                     shard_splits = [x.decode() if isinstance(x, bytes) else x for x in f["split"][:]]
+                    views = f["frame_index"].shape[1] if f["frame_index"].ndim == 3 else 1
             except (OSError, KeyError) as err:
                 raise StepcliError(f"shard {shard_path} cannot be read ({err}); delete it and rerun extract") from None
             for r, clip_id in enumerate(ids):
@@ -48,14 +62,18 @@ class FeatureCache:
                 splits.append(shard_splits[r])
                 shard_of.append(s)
                 row_of.append(r)
+                num_views.append(views)
         self.clip_ids = clip_ids
         self.labels = np.asarray(labels, dtype=np.int64)
         self.splits = np.asarray(splits, dtype=object)
         self._shard_of = np.asarray(shard_of, dtype=np.int64)
         self._row_of = np.asarray(row_of, dtype=np.int64)
+        self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]
+        self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
         self._pid = os.getpid()
-        self._memory: np.ndarray | None = None
+        self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -76,8 +94,17 @@ class FeatureCache:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of this layer's tokens, every view of every clip."""
         T, L, D = self.clip_shape
-        return len(self) * T * L * D * 2
+        return int(self.num_views.sum()) * T * L * D * 2
+
+    def view_items(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every view of `rows`: `(item_rows, item_views, owner)`, owner the position in `rows`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = self.num_views[rows]
+        owner = np.repeat(np.arange(len(rows)), counts)
+        views = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return rows[owner], views.astype(np.int64), owner
 
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -98,34 +125,72 @@ class FeatureCache:
         return [r for r in read_failures(self.path / FAILURES) if r["clip_id"] not in present]
 
     def load_into_memory(self) -> None:
-        """Read every clip once, shard by shard, in storage order (the fast path for small caches)."""
-        out = np.empty((len(self), *self.clip_shape), dtype=np.float16)
+        """Read every clip view once, shard by shard, in storage order (the fast path for small caches)."""
+        out = np.empty((int(self.num_views.sum()), *self.clip_shape), dtype=np.float16)
         for s in np.unique(self._shard_of):
             mine = np.flatnonzero(self._shard_of == s)
-            out[mine] = self._handle(s)["tokens"][:][self._row_of[mine]]
+            stored = self._tokens(s)[:]
+            stored = stored[:, None] if stored.ndim == 4 else stored  # v1: one view
+            for row in mine:
+                first = self._first_item[row]
+                out[first : first + self.num_views[row]] = stored[self._row_of[row]]
         self._memory = out
 
     @property
     def in_memory(self) -> bool:
         return self._memory is not None
 
-    def tokens(self, rows: np.ndarray | list[int]) -> np.ndarray:
+    def tokens(self, rows: np.ndarray | list[int], views: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """``[len(rows), T, P+N, D]`` float16: view ``views[k]`` (0 when None) of clip ``rows[k]``."""
         rows = np.asarray(rows, dtype=np.int64)
+        views = np.zeros(len(rows), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)
+        if len(views) != len(rows) or np.any(views < 0) or np.any(views >= self.num_views[rows]):
+            raise StepcliError(f"views {views.tolist()} do not name a view of each clip {rows.tolist()}")
         if self._memory is not None:
-            return self._memory[rows]
+            return self._memory[self._first_item[rows] + views]
         out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
-        for k, row in enumerate(rows):
-            out[k] = self._handle(self._shard_of[row])["tokens"][self._row_of[row]]
+        shards = self._shard_of[rows]
+        for shard in np.unique(shards):
+            slots = np.flatnonzero(shards == shard)
+            self._read_shard(int(shard), self._row_of[rows[slots]], views[slots], out, slots)
         return out
 
-    def timing(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(frame_index [T], timestamp [T])`` of one clip's sampled frames."""
+    def _read_shard(self, shard: int, rows: np.ndarray, views: np.ndarray, out: np.ndarray, slots: np.ndarray) -> None:
+        """Shard-local `rows`/`views` into `out[slots]`: direct chunk reads, else through h5py."""
+        direct = self._direct(shard)
+        if direct is not None:
+            mapped, offsets = direct
+            try:
+                read_views(mapped, offsets[rows, views], out, slots)
+            except OSError as err:
+                raise StepcliError(f"shard {self.shard_paths[shard]} cannot be read ({err})") from None
+            return
+        stored = self._tokens(shard)
+        for slot, row, view in zip(slots, rows, views, strict=True):
+            out[slot] = stored[row] if stored.ndim == 4 else stored[row, view]
+
+    def _direct(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(mapped file, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
+        self._handle(shard)  # resets both caches after a fork
+        if shard not in self._maps:
+            offsets = chunk_offsets(self._tokens(shard))
+            self._maps[shard] = None if offsets is None else (map_file(self.shard_paths[shard]), offsets)
+        return self._maps[shard]
+
+    def timing(self, row: int, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(frame_index [T], timestamp [T])`` of the frames of one clip view."""
         f = self._handle(self._shard_of[row])
-        return f["frame_index"][self._row_of[row]], f["timestamp"][self._row_of[row]]
+        index, times = f["frame_index"][self._row_of[row]], f["timestamp"][self._row_of[row]]
+        return (index, times) if index.ndim == 1 else (index[view], times[view])
+
+    def _tokens(self, shard: int) -> h5py.Dataset:
+        """The shard's tokens of this cache's layer: ``[V, K, T, P+N, D]`` (v1: ``[V, T, P+N, D]``)."""
+        stored = self._handle(shard)["tokens"]
+        return stored if isinstance(stored, h5py.Dataset) else stored[str(self.layer)]
 
     def _handle(self, shard: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a worker: parent's handles are not ours to use
-            self._handles = {}
+            self._handles, self._maps = {}, {}
             self._pid = os.getpid()
         if shard not in self._handles:
             self._handles[shard] = h5py.File(self.shard_paths[shard], "r")
@@ -134,4 +199,4 @@ class FeatureCache:
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        self._handles = {}
+        self._handles, self._maps = {}, {}  # a mapping is unmapped when its last array goes

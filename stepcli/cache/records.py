@@ -43,9 +43,12 @@ class TokenLayout:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            low = 0 if f.name == "num_prefix" else 1
+            # a `--tokens prefix` cache has no patch tokens; a backbone without CLS has no prefix
+            low = 0 if f.name in ("num_prefix", "num_patches") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise StepcliError(f"token layout: {f.name} must be an integer >= {low}, got {value!r}")
+        if self.tokens_per_frame < 1:
+            raise StepcliError("token layout: a frame needs at least one token (P + N >= 1)")
 
     @property
     def tokens_per_frame(self) -> int:
@@ -65,10 +68,45 @@ class TokenLayout:
 
 
 @dataclass(frozen=True)
+class ViewsRecord:
+    """The views cached per clip (schema v2): `clips` temporal clips x `crops` spatial crops for every
+    split, then, for train clips only, `train_views` augmented views (`augment`, drawn with `seed`).
+
+    View v < clips * crops is temporal clip v // crops, crop v % crops (crops: centre, or left /
+    centre / right along the long side); train view clips * crops + j is an augmented crop of
+    temporal clip j % clips. A version-1 cache is one view: clips = crops = 1, no train views.
+    """
+
+    clips: int = 1
+    crops: int = 1
+    train_views: int = 0
+    augment: str = ""
+    seed: int = 0
+
+    @property
+    def eval_views(self) -> int:
+        """Views of a val or test clip (and the first views of a train clip)."""
+        return self.clips * self.crops
+
+    def views_of(self, split: str) -> int:
+        return self.eval_views + (self.train_views if split == "train" else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ViewsRecord:
+        return cls(**_from_dict(cls, data, "views record"))
+
+
+@dataclass(frozen=True)
 class ExtractionRecord:
     """Everything that decides a cache's tokens; two caches are interchangeable when these agree.
 
     On disk, P/N/D sit in a nested `token_layout` object and T in `num_frames`, as in schema v1.
+    Schema v2 adds `layers` (every cached block; `layer` is the first of them, the default a
+    probe reads), `views`, `pool` (patch-grid pooling window, "1x1": none) and `tokens` ("all", or
+    "prefix": CLS and registers only); a v1 record reads as one layer, one view, no pooling.
     """
 
     backbone: str
@@ -85,6 +123,14 @@ class ExtractionRecord:
     num_prefix: int
     num_patches: int
     dim: int
+    layers: tuple[int, ...] = ()
+    views: ViewsRecord = field(default_factory=ViewsRecord)
+    pool: str = "1x1"
+    tokens: str = "all"
+
+    def __post_init__(self) -> None:
+        if not self.layers:  # a v1 record: its one layer
+            object.__setattr__(self, "layers", (self.layer,))
 
     @property
     def layout(self) -> TokenLayout:
@@ -93,6 +139,7 @@ class ExtractionRecord:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["layers"], data["views"] = list(self.layers), self.views.to_dict()
         layout = {k: data.pop(k) for k in ("num_prefix", "num_patches", "dim")}
         head = {k: data.pop(k) for k in ("layer", "num_frames", "sampler", "dtype")}
         return {**data, "token_layout": layout, **head}
@@ -104,6 +151,9 @@ class ExtractionRecord:
         flat = {**data, **data["token_layout"]}
         kwargs = _from_dict(cls, flat, "extraction record")
         kwargs["mean"], kwargs["std"] = tuple(kwargs["mean"]), tuple(kwargs["std"])
+        kwargs["layers"] = tuple(kwargs.get("layers", ()))
+        if "views" in kwargs:
+            kwargs["views"] = ViewsRecord.from_dict(kwargs["views"])
         return cls(**kwargs)
 
     def differences(self, other: ExtractionRecord) -> list[str]:

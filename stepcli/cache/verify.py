@@ -50,17 +50,43 @@ def non_finite_reason(tokens: np.ndarray) -> str | None:
     )
 
 
-def _expected(manifest: Manifest) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Per-clip dataset -> (shape after the clip axis, kind of dtype), from the manifest's layout."""
+def _token_datasets(manifest: Manifest) -> list[str]:
+    """The shard datasets holding tokens: one per cached layer (schema v2), or `tokens` (v1)."""
+    if manifest.schema_version < 2:
+        return ["tokens"]
+    return [f"tokens/{layer}" for layer in manifest.extraction.layers]
+
+
+def _expected(manifest: Manifest, views: int | None) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-clip dataset -> (shape after the clip axis, kind of dtype), from the manifest's layout;
+    `views` is the shard's views per clip (v2), None for a v1 shard."""
+    lead = () if views is None else (views,)
     T = manifest.layout.num_frames
+    tokens = {
+        name: ((*lead, *manifest.layout.clip_shape), manifest.extraction.dtype) for name in _token_datasets(manifest)
+    }
     return {
-        "tokens": (manifest.layout.clip_shape, manifest.extraction.dtype),
+        **tokens,
         "clip_id": ((), "string"),
         "label": ((), "integer"),
         "split": ((), "string"),
-        "frame_index": ((T,), "integer"),
-        "timestamp": ((T,), "float"),
+        "frame_index": ((*lead, T), "integer"),
+        "timestamp": ((*lead, T), "float"),
     }
+
+
+def _shard_views(f: h5py.File, manifest: Manifest) -> Iterator[str | int | None]:
+    """The shard's views per clip (None for v1), or a problem if the manifest allows no such number."""
+    if manifest.schema_version < 2:
+        yield None
+        return
+    index = f.get("frame_index")
+    views = index.shape[1] if isinstance(index, h5py.Dataset) and index.ndim == 3 else None
+    record = manifest.extraction.views
+    allowed = sorted({record.views_of("val"), record.views_of("train")})
+    if views not in allowed:
+        yield f"holds {views} views per clip; the manifest's views give {' or '.join(map(str, allowed))}"
+    yield views
 
 
 def _dtype_ok(dtype: np.dtype, kind: str) -> bool:
@@ -81,7 +107,9 @@ def _rows(rows: list[int]) -> str:
 def _layout_problems(f: h5py.File, manifest: Manifest) -> Iterator[str]:
     """Missing datasets, wrong shapes or dtypes, and per-clip datasets of different lengths."""
     lengths = set()
-    for name, (shape, kind) in _expected(manifest).items():
+    *problems, views = _shard_views(f, manifest)
+    yield from problems
+    for name, (shape, kind) in _expected(manifest, views).items():
         if name not in f or not isinstance(f[name], h5py.Dataset):
             yield f"has no dataset {name!r}"
             continue
@@ -109,13 +137,15 @@ def _value_problems(f: h5py.File, manifest: Manifest, ids: list[str]) -> Iterato
     unknown = [r for r, split in enumerate(splits) if split not in (*SPLITS, "")]
     if unknown:
         yield f"split(s) not train/val/test at rows {_rows(unknown)} (e.g. {splits[unknown[0]]!r})"
-    tokens = f["tokens"]
-    for start in range(0, tokens.shape[0], ROWS_PER_READ):
-        block = tokens[start : start + ROWS_PER_READ]
-        for offset, clip in enumerate(block):
-            if (reason := non_finite_reason(clip)) is not None:
-                row = start + offset
-                yield f"row {row} (clip {ids[row]!r}): {reason.split(' (')[0]}"
+    for name in _token_datasets(manifest):
+        tokens = f[name]
+        for start in range(0, tokens.shape[0], ROWS_PER_READ):
+            block = tokens[start : start + ROWS_PER_READ]
+            for offset, clip in enumerate(block):
+                if (reason := non_finite_reason(clip)) is not None:
+                    row = start + offset
+                    where = "" if name == "tokens" else f" {name}"
+                    yield f"row {row} (clip {ids[row]!r}){where}: {reason.split(' (')[0]}"
 
 
 def _check_shard(path: Path, manifest: Manifest, report: VerifyReport, seen: dict[str, str]) -> None:

@@ -1,7 +1,8 @@
 """Shard writer: a shard is written under a temporary name and renamed only once complete.
 
-A killed process therefore leaves at most one ``*.h5.tmp`` per rank, which the next run of that
-rank deletes; every ``*.h5`` in ``shards/`` is complete and its clips are skipped on resume.
+A killed process therefore leaves only ``*.h5.<pid>.tmp`` files, which the next run of that rank
+deletes; every ``*.h5`` in ``shards/`` is complete and its clips are skipped on resume. A write
+that fails (a full disk) discards the shard being written, never renaming a partial one.
 """
 
 from __future__ import annotations
@@ -21,8 +22,52 @@ from stepcli.cache.lock import is_held
 _SHARD_NAME = re.compile(r"^r(\d+)-(\d+)\.h5(\.\d+)?(\.tmp)?$")
 
 
+class _OpenShard:
+    """One shard being written: its temporary and final paths, HDF5 file, datasets and clip count."""
+
+    def __init__(
+        self, tmp_path: Path, final_path: Path, layers: tuple[int, ...], clip_shape: tuple[int, ...], attrs: dict
+    ) -> None:
+        K, T, L, D = clip_shape
+        self.tmp_path, self.final_path, self.count = tmp_path, final_path, 0
+        f = self.file = h5py.File(tmp_path, "w")
+        group = f.create_group("tokens")
+        for layer in layers:  # one chunk per clip view: a view is read whole, and alone when training
+            group.create_dataset(str(layer), (0, K, T, L, D), maxshape=(None, K, T, L, D), dtype=np.float16,
+                                 chunks=(1, 1, T, L, D))  # fmt: skip
+        f.create_dataset("clip_id", (0,), maxshape=(None,), dtype=h5py.string_dtype())
+        f.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64)
+        f.create_dataset("split", (0,), maxshape=(None,), dtype=h5py.string_dtype())
+        f.create_dataset("frame_index", (0, K, T), maxshape=(None, K, T), dtype=np.int64)
+        f.create_dataset("timestamp", (0, K, T), maxshape=(None, K, T), dtype=np.float64)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        # held open: a handle dropped mid-write flushes, which on a full disk fails again
+        self.datasets = {name: f[name] for name in ("clip_id", "label", "split", "frame_index", "timestamp")}
+        self.datasets |= {f"tokens/{layer}": group[str(layer)] for layer in layers}
+
+    def discard(self) -> None:
+        """Drop this shard's file, so that no incomplete file ever gets a final name."""
+        self.tmp_path.unlink(missing_ok=True)
+        # closing flushes HDF5's caches, which would fail again on a full disk and leave handles
+        # that fail once more at exit: point the abandoned file's descriptor at /dev/null first
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, self.file.id.get_vfd_handle())
+            self.datasets = {}
+            self.file.close()
+        except (OSError, RuntimeError):
+            pass  # nothing of this file is kept
+        finally:
+            os.close(null)
+
+
 class ShardWriter:
-    """Appends clips to the current shard of one rank and rolls over every ``clips_per_shard``."""
+    """Appends clips to the current shard of one rank and rolls over every ``clips_per_shard``.
+
+    Clips with different numbers of views (train clips with augmented views, eval clips without)
+    go to different shards, each holding ``[V, K, T, P+N, D]`` per layer with one K.
+    """
 
     def __init__(
         self,
@@ -32,11 +77,13 @@ class ShardWriter:
         world_size: int = 1,
         clips_per_shard: int = 64,
         attrs: dict | None = None,
+        layers: tuple[int, ...] = (-1,),
     ) -> None:
         self.shard_dir = Path(cache_dir) / SHARDS
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self.rank = rank
         self.clips_per_shard = clips_per_shard
+        self.layers = tuple(layers)
         self.attrs = {k: json.dumps(v) if not isinstance(v, str | int | float) else v for k, v in (attrs or {}).items()}
         remove_stale_temporaries(self.shard_dir, rank, world_size)
         self._next_number = 1 + max(
@@ -47,11 +94,7 @@ class ShardWriter:
             ),
             default=-1,
         )
-        self._file: h5py.File | None = None
-        self._tmp_path: Path | None = None
-        self._final_path: Path | None = None
-        self._datasets: dict[str, h5py.Dataset] = {}  # held open: a handle dropped mid-write flushes
-        self._count = 0
+        self._open: dict[int, _OpenShard] = {}  # by views per clip
         self.completed: list[Path] = []
 
     def add(
@@ -59,44 +102,35 @@ class ShardWriter:
         clip_id: str,
         label: int,
         split: str,
-        tokens: np.ndarray,
+        tokens: list[np.ndarray],
         frame_index: np.ndarray,
         timestamps: np.ndarray,
     ) -> None:
-        """Append one clip; ``tokens`` is ``[T, P+N, D]`` and is stored as float16."""
-        values = {"tokens": tokens.astype(np.float16), "clip_id": clip_id, "label": label, "split": split,
-                  "frame_index": frame_index, "timestamp": timestamps}  # fmt: skip
+        """Append one clip: ``tokens`` per layer ``[K, T, P+N, D]`` (stored as float16), ``frame_index``
+        and ``timestamps`` ``[K, T]``."""
+        K = tokens[0].shape[0]
+        values = {"clip_id": clip_id, "label": label, "split": split, "frame_index": frame_index,
+                  "timestamp": timestamps}  # fmt: skip
+        values |= {f"tokens/{layer}": t.astype(np.float16) for layer, t in zip(self.layers, tokens, strict=True)}
         try:
-            if self._file is None:
-                self._open(tokens.shape)
+            if K not in self._open:
+                self._open[K] = self._new_shard(tokens[0].shape)
+            shard = self._open[K]
             for name, value in values.items():
-                self._datasets[name].resize(self._count + 1, axis=0)
-                self._datasets[name][self._count] = value
-            self._file.flush()  # a write that fails (a full disk) fails here, for this clip
+                shard.datasets[name].resize(shard.count + 1, axis=0)
+                shard.datasets[name][shard.count] = value
+            shard.file.flush()  # a write that fails (a full disk) fails here, for this clip
         except (OSError, RuntimeError):
             self.discard()
             raise
-        self._count += 1
-        if self._count >= self.clips_per_shard:
-            self.close_shard()
+        shard.count += 1
+        if shard.count >= self.clips_per_shard:
+            self._close(K)
 
     def close_shard(self) -> None:
-        """Close the current shard and give it its final name (the commit point)."""
-        if self._file is None:
-            return
-        try:
-            self._datasets = {}
-            self._file.close()
-            self._file = None
-            with open(self._tmp_path, "rb") as handle:
-                os.fsync(handle.fileno())
-        except (OSError, RuntimeError):
-            self.discard()
-            raise
-        os.replace(self._tmp_path, self._final_path)
-        self._tmp_path = None
-        self.completed.append(self._final_path)
-        self._count = 0
+        """Close every open shard and give it its final name (the commit point)."""
+        for K in sorted(self._open):
+            self._close(K)
 
     close = close_shard
 
@@ -104,47 +138,34 @@ class ShardWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # a failed write has discarded its shard already; on any other exception the partial
-        # shard is complete in itself: keep what was done
+        # a failed write has discarded its shards already; on any other exception the partial
+        # shards are complete in themselves: keep what was done
         self.close_shard()
 
     def discard(self) -> None:
-        """Drop the shard being written, so that no incomplete file ever gets a final name."""
-        if self._tmp_path is not None:
-            self._tmp_path.unlink(missing_ok=True)
-            self._tmp_path = None
-        if self._file is not None:
-            # closing flushes HDF5's caches, which would fail again on a full disk and leave handles
-            # that fail once more at exit: point the abandoned file's descriptor at /dev/null first
-            null = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(null, self._file.id.get_vfd_handle())
-                self._datasets = {}
-                self._file.close()
-            except (OSError, RuntimeError):
-                pass  # nothing of this file is kept
-            finally:
-                os.close(null)
-            self._file = None
-        self._count = 0
+        """Drop every shard being written (after a failed write: their files cannot be trusted)."""
+        for K in list(self._open):
+            self._open.pop(K).discard()
 
-    def _open(self, clip_shape: tuple[int, ...]) -> None:
-        T, L, D = clip_shape
+    def _close(self, K: int) -> None:
+        shard = self._open[K]
+        try:
+            shard.datasets = {}
+            shard.file.close()
+            with open(shard.tmp_path, "rb") as handle:
+                os.fsync(handle.fileno())
+        except (OSError, RuntimeError):
+            self.discard()
+            raise
+        del self._open[K]
+        os.replace(shard.tmp_path, shard.final_path)
+        self.completed.append(shard.final_path)
+
+    def _new_shard(self, clip_shape: tuple[int, ...]) -> _OpenShard:
         name = f"r{self.rank:03d}-{self._next_number:05d}.h5"
         self._next_number += 1
-        self._final_path = self.shard_dir / name
-        self._tmp_path = self.shard_dir / f"{name}.{os.getpid()}.tmp"
-        f = h5py.File(self._tmp_path, "w")
-        f.create_dataset("tokens", (0, T, L, D), maxshape=(None, T, L, D), dtype=np.float16, chunks=(1, T, L, D))
-        f.create_dataset("clip_id", (0,), maxshape=(None,), dtype=h5py.string_dtype())
-        f.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64)
-        f.create_dataset("split", (0,), maxshape=(None,), dtype=h5py.string_dtype())
-        f.create_dataset("frame_index", (0, T), maxshape=(None, T), dtype=np.int64)
-        f.create_dataset("timestamp", (0, T), maxshape=(None, T), dtype=np.float64)
-        for key, value in self.attrs.items():
-            f.attrs[key] = value
-        self._file = f
-        self._datasets = {name: f[name] for name in f}
+        tmp = self.shard_dir / f"{name}.{os.getpid()}.tmp"
+        return _OpenShard(tmp, self.shard_dir / name, self.layers, clip_shape, self.attrs)
 
 
 def remove_stale_temporaries(shard_dir: Path, rank: int, world_size: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from stepcli import StepcliError
 from stepcli.commands.common import (
     PathArg,
     default_of,
@@ -16,6 +17,7 @@ from stepcli.commands.common import (
 )
 from stepcli.commands.train_probe import parse_seeds
 from stepcli.probe.compare import CompareConfig, run_compare
+from stepcli.probe.layers import run_layer_sweep
 
 
 def _default(name: str):
@@ -36,10 +38,21 @@ def _default(name: str):
               "the table shows mean ± std, comparison.json the per-seed numbers.")  # fmt: skip
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(CompareConfig)
+@click.option("--layer", type=int, help="Which of the cache's layers (extract --layers) [its first].")
+@click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
+              "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
 @verbosity_options
-def compare_command(cache, out, probes, seed_list, **kwargs) -> None:
+def compare_command(cache, out, probes, seed_list, layers, **kwargs) -> None:
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
     names = tuple(p.strip() for p in probes.split(",") if p.strip())
     chosen = tuple(parse_seeds(seed_list)) if seed_list is not None else ()
-    comparison = run_compare(CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, **kwargs))
+    cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, **kwargs)
+    if layers is not None:
+        if cfg.layer is not None:
+            raise StepcliError("give --layer or --layers, not both")
+        paths = run_layer_sweep(cfg, layers)
+        click.echo(paths["md"].read_text())
+        click.echo("wrote:\n" + "\n".join(f"  {p}" for p in paths.values()), err=True)
+        return
+    comparison = run_compare(cfg)
     print_comparison(comparison, out)

@@ -27,6 +27,8 @@ def _default(name: str):
 @click.option("--backbone", default=_default("backbone"), hidden=True)
 @click.option("--image-size", type=int, default=_default("image_size"), hidden=True)
 @click.option("--workers", type=int, default=_default("workers"), hidden=True)
+@click.option("--pool", default=_default("pool"), show_default=True,
+              help="Patch-grid pooling window of the demo's cache (extract --pool); 1: every patch token.")  # fmt: skip
 @verbosity_options
 @click.pass_context
 def demo_command(ctx: click.Context, quick: bool, **kwargs) -> None:

@@ -7,8 +7,10 @@ import sys
 
 import click
 
+from stepcli import StepcliError
 from stepcli.cache.storage import ignore_file_size_signal
 from stepcli.commands.common import PathArg, default_of, device_option, pairs_option, verbosity_options
+from stepcli.extract.budget import TOKEN_SETS
 from stepcli.extract.datasets import DatasetOptions, dataset_names
 from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
 from stepcli.extract.datasets.drive_act import VIEWS as DRIVE_ACT_VIEWS
@@ -23,6 +25,16 @@ DATASET_FIELDS = (
 
 def _default(name: str):
     return default_of(ExtractConfig, name)
+
+
+def parse_layers(text: str | None) -> tuple[int, ...]:
+    """`-1,-4,-7` -> (-1, -4, -7); None -> () (use --layer)."""
+    if text is None:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise StepcliError(f"--layers {text!r} is not a comma-separated list of block numbers (e.g. -1,-4)") from None
 
 
 @click.command()
@@ -52,6 +64,22 @@ def _default(name: str):
               help="Input size for every backbone.")  # fmt: skip
 @click.option("--layer", type=int, default=_default("layer"), show_default=True,
               help="Transformer block whose tokens are cached.")  # fmt: skip
+@click.option("--layers", callback=lambda _c, _p, v: parse_layers(v),
+              help="Several blocks in one pass, e.g. -1,-4,-7 (the first is the default for probes); replaces --layer.")  # fmt: skip
+@click.option("--clips", type=int, default=_default("clips"), show_default=True,
+              help="Temporal clips per clip (evenly offset frame sets), for the multi-view test.")  # fmt: skip
+@click.option("--crops", type=click.IntRange(1, 3), default=_default("crops"), show_default=True,
+              help="Spatial crops per clip: 1 (centre) or 3 (left, centre, right along the long side).")  # fmt: skip
+@click.option("--train-views", type=int, default=_default("train_views"), show_default=True,
+              help="Augmented views per train clip (needs --augment).")  # fmt: skip
+@click.option("--augment", default=_default("augment"),
+              help="Augmentation of the train views: rrc[:min_scale] (seeded random resized crop; no flip).")  # fmt: skip
+@click.option("--augment-seed", type=int, default=_default("augment_seed"), show_default=True)
+@click.option("--pool", default=_default("pool"), show_default=True,
+              help="Average the patch grid over KxK (or RxC) windows before caching; prefix tokens kept.")  # fmt: skip
+@click.option("--tokens", type=click.Choice(TOKEN_SETS), default=_default("tokens"), show_default=True,
+              help="all, or prefix: only CLS and registers (probes that need patches refuse such a cache).")  # fmt: skip
+@click.option("--force", is_flag=True, help="Extract even when the projected cache size exceeds the free disk.")
 @device_option(ExtractConfig)
 @click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
               help="Clips per forward pass.")  # fmt: skip

@@ -15,13 +15,19 @@ def describe_cache(cache: FeatureCache) -> str:
     """What `stepcli inspect` prints: provenance, token layout, clips per split and class, failures."""
     m = cache.manifest
     ex = m.extraction
+    views = ex.views
     T, L, D = cache.clip_shape
     size = sum(p.stat().st_size for p in cache.shard_paths)
     lines = [
         f"cache        {cache.path}",
         f"backbone     {ex.backbone}  weights {ex.weights}" + ("  (RANDOM INIT)" if ex.weights == RANDOM_INIT else ""),
-        f"frames       T={T}, {ex.image_size} px, layer {ex.layer}, sampler {ex.sampler}",
-        f"tokens       [T={T}, P+N={L} ({ex.num_prefix} prefix + {ex.num_patches} patches), D={D}] {ex.dtype}",
+        f"frames       T={T}, {ex.image_size} px, sampler {ex.sampler}",
+        f"layers       {','.join(map(str, ex.layers))} (probes read {cache.layer} unless told --layer)",
+        f"tokens       [T={T}, P+N={L} ({ex.num_prefix} prefix + {ex.num_patches} patches), D={D}] {ex.dtype}, "
+        f"pool {ex.pool}, tokens {ex.tokens}",
+        f"views        {views.clips} temporal clips x {views.crops} crops"
+        + (f", + {views.train_views} train views ({views.augment}, seed {views.seed})" if views.train_views else "")
+        + f"; {int(cache.num_views.sum())} views in all; schema version {m.schema_version}",
         f"dataset      {m.dataset.name}, {len(m.class_names)} classes, {len(m.pairs)} nearly-symmetric pairs",
         f"clips        {len(cache)} in {len(cache.shard_paths)} shards, {size / 2**20:.1f} MiB on disk",
     ]

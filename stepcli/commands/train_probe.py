@@ -85,6 +85,7 @@ def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> d
 @click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=_default("in_memory"), show_default=True,
               help="Load the cache into RAM (auto: if it takes at most half the available memory) or stream from HDF5.")  # fmt: skip
 @click.option("--workers", type=int, help="HDF5 reader processes when streaming [0 on CPU, 2 on a GPU].")
+@click.option("--layer", type=int, help="Which of the cache's layers (extract --layers) to train on [its first].")
 @click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE", help=_options_help())
 @click.option("--temporal-pe/--no-temporal-pe", default=None, help="step: learnable frame-wise temporal encoding [on].")
 @click.option("--cls", type=click.Choice(CLS_MODES), help="step: what to classify from [global].")

@@ -11,15 +11,15 @@ import hashlib
 import logging
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stepcli import StepcliError
+from stepcli.extract.budget import TokenBudget
+from stepcli.extract.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -28,44 +28,38 @@ RANDOM_INIT = "random-init"
 RANDOM_INIT_SEED = 0
 
 
-@dataclass
-class Preprocess:
-    """Resize the shorter side to ``size`` (bicubic, antialiased), centre-crop, normalise.
-
-    The resize runs on the uint8 frames, as PIL's does in the CLIP and timm reference transforms
-    (rounded and saturated to 0..255): torch's uint8 path is also much cheaper than the float one,
-    which matters on a CPU, where preprocessing competes with the backbone for cores.
-    """
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __call__(self, frames: np.ndarray) -> torch.Tensor:
-        """``[B, H, W, 3]`` uint8 -> ``[B, 3, size, size]`` float32."""
-        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8)).permute(0, 3, 1, 2)  # channels-last
-        h, w = x.shape[-2:]
-        scale = self.size / min(h, w)
-        new_h, new_w = max(self.size, round(h * scale)), max(self.size, round(w * scale))
-        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-        top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
-        x = x[..., top : top + self.size, left : left + self.size]
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255
-        std = torch.tensor(self.std).view(1, 3, 1, 1) * 255
-        return x.contiguous().float().sub_(mean).div_(std)  # NCHW uint8 first: the cheapest copy
-
-
 class FrameEncoder(torch.nn.Module):
     """A frozen image model returning per-frame tokens ``[B, P+N, D]``."""
 
-    def __init__(self, spec: str, weights: str, preprocess: Preprocess, num_prefix: int, num_patches: int, dim: int):
+    def __init__(self, spec: str, weights: str, preprocess: Preprocess, num_prefix: int, grid: tuple[int, int],
+                 dim: int, layers: tuple[int, ...], depth: int, budget: TokenBudget | None = None):  # fmt: skip
         super().__init__()
         self.spec = spec
         self.weights = weights
         self.preprocess = preprocess
         self.num_prefix = num_prefix
-        self.num_patches = num_patches
+        self.grid = tuple(grid)
         self.dim = dim
+        self.layers = tuple(layers)  # as the user named them (negative: from the last block)
+        self.blocks = [_block_index(layer, depth) for layer in self.layers]
+        if len(set(self.blocks)) != len(self.blocks):
+            raise StepcliError(f"--layers {','.join(map(str, self.layers))} names a block twice")
+        self.budget = budget or TokenBudget()
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens per cached frame, after the token budget."""
+        return self.budget.num_patches(self.grid)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[B, P+N, D]`` of the first of `layers`, the full patch grid (no budget)."""
+        return self.forward_layers(pixels)[0]
+
+    def forward_layers(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """Tokens ``[B, P+N, D]`` of every one of `layers`, in their order, from one forward pass."""
+        wanted = sorted(set(self.blocks))
+        out = self._intermediates(pixels, wanted)  # the models return blocks in ascending order
+        return [out[wanted.index(b)] for b in self.blocks]
 
     @property
     def image_size(self) -> int:
@@ -73,23 +67,34 @@ class FrameEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def encode_clips(self, pixels: list[torch.Tensor], device: torch.device) -> np.ndarray:
-        """Clips of preprocessed frames `[B, T, 3, S, S]` -> tokens `[B, T, P+N, D]` float16, as cached.
+        """Clips of preprocessed frames `[B, T, 3, S, S]` -> tokens `[B, T, P+N, D]` float16 of the
+        first layer, after the token budget: as cached."""
+        return np.stack([views[0] for views in self.encode_views([p[None] for p in pixels], device)[0]])
+
+    @torch.no_grad()
+    def encode_views(self, pixels: list[torch.Tensor], device: torch.device) -> list[list[np.ndarray]]:
+        """Views of clips `[K, T, 3, S, S]` (K may differ per clip) -> per layer, per clip, tokens
+        `[K, T, P+N, D]` float16 after the token budget, as cached.
 
         fp32 on CPU (bf16 is slower there); bf16 (or fp16) autocast on a GPU.
         """
-        clips = torch.stack(pixels).to(device, non_blocking=True)
-        b, t = clips.shape[:2]
-        frames = clips.flatten(0, 1)
+        sizes = [p.shape[0] * p.shape[1] for p in pixels]
+        frames = torch.cat([p.flatten(0, 1) for p in pixels]).to(device, non_blocking=True)
         if device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             with torch.autocast("cuda", dtype=dtype):
-                tokens = self(frames)
+                layers = self.forward_layers(frames)
         else:
-            tokens = self(frames)
-        return tokens.float().reshape(b, t, *tokens.shape[1:]).cpu().numpy().astype(np.float16)
+            layers = self.forward_layers(frames)
+        out = []
+        for tokens in layers:
+            kept = self.budget.apply(tokens.float(), self.num_prefix, self.grid).cpu().numpy().astype(np.float16)
+            parts = np.split(kept, np.cumsum(sizes)[:-1])
+            out.append([part.reshape(*p.shape[:2], *kept.shape[1:]) for part, p in zip(parts, pixels, strict=True)])
+        return out
 
     def provenance(self) -> dict:
-        """The encoder's share of an `ExtractionRecord` (the pipeline adds layer, T, sampler, dtype)."""
+        """The encoder's share of an `ExtractionRecord` (the pipeline adds T, views, sampler, dtype)."""
         return {
             "backbone": self.spec,
             "weights": self.weights,
@@ -98,6 +103,10 @@ class FrameEncoder(torch.nn.Module):
             "std": tuple(self.preprocess.std),
             "resize": "shorter-side bicubic antialias on uint8, centre crop",
             "normalize": "final-norm",
+            "layer": self.layers[0],
+            "layers": self.layers,
+            "pool": self.budget.pool_name,
+            "tokens": self.budget.tokens,
             "num_prefix": self.num_prefix,
             "num_patches": self.num_patches,
             "dim": self.dim,
@@ -105,27 +114,28 @@ class FrameEncoder(torch.nn.Module):
 
 
 class OpenClipEncoder(FrameEncoder):
-    def __init__(self, spec: str, model_name: str, pretrained: str | None, weights: str, image_size: int, layer: int):
+    def __init__(self, spec: str, model_name: str, pretrained: str | None, weights: str, image_size: int,
+                 layers: tuple[int, ...], budget: TokenBudget | None):  # fmt: skip
         import open_clip
 
         model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size)
         cfg = open_clip.get_model_preprocess_cfg(model)
         visual = model.visual.eval().requires_grad_(False)
-        grid = visual.grid_size
         super().__init__(
-            spec, weights, Preprocess(image_size, tuple(cfg["mean"]), tuple(cfg["std"])),
-            num_prefix=1, num_patches=grid[0] * grid[1], dim=visual.transformer.width,
+            spec, weights, Preprocess(image_size, tuple(cfg["mean"]), tuple(cfg["std"])), num_prefix=1,
+            grid=visual.grid_size, dim=visual.transformer.width, layers=layers,
+            depth=len(visual.transformer.resblocks), budget=budget,
         )  # fmt: skip
         self.visual = visual
-        self.layer = _block_index(layer, len(visual.transformer.resblocks))
 
     @torch.no_grad()
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _intermediates(self, pixels: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
         out = self.visual.forward_intermediates(
-            pixels, indices=[self.layer], stop_early=True, normalize_intermediates=True,
+            pixels, indices=blocks, stop_early=True, normalize_intermediates=True,
             intermediates_only=True, output_fmt="NLC", output_extra_tokens=True,
         )  # fmt: skip
-        return torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
+        return [torch.cat([p, x], dim=1) for p, x in zip(out["image_intermediates_prefix"], out["image_intermediates"],
+                                                         strict=True)]  # fmt: skip
 
 
 class TimmEncoder(FrameEncoder):
@@ -137,7 +147,8 @@ class TimmEncoder(FrameEncoder):
         use_hub: bool,
         weights: str,
         image_size: int,
-        layer: int,
+        layers: tuple[int, ...],
+        budget: TokenBudget | None,
     ):
         import timm
 
@@ -151,35 +162,41 @@ class TimmEncoder(FrameEncoder):
                 raise StepcliError(f"cannot load {weights_file or model_name}: {str(err).splitlines()[0]}") from None
         model = model.eval().requires_grad_(False)
         cfg = timm.data.resolve_data_config({}, model=model)
-        grid = model.patch_embed.grid_size
         super().__init__(
             spec, weights, Preprocess(image_size, tuple(cfg["mean"]), tuple(cfg["std"])),
-            num_prefix=model.num_prefix_tokens, num_patches=grid[0] * grid[1], dim=model.embed_dim,
+            num_prefix=model.num_prefix_tokens, grid=model.patch_embed.grid_size, dim=model.embed_dim,
+            layers=layers, depth=len(model.blocks), budget=budget,
         )  # fmt: skip
         self.model = model
-        self.layer = _block_index(layer, len(model.blocks))
 
     @torch.no_grad()
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        ((patches, prefix),) = self.model.forward_intermediates(
-            pixels, indices=[self.layer], return_prefix_tokens=True, norm=True,
+    def _intermediates(self, pixels: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
+        out = self.model.forward_intermediates(
+            pixels, indices=blocks, return_prefix_tokens=True, norm=True,
             stop_early=True, output_fmt="NLC", intermediates_only=True,
         )  # fmt: skip
-        return torch.cat([prefix, patches], dim=1)
+        return [torch.cat([prefix, patches], dim=1) for patches, prefix in out]
 
 
-def load_backbone(spec: str, image_size: int = 224, layer: int = -1) -> FrameEncoder:
-    """Build the frozen encoder named by ``spec``; see the module docstring for the forms."""
+def load_backbone(
+    spec: str, image_size: int = 224, layer: int | tuple[int, ...] = -1, budget: TokenBudget | None = None
+) -> FrameEncoder:
+    """Build the frozen encoder named by ``spec`` for `layer` (one block, or several read in one pass)
+    and the token `budget`; see the module docstring for the forms."""
     family, _, rest = spec.partition(":")
     model_name, _, weights = rest.partition(":")
     if family not in ("openclip", "timm") or not model_name:
         raise StepcliError(f"backbone {spec!r} is not openclip:<model>[:<tag or file>] or timm:<model>[:<file>]")
-    if family == "openclip":
-        return _load_openclip(spec, model_name, weights, image_size, layer)
-    return _load_timm(spec, model_name, weights, image_size, layer)
+    layers = (layer,) if isinstance(layer, int) else tuple(layer)
+    if not layers:
+        raise StepcliError("--layers names no block; give e.g. -1 or -1,-4")
+    load = _load_openclip if family == "openclip" else _load_timm
+    return load(spec, model_name, weights, image_size, layers, budget)
 
 
-def _load_openclip(spec: str, model_name: str, weights: str, image_size: int, layer: int) -> FrameEncoder:
+def _load_openclip(
+    spec: str, model_name: str, weights: str, image_size: int, layer: tuple[int, ...], budget: TokenBudget | None
+) -> FrameEncoder:
     import open_clip
 
     if model_name not in open_clip.list_models():
@@ -187,9 +204,10 @@ def _load_openclip(spec: str, model_name: str, weights: str, image_size: int, la
     if not weights:
         _warn_random_init(spec)
         with _random_init_seed():
-            return OpenClipEncoder(spec, model_name, None, RANDOM_INIT, image_size, layer)
+            return OpenClipEncoder(spec, model_name, None, RANDOM_INIT, image_size, layer, budget)
     if _looks_like_path(weights):
-        return OpenClipEncoder(spec, model_name, _existing_file(weights), file_identity(weights), image_size, layer)
+        path = _existing_file(weights)
+        return OpenClipEncoder(spec, model_name, path, file_identity(weights), image_size, layer, budget)
     cfg = open_clip.get_pretrained_cfg(model_name, weights)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"
@@ -197,21 +215,24 @@ def _load_openclip(spec: str, model_name: str, weights: str, image_size: int, la
     local = _cached_hub_file(cfg.get("hf_hub", ""))
     if local is None:
         _require_network(urlparse(cfg["url"]).hostname if cfg.get("url") else "huggingface.co", spec, model_name)
-    return OpenClipEncoder(spec, model_name, local or weights, weights, image_size, layer)
+    return OpenClipEncoder(spec, model_name, local or weights, weights, image_size, layer, budget)
 
 
-def _load_timm(spec: str, model_name: str, weights: str, image_size: int, layer: int) -> FrameEncoder:
+def _load_timm(
+    spec: str, model_name: str, weights: str, image_size: int, layer: tuple[int, ...], budget: TokenBudget | None
+) -> FrameEncoder:
     import timm
 
     if not timm.is_model(model_name):
         raise StepcliError(f"timm has no model {model_name!r}; see timm.list_models('*dinov2*')")
     if not weights:
         _warn_random_init(spec)
-        return TimmEncoder(spec, model_name, None, False, RANDOM_INIT, image_size, layer)
+        return TimmEncoder(spec, model_name, None, False, RANDOM_INIT, image_size, layer, budget)
     if weights == "pretrained":
         _require_network("huggingface.co", spec, model_name)
-        return TimmEncoder(spec, model_name, None, True, f"timm-hub:{model_name}", image_size, layer)
-    return TimmEncoder(spec, model_name, _existing_file(weights), False, file_identity(weights), image_size, layer)
+        return TimmEncoder(spec, model_name, None, True, f"timm-hub:{model_name}", image_size, layer, budget)
+    path = _existing_file(weights)
+    return TimmEncoder(spec, model_name, path, False, file_identity(weights), image_size, layer, budget)
 
 
 def file_identity(path: str) -> str:
@@ -225,7 +246,7 @@ def file_identity(path: str) -> str:
 
 def _block_index(layer: int, depth: int) -> int:
     index = depth + layer if layer < 0 else layer
-    if not 0 <= index < depth:
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= index < depth:
         raise StepcliError(f"--layer {layer} is outside the model's {depth} blocks (use -{depth}..{depth - 1})")
     return index
 

@@ -9,6 +9,7 @@ different number of processes neither redoes nor duplicates clips.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -23,16 +24,20 @@ from stepcli import StepcliError, __version__
 from stepcli.cache.failures import append_failure
 from stepcli.cache.format import FAILURES, MANIFEST, SHARDS, Manifest
 from stepcli.cache.lock import CacheLock
-from stepcli.cache.records import DatasetRecord, ExtractionRecord
+from stepcli.cache.records import DatasetRecord, ExtractionRecord, ViewsRecord
 from stepcli.cache.storage import disk_full_stops, make_cache_dir
 from stepcli.cache.verify import non_finite_reason
 from stepcli.cache.writer import ShardWriter
 from stepcli.device import resolve_device
 from stepcli.distributed import rank_and_world_size
-from stepcli.extract.backbones import FrameEncoder, Preprocess, load_backbone
+from stepcli.extract.backbones import FrameEncoder, load_backbone
+from stepcli.extract.budget import TokenBudget
 from stepcli.extract.datasets import Clip, DatasetOptions, load_dataset
 from stepcli.extract.datasets import Dataset as ClipList
+from stepcli.extract.preprocess import Preprocess
+from stepcli.extract.size import WontFit, check_disk
 from stepcli.extract.video import sample_clip
+from stepcli.extract.views import clip_views, views_record
 from stepcli.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,15 @@ class ExtractConfig:
     num_frames: int = 8
     image_size: int = 224
     layer: int = -1
+    layers: tuple[int, ...] = ()  # several blocks in one pass (the first is the default); () means `layer`
+    clips: int = 1  # temporal clips per clip (test-time views)
+    crops: int = 1  # spatial crops: 1 (centre) or 3 (left, centre, right)
+    train_views: int = 0  # augmented views per train clip
+    augment: str | None = None  # rrc[:min_scale]
+    augment_seed: int = 0
+    pool: str = "1"  # patch-grid pooling window: K or RxC
+    tokens: str = "all"  # or prefix: CLS and registers only
+    force: bool = False  # extract even when the projected cache does not fit on the disk
     device: str = "auto"
     batch_size: int = 8  # clips per forward pass (batch_size * num_frames images)
     workers: int = 2
@@ -90,26 +104,31 @@ class ExtractSummary:
 
 
 class _ClipFrames(Dataset):
-    """Decodes and preprocesses one clip per item; a failure is returned, not raised."""
+    """Decodes and preprocesses one clip's views per item; a failure is returned, not raised."""
 
-    def __init__(self, clips: list[Clip], num_frames: int, preprocess: Preprocess):
-        self.clips, self.num_frames, self.preprocess = clips, num_frames, preprocess
+    def __init__(self, clips: list[Clip], num_frames: int, preprocess: Preprocess, views: ViewsRecord):
+        self.clips, self.num_frames, self.preprocess, self.views = clips, num_frames, preprocess, views
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict:
-        clip = self.clips[i]
+        clip, views = self.clips[i], self.views
         try:
-            sampled = sample_clip(clip.path, self.num_frames, clip.start, clip.end, clip.frame_range)
-            pixels = self.preprocess(sampled.frames)
+            sampled = sample_clip(clip.path, self.num_frames, clip.start, clip.end, clip.frame_range, views.clips)
+            pixels = clip_views(sampled.frames, views, self.preprocess, clip.split, clip.clip_id)
         except Exception as err:  # any decoder error is this clip's failure, not the run's
             return {"clip": clip, "error": str(err).splitlines()[0] if str(err) else type(err).__name__}
+        # an augmented view has the frames of its temporal clip: view clips*crops + j is of clip j % clips
+        of_clip = [v // views.crops for v in range(views.eval_views)] + [
+            j % views.clips for j in range(len(pixels) - views.eval_views)
+        ]
+        shape = (views.clips, self.num_frames)
         return {
             "clip": clip,
-            "pixels": pixels,
-            "frame_index": sampled.frame_index,
-            "timestamps": sampled.timestamps,
+            "pixels": pixels,  # [K, T, 3, S, S]
+            "frame_index": sampled.frame_index.reshape(shape)[of_clip],
+            "timestamps": sampled.timestamps.reshape(shape)[of_clip],
         }
 
 
@@ -121,8 +140,9 @@ def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset: ClipList)
     import open_clip
     import timm
 
+    views = views_record(cfg.clips, cfg.crops, cfg.train_views, cfg.augment, cfg.augment_seed)
     extraction = ExtractionRecord(
-        **encoder.provenance(), layer=cfg.layer, num_frames=cfg.num_frames, sampler=SAMPLER, dtype="float16"
+        **encoder.provenance(), num_frames=cfg.num_frames, views=views, sampler=SAMPLER, dtype="float16"
     )
     record = DatasetRecord(
         name=dataset.name,
@@ -137,9 +157,15 @@ def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset: ClipList)
 
 
 def check_or_write_manifest(out: Path, manifest: Manifest) -> None:
-    """Refuse to mix tokens from different configurations in one cache."""
+    """Refuse to mix tokens from different configurations, or shard formats, in one cache."""
     if (out / MANIFEST).is_file():
-        diff = Manifest.load(out).differences(manifest)
+        existing = Manifest.load(out)
+        if existing.schema_version != manifest.schema_version:
+            raise StepcliError(
+                f"{out} is a schema-version-{existing.schema_version} cache; this stepcli writes version "
+                f"{manifest.schema_version}: extract into a new --out (the old cache is still read as it is)"
+            )
+        diff = existing.differences(manifest)
         if diff:
             raise StepcliError(
                 f"{out} holds a cache made with another configuration ({'; '.join(diff)}); "
@@ -171,19 +197,27 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     rank, world_size, local_rank = rank_and_world_size(cfg.rank, cfg.world_size)
     out = Path(cfg.out)
     dataset = load_dataset(cfg.dataset, replace(cfg.dataset_options, num_frames=cfg.num_frames))
+    created = not out.exists()
     make_cache_dir(out)
-    with CacheLock.acquire(out, rank, world_size), disk_full_stops(out):
-        return _extract_locked(cfg, dataset, out, (rank, world_size, local_rank))
+    try:
+        with CacheLock.acquire(out, rank, world_size), disk_full_stops(out):
+            return _extract_locked(cfg, dataset, out, (rank, world_size, local_rank))
+    except WontFit:
+        if created:  # refused before any work: leave no directory behind (it holds only our lock file)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _extract_locked(cfg: ExtractConfig, dataset: ClipList, out: Path, ranks: tuple[int, int, int]) -> ExtractSummary:
     rank, world_size, local_rank = ranks
     device = resolve_device(cfg.device, local_rank)
-    encoder = load_backbone(cfg.backbone, cfg.image_size, cfg.layer).to(device)
+    budget = TokenBudget.parse(cfg.pool, cfg.tokens)
+    encoder = load_backbone(cfg.backbone, cfg.image_size, cfg.layers or (cfg.layer,), budget).to(device)
     manifest = build_manifest(cfg, encoder, dataset)
+    done = clips_in_cache(out) if (out / SHARDS).is_dir() else set()
+    check_disk(out, manifest.extraction, [c for c in dataset.clips if c.clip_id not in done], cfg.force)
     check_or_write_manifest(out, manifest)
 
-    done = clips_in_cache(out)
     summary = ExtractSummary(
         skipped=sum(c.clip_id in done for c in dataset.clips), rank=rank, world_size=world_size,
         total=len(dataset.clips) + len(dataset.rejected),
@@ -200,8 +234,9 @@ def _extract_locked(cfg: ExtractConfig, dataset: ClipList, out: Path, ranks: tup
     )
     attrs = {"schema_version": manifest.schema_version, "extraction": manifest.extraction.to_dict()}
     started = time.perf_counter()
-    with ShardWriter(out, rank=rank, world_size=world_size, clips_per_shard=cfg.clips_per_shard, attrs=attrs) as writer:
-        _extract_clips(todo, cfg, encoder, device, writer, summary)
+    with ShardWriter(out, rank=rank, world_size=world_size, clips_per_shard=cfg.clips_per_shard, attrs=attrs,
+                     layers=manifest.extraction.layers) as writer:  # fmt: skip
+        _extract_clips(todo, cfg, manifest.extraction.views, encoder, device, writer, summary)
     summary.seconds = time.perf_counter() - started
     summary.shards = writer.completed
     cached = clips_in_cache(out)
@@ -212,22 +247,24 @@ def _extract_locked(cfg: ExtractConfig, dataset: ClipList, out: Path, ranks: tup
 
 
 def _extract_clips(
-    todo: list[Clip], cfg: ExtractConfig, encoder: FrameEncoder, device: torch.device, writer: ShardWriter,
-    summary: ExtractSummary,
+    todo: list[Clip], cfg: ExtractConfig, views: ViewsRecord, encoder: FrameEncoder, device: torch.device,
+    writer: ShardWriter, summary: ExtractSummary,
 ) -> None:  # fmt: skip
     """Decode, encode and write `todo`; a clip that fails to decode is recorded and skipped."""
     with Progress(len(todo), "extract") as progress:
-        for batch in _batches(todo, cfg, encoder.preprocess):
+        for batch in _batches(todo, cfg, encoder.preprocess, views):
             good = [item for item in batch if "error" not in item]
             for item in batch:
                 if "error" in item:
                     _fail(Path(cfg.out), summary, item["clip"].clip_id, item["clip"].path, item["error"])
             if good:
                 with np.errstate(over="ignore"):  # an overflow to inf is this clip's failure, checked below
-                    tokens = encoder.encode_clips([item["pixels"] for item in good], device)
-                for item, clip_tokens in zip(good, tokens, strict=True):
+                    layers = encoder.encode_views([item["pixels"] for item in good], device)
+                for k, item in enumerate(good):
                     clip = item["clip"]
-                    if (reason := non_finite_reason(clip_tokens)) is not None:
+                    clip_tokens = [tokens[k] for tokens in layers]
+                    reason = next(filter(None, map(non_finite_reason, clip_tokens)), None)
+                    if reason is not None:
                         _fail(Path(cfg.out), summary, clip.clip_id, clip.path, reason)
                         continue
                     writer.add(clip.clip_id, clip.label, clip.split, clip_tokens, item["frame_index"],
@@ -236,9 +273,9 @@ def _extract_clips(
             progress.update(len(batch), failed=summary.failed)
 
 
-def _batches(clips: list[Clip], cfg: ExtractConfig, preprocess: Preprocess) -> Iterator[list[dict]]:
+def _batches(clips: list[Clip], cfg: ExtractConfig, preprocess: Preprocess, views: ViewsRecord) -> Iterator[list[dict]]:
     loader = DataLoader(
-        _ClipFrames(clips, cfg.num_frames, preprocess),
+        _ClipFrames(clips, cfg.num_frames, preprocess, views),
         batch_size=None,
         num_workers=cfg.workers,
         worker_init_fn=_worker_init if cfg.workers else None,

@@ -5,6 +5,9 @@ each segment is taken (the last frame whose presentation time is <= the centre t
 in presentation time rather than frame counts keeps the sampling right for variable frame rate,
 and it is symmetric: a clip and its time-reversal yield the same frames in reverse order.
 Segments seek to the keyframe before ``start`` instead of decoding a long video from its start.
+``num_clips`` N > 1 takes N temporal clips (test-time views): clip c takes, in every segment, the
+frame at offset (c + 0.5) / N of it, so the N frame sets are evenly offset and clip 0 of 1 is the
+centre frames. All clips are decoded in one pass.
 """
 
 from __future__ import annotations
@@ -24,16 +27,21 @@ class VideoError(Exception):
 
 @dataclass
 class SampledFrames:
-    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
-    frame_index: np.ndarray  # [T] index of each frame in the stream (from its timestamp)
-    timestamps: np.ndarray  # [T] presentation time in seconds
+    frames: np.ndarray  # [N*T, H, W, 3] uint8 RGB (temporal clip-major; N = 1 by default)
+    frame_index: np.ndarray  # [N*T] index of each frame in the stream (from its timestamp)
+    timestamps: np.ndarray  # [N*T] presentation time in seconds
     decoded: int  # frames decoded to get them (seeking keeps this small for segments)
 
 
-def segment_centres(start: float, end: float, num_frames: int) -> np.ndarray:
-    """Centre times of ``num_frames`` equal segments of ``[start, end)``."""
+def segment_centres(start: float, end: float, num_frames: int, offset: float = 0.5) -> np.ndarray:
+    """Times at `offset` (0.5: the centre) of ``num_frames`` equal segments of ``[start, end)``."""
     step = (end - start) / num_frames
-    return start + step * (np.arange(num_frames) + 0.5)
+    return start + step * (np.arange(num_frames) + offset)
+
+
+def clip_offsets(num_clips: int) -> np.ndarray:
+    """Segment offsets of N evenly offset temporal clips; one clip is the segment centres."""
+    return (np.arange(num_clips) + 0.5) / num_clips
 
 
 def frame_times(path: Path | str) -> tuple[np.ndarray, float]:
@@ -65,8 +73,10 @@ def sample_clip(
     start: float | None = None,
     end: float | None = None,
     frame_range: tuple[int, int] | None = None,
+    num_clips: int = 1,
 ) -> SampledFrames:
-    """Decode the ``num_frames`` segment-centre frames of a whole video or of a segment of it."""
+    """Decode ``num_clips`` x ``num_frames`` frames (segment centres for one clip) of a whole video
+    or of a segment of it."""
     path = str(path)
     if not Path(path).exists():
         raise VideoError("file not found")
@@ -87,8 +97,11 @@ def sample_clip(
         end = video_end if end is None else end
     if end <= start:
         raise VideoError(f"segment end {end:.3f}s is not after its start {start:.3f}s")
-    targets = segment_centres(start, end, num_frames)
-    return _decode_at(path, targets, start, times)
+    targets = np.concatenate([segment_centres(start, end, num_frames, o) for o in clip_offsets(num_clips)])
+    order = np.argsort(targets, kind="stable")  # the decoder walks forward through sorted times
+    found = _decode_at(path, targets[order], start, times)
+    back = np.argsort(order)
+    return SampledFrames(found.frames[back], found.frame_index[back], found.timestamps[back], found.decoded)
 
 
 def _check_inside(start: float | None, end: float | None, video_end: float, frame_time: float) -> None:

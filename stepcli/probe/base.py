@@ -98,6 +98,8 @@ class Probe(nn.Module):
     head_norm: bool = True
     #: False: `fit` needs every training clip in one process, so torchrun cannot share the work
     distributed: bool = True
+    #: True: the probe attends over patch tokens, so a `--tokens prefix` cache (N = 0) is refused
+    needs_patches: bool = True
 
     def __init__(self, layout: TokenLayout, num_classes: int, **options: Any) -> None:
         super().__init__()
@@ -105,10 +107,20 @@ class Probe(nn.Module):
             raise TypeError(f"probe '{self.name}': layout must be a TokenLayout, got {type(layout).__name__}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise StepcliError(f"probe '{self.name}': num_classes must be a positive integer, got {num_classes!r}")
+        self.check_layout(layout)
         self.layout, self.num_classes = layout, num_classes
         self._options = dict(options)
         self.norm = nn.LayerNorm(layout.dim) if self.head_norm else nn.Identity()
         self.fc = nn.Linear(layout.dim, num_classes)
+
+    @classmethod
+    def check_layout(cls, layout: TokenLayout) -> None:
+        """Refuse tokens this kind of probe cannot use, before anything is read or written."""
+        if cls.needs_patches and layout.num_patches == 0:
+            raise StepcliError(
+                f"probe '{cls.name}' attends over patch tokens, but the cache holds only prefix tokens "
+                "(--tokens prefix); use linear or logreg, or extract with --tokens all"
+            )
 
     def config(self) -> dict[str, Any]:
         """The probe's own options (JSON-serialisable): `build_probe(name, layout, C, **config())`."""

@@ -35,7 +35,8 @@ from stepcli.probe.train import train_probe
 log = logging.getLogger(__name__)
 RUNS = "runs"
 # train settings that must match for an existing run to be reused
-REUSE_KEYS = ("probe", "epochs", "lr", "weight_decay", "batch_size", "warmup_epochs", "seed", "shots", "train_fraction")
+REUSE_KEYS = ("probe", "epochs", "lr", "weight_decay", "batch_size", "warmup_epochs", "seed", "shots", "train_fraction",
+              "layer")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class CompareConfig:
     pairs_file: Path | None = None
     #: several seeds: one run per probe and seed in runs/<probe>/seed-<s>, the table shows mean ± std
     seeds: tuple[int, ...] = ()
+    layer: int | None = None  # which of the cache's layers; None: its first
 
 
 @dataclass
@@ -69,7 +71,8 @@ def _train_config(cfg: CompareConfig, probe: str, seed: int | None = None) -> Tr
     out = Path(cfg.out) / RUNS / probe
     out = out if seed is None else seed_dir(out, seed)
     return TrainConfig(cache=Path(cfg.cache), probe=probe, out=out, seed=cfg.seed if seed is None else seed,
-                       device=cfg.device, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)  # fmt: skip
+                       device=cfg.device, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                       layer=cfg.layer)  # fmt: skip
 
 
 def _reusable(tcfg: TrainConfig, cache: FeatureCache) -> bool:
@@ -120,7 +123,7 @@ def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache, see
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
     check_compare_config(cfg)
-    cache = FeatureCache(cfg.cache)
+    cache = FeatureCache(cfg.cache, layer=cfg.layer)
     pairs, source = pairs_for(cache, cfg.pairs_file)
     if use_memory(cache, "auto"):
         cache.load_into_memory()

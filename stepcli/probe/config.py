@@ -35,6 +35,7 @@ class TrainConfig:
     train_fraction: float | None = None
     in_memory: str = "auto"
     workers: int | None = None  # HDF5 reader processes when streaming; None: one rule in `train.reader_processes`
+    layer: int | None = None  # which of the cache's layers; None: its first (the one `extract --layer` named)
     probe_options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

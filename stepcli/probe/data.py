@@ -130,17 +130,19 @@ def use_memory(cache: FeatureCache, in_memory: str, copies: int = 1) -> bool:
 
 
 class _RowBatches(Dataset):
-    """Item i = (tokens `[b, T, P+N, D]` float16, labels `[b]`) of the i-th batch of cache rows."""
+    """Item i = (tokens `[b, T, P+N, D]` float16, labels `[b]`) of the i-th batch of cache rows,
+    each row's view `views[i]` (view 0 when None)."""
 
-    def __init__(self, cache: FeatureCache, batches: list[np.ndarray]) -> None:
-        self.cache, self.batches = cache, batches
+    def __init__(self, cache: FeatureCache, batches: list[np.ndarray], views: list[np.ndarray] | None) -> None:
+        self.cache, self.batches, self.views = cache, batches, views
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self.batches[i]
-        return torch.from_numpy(self.cache.tokens(rows)), torch.from_numpy(self.cache.labels[rows])
+        views = None if self.views is None else self.views[i]
+        return torch.from_numpy(self.cache.tokens(rows, views)), torch.from_numpy(self.cache.labels[rows])
 
 
 def _worker_init(_: int) -> None:
@@ -148,15 +150,24 @@ def _worker_init(_: int) -> None:
 
 
 def iterate_batches(
-    cache: FeatureCache, batches: list[np.ndarray], workers: int = 0
+    cache: FeatureCache, batches: list[np.ndarray], workers: int = 0, views: list[np.ndarray] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield the batches in the given order: from memory in-process, or from HDF5 by `workers`."""
+    """Yield the batches (with `views`, one per row, else view 0) in the given order: from memory
+    in-process, or from HDF5 by `workers`."""
+    dataset = _RowBatches(cache, batches, views)
     if workers == 0 or cache.in_memory:
-        dataset = _RowBatches(cache, batches)
         yield from (dataset[i] for i in range(len(dataset)))
         return
-    loader = DataLoader(_RowBatches(cache, batches), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
-    yield from loader
+    yield from DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
+
+
+def epoch_views(cache: FeatureCache, rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """One view per clip of `rows` for this epoch, seeded: a probe sees every cached view over the
+    epochs, one at a time, and never frames of different views mixed. `[len(cache)]`, 0 elsewhere."""
+    views = np.zeros(len(cache), dtype=np.int64)
+    rng = np.random.default_rng([seed, epoch, 8191])
+    views[rows] = rng.integers(cache.num_views[rows])
+    return views
 
 
 def epoch_batches(rows: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

@@ -5,6 +5,11 @@ batch once and applies every requested frame order to it in memory: a K-permutat
 costs one read plus K cheap forwards, and never touches the backbone. Under torchrun `evaluate`
 splits the clips across the processes and gathers the logits, so every process computes the same
 metrics (and picks the same best epoch) from all of them.
+
+A clip with several cached views (temporal clips x spatial crops) is scored as in the multi-view
+test of V-JEPA and SlowFast: the softmax is averaged over its views, every view in the same frame
+order; the logits returned are the log of that average, so argmax and cross-entropy read it as
+they read one view's logits. A clip with one view gets its logits as they are.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ def head_logits(
     frame_orders: list[np.ndarray] | None = None,
     workers: int = 0,
 ) -> np.ndarray:
-    """Logits `[H, K, len(rows), C]` float32 of H `probes` (heads of a sweep) under K `frame_orders`.
+    """Logits `[H, K, len(rows), C]` float32 of H `probes` (heads of a sweep) under K `frame_orders`,
+    averaged over each clip's views (see the module docstring).
 
     The one place evaluation reads tokens: each batch is read, moved and cast once for every head
     and order. Each order is a permutation of `range(T)`: order `o` feeds frames `tokens[:, o]`.
@@ -63,12 +69,29 @@ def head_logits(
     num_classes = {probe.num_classes for probe in probes}
     if len(num_classes) != 1:
         raise StepcliError(f"heads evaluated together must share their classes, got {sorted(num_classes)}")
-    out = np.empty((len(probes), len(orders), len(rows), num_classes.pop()), dtype=np.float32)
+    item_rows, item_views, owner = cache.view_items(rows)
+    if len(item_rows) == len(rows):  # one view per clip
+        return _item_logits(probes, cache, rows, None, batch_size, device, orders, workers)
+    logits = _item_logits(probes, cache, item_rows, item_views, batch_size, device, orders, workers)
+    probs = torch.from_numpy(logits).softmax(dim=-1).numpy().astype(np.float64)
+    summed = np.zeros((len(probes), len(orders), len(rows), logits.shape[-1]))
+    np.add.at(summed, (slice(None), slice(None), owner), probs)
+    mean = summed / np.bincount(owner, minlength=len(rows))[None, None, :, None]
+    return np.log(np.maximum(mean, np.finfo(np.float32).tiny)).astype(np.float32)
+
+
+def _item_logits(
+    probes: list[nn.Module], cache: FeatureCache, rows: np.ndarray, views: np.ndarray | None, batch_size: int,
+    device: torch.device, orders: list[torch.Tensor | None], workers: int,
+) -> np.ndarray:  # fmt: skip
+    """Logits `[H, K, len(rows), C]` of one view per row (`views`, or view 0) under each frame order."""
+    out = np.empty((len(probes), len(orders), len(rows), probes[0].num_classes), dtype=np.float32)
     modes = [probe.training for probe in probes]
     for probe in probes:
         probe.eval()
     start = 0
-    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers):
+    view_batches = None if views is None else fixed_batches(views, batch_size)
+    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers, view_batches):
         tokens = tokens.to(device, non_blocking=True)
         for k, order in enumerate(orders):
             x = tokens if order is None else tokens[:, order.to(device)]

@@ -20,6 +20,7 @@ class LinearProbe(Probe):
     """
 
     name = "linear"
+    needs_patches = False  # with pool="cls"; pool="patch" checks for patches itself
 
     def __init__(
         self,
@@ -33,6 +34,8 @@ class LinearProbe(Probe):
             raise StepcliError(f"linear probe: pool must be one of {', '.join(POOLS)}, got {pool!r}")
         if pool == "cls" and layout.num_prefix < 1:
             raise StepcliError("linear probe: pool='cls' needs a CLS token (num_prefix >= 1); use pool='patch'")
+        if pool == "patch" and layout.num_patches < 1:
+            raise StepcliError("linear probe: pool='patch' needs patch tokens; this cache holds prefix tokens only")
         self.pool = pool
 
     def forward_features(self, tokens: Tensor) -> Tensor:

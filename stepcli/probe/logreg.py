@@ -36,6 +36,7 @@ class LogRegProbe(Probe):
     name = "logreg"
     head_norm = False
     distributed = False
+    needs_patches = False
 
     def __init__(self, layout: TokenLayout, num_classes: int) -> None:
         super().__init__(layout, num_classes)

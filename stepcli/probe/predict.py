@@ -12,6 +12,7 @@ import torch
 from stepcli import StepcliError
 from stepcli.device import resolve_device
 from stepcli.extract.backbones import RANDOM_INIT, FrameEncoder, load_backbone
+from stepcli.extract.budget import TokenBudget
 from stepcli.extract.video import VideoError, sample_clip
 from stepcli.probe.run import Run, load_run
 
@@ -31,7 +32,9 @@ class Prediction:
 def backbone_for_run(run: Run, device: torch.device) -> FrameEncoder:
     """The frozen encoder that made the run's cache, refusing one whose weights changed since."""
     extraction = run.config.cache.extraction
-    encoder = load_backbone(extraction.backbone, extraction.image_size, extraction.layer)
+    # the layer the probe read and the cache's token budget: the probe sees tokens shaped as it was trained on
+    budget = TokenBudget.parse(extraction.pool, extraction.tokens)
+    encoder = load_backbone(extraction.backbone, extraction.image_size, run.layer, budget)
     if encoder.weights != extraction.weights and extraction.weights != RANDOM_INIT:
         raise StepcliError(
             f"the weights behind {extraction.backbone!r} changed since the cache was made "

@@ -58,6 +58,12 @@ class Run:
     def class_names(self) -> list[str]:
         return self.config.class_names
 
+    @property
+    def layer(self) -> int:
+        """The cache layer the probe was trained on."""
+        layer = self.config.train.layer
+        return self.config.cache.extraction.layer if layer is None else layer
+
     def rows(self, cache: FeatureCache, split: str = "test") -> np.ndarray:
         """Rows of `cache` holding this run's `split` clips (the split it was trained with)."""
         index = {clip_id: r for r, clip_id in enumerate(cache.clip_ids)}
@@ -70,7 +76,8 @@ class Run:
         return np.asarray([index[i] for i in ids], dtype=np.int64)
 
     def open_cache(self, cache: FeatureCache | Path | str | None = None) -> FeatureCache:
-        """`cache`, or the cache the run was trained on, which may have moved since."""
+        """`cache`, or the cache the run was trained on (which may have moved since), reading the layer
+        the probe was trained on."""
         if isinstance(cache, FeatureCache):
             return cache
         if cache is None and not (self.cache_path / MANIFEST).is_file():
@@ -78,13 +85,15 @@ class Run:
                 f"run {self.run_dir} was trained on the cache {self.cache_path}, which is not there any more; "
                 "pass --cache with where it is now"
             )
-        return FeatureCache(self.cache_path if cache is None else cache)
+        return FeatureCache(self.cache_path if cache is None else cache, layer=self.layer)
 
     def check_cache(self, cache: FeatureCache) -> None:
         """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)."""
         diff = self.config.cache.extraction.differences(cache.manifest.extraction)
         if self.class_names != cache.class_names:
             diff.append("class_names differ")
+        if cache.layer != self.layer:
+            diff.append(f"layer read: {self.layer} -> {cache.layer}")
         if diff:
             raise StepcliError(
                 f"run {self.run_dir} was trained on tokens from another extraction than cache {cache.path} "
@@ -183,5 +192,5 @@ def load_run(run_dir: Path | str, cache: FeatureCache | Path | str | None = None
         split_ids=loaded[SPLIT_IDS],
     )
     if cache is not None:
-        run.check_cache(cache if isinstance(cache, FeatureCache) else FeatureCache(cache))
+        run.check_cache(cache if isinstance(cache, FeatureCache) else run.open_cache(cache))
     return run

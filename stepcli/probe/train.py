@@ -32,6 +32,7 @@ from stepcli.probe.config import RunConfig, Runtime, SplitRecord, TrainConfig
 from stepcli.probe.data import (
     Splits,
     epoch_batches,
+    epoch_views,
     iterate_batches,
     resolve_splits,
     shard_batch,
@@ -126,8 +127,9 @@ def train_probe(
 
 def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None) -> _Session:
     """Open the cache, resolve the splits and whether to read from memory."""
-    if cache is None or cache.path.resolve() != Path(cfg.cache).resolve():
-        cache = FeatureCache(cfg.cache)
+    if cache is None or cache.path.resolve() != Path(cfg.cache).resolve() or cfg.layer not in (None, cache.layer):
+        cache = FeatureCache(cfg.cache, layer=cfg.layer)
+    probe_class(cfg.probe).check_layout(cache.layout)
     splits = resolve_splits(cache, cfg.seed)
     splits.train = subsample_train(
         splits.train, cache.labels[splits.train], cache.class_names, cfg.seed, cfg.shots, cfg.train_fraction
@@ -257,8 +259,10 @@ def _epoch(session: _Session, heads: list[Head], epoch: int) -> list[tuple[float
     dtype = heads[0].probe.fc.weight.dtype
     batches = epoch_batches(train, cfg.batch_size, cfg.seed, epoch)  # the same on every rank
     shards = [shard_batch(batch, group.rank, group.world_size) for batch in batches]
+    views = epoch_views(session.cache, train, cfg.seed, epoch)
     with Progress(len(train), f"epoch {epoch}/{cfg.epochs}", enabled=group.main) as bar:
-        loaded = iterate_batches(session.cache, [rows for rows, _ in shards], session.runtime.workers)
+        rows = [rows for rows, _ in shards]
+        loaded = iterate_batches(session.cache, rows, session.runtime.workers, [views[r] for r in rows])
         for batch, (_, weights), (tokens, labels) in zip(batches, shards, loaded, strict=True):
             tokens = tokens.to(device, non_blocking=True).to(dtype)
             labels = labels.to(device, non_blocking=True)
