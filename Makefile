@@ -33,6 +33,7 @@ bench: setup
 	$(PY) bench/shuffle.py
 	$(PY) bench/train.py --cache demo-output/cache
 	$(PY) bench/read.py --cache demo-output/cache
+	$(PY) bench/sweep.py --cache demo-output/cache
 
 clean:
 	rm -rf demo-output .pytest_cache
