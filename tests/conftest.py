@@ -149,7 +149,8 @@ def write_synthetic_cache(path: Path, labels: list[int], splits: list[str], clas
     with ShardWriter(path, clips_per_shard=1000) as writer:
         for i, (label, split) in enumerate(zip(labels, splits, strict=True)):
             tokens = rng.normal(0, 0.3, (4, 3, 8)) + np.eye(8)[label % 8]
-            writer.add(f"clip-{i:04d}", label, split, tokens, np.arange(4), np.arange(4) / 8.0)
+            # one layer, one view: tokens [K=1, T, P+N, D], frame index and timestamps [K=1, T]
+            writer.add(f"clip-{i:04d}", label, split, [tokens[None]], np.arange(4)[None], np.arange(4)[None] / 8.0)
     extraction = ExtractionRecord(
         backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
         layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=2, dim=8,

@@ -17,8 +17,8 @@ from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.probe.data import VAL_FROM_TRAIN, resolve_splits
 from stepcli.probe.evaluate import predict_logits
+from stepcli.probe.heads import warmup_cosine
 from stepcli.probe.run import load_run
-from stepcli.probe.train import warmup_cosine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
