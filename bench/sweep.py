@@ -41,9 +41,9 @@ class ReadCounter:
     def __enter__(self) -> ReadCounter:
         counter, real = self, self._tokens
 
-        def tokens(cache: FeatureCache, rows) -> np.ndarray:
+        def tokens(cache: FeatureCache, rows, views=None) -> np.ndarray:
             counter.clips += len(rows)
-            return real(cache, rows)
+            return real(cache, rows, views)
 
         FeatureCache.tokens = tokens
         return self
