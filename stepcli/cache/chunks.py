@@ -47,18 +47,10 @@ def map_file(path: Path) -> np.ndarray:
         return np.frombuffer(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), dtype=np.uint8)
 
 
-def read_views(mapped: np.ndarray, offsets: np.ndarray, out: np.ndarray, slots: np.ndarray) -> None:
-    """Copy the chunks at file `offsets` of `mapped` into `out[slots]` (`out` C-contiguous, one view
-    per slot), one slab per run of chunks adjacent both in the file and in `out`."""
+def copy_chunks(mapped: np.ndarray, first: int, count: int, out: np.ndarray) -> None:
+    """Copy `count` chunks that lie back to back from file offset `first` of `mapped` into `out`
+    (C-contiguous, one chunk per entry): one slab copy."""
     size = out[0].nbytes
-    flat = out.reshape(len(out), -1).view(np.uint8)
-    start = 0
-    while start < len(offsets):
-        end = start + 1
-        while end < len(offsets) and offsets[end] == offsets[end - 1] + size and slots[end] == slots[end - 1] + 1:
-            end += 1
-        first, count = int(offsets[start]), end - start
-        if first + count * size > len(mapped):
-            raise OSError(f"a token chunk lies past the end of the file ({len(mapped)} bytes): is it truncated?")
-        flat[slots[start] : slots[start] + count] = mapped[first : first + count * size].reshape(count, size)
-        start = end
+    if first + count * size > len(mapped):
+        raise OSError(f"a token chunk lies past the end of the file ({len(mapped)} bytes): is it truncated?")
+    out.reshape(count, -1).view(np.uint8)[:] = mapped[first : first + count * size].reshape(count, size)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from stepcli import StepcliError
-from stepcli.cache.chunks import chunk_offsets, map_file, read_views
+from stepcli.cache.chunks import chunk_offsets, copy_chunks, map_file
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
 
@@ -82,12 +83,12 @@ class FeatureCache:
     def class_names(self) -> list[str]:
         return self.manifest.class_names
 
-    @property
+    @cached_property
     def layout(self) -> TokenLayout:
         """The shape of one clip's tokens; probes are built for it."""
         return self.manifest.layout
 
-    @property
+    @cached_property
     def clip_shape(self) -> tuple[int, int, int]:
         """``(T, P+N, D)`` of one clip's tokens."""
         return self.layout.clip_shape
@@ -149,25 +150,34 @@ class FeatureCache:
         if self._memory is not None:
             return self._memory[self._first_item[rows] + views]
         out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
-        shards = self._shard_of[rows]
-        for shard in np.unique(shards):
-            slots = np.flatnonzero(shards == shard)
-            self._read_shard(int(shard), self._row_of[rows[slots]], views[slots], out, slots)
+        shards, local = self._shard_of[rows].tolist(), self._row_of[rows].tolist()
+        k = 0
+        while k < len(rows):  # in batch order: a shuffled batch costs one copy per clip view
+            k = self._read_run(shards, local, views.tolist(), k, out)
         return out
 
-    def _read_shard(self, shard: int, rows: np.ndarray, views: np.ndarray, out: np.ndarray, slots: np.ndarray) -> None:
-        """Shard-local `rows`/`views` into `out[slots]`: direct chunk reads, else through h5py."""
-        direct = self._direct(shard)
-        if direct is not None:
-            mapped, offsets = direct
-            try:
-                read_views(mapped, offsets[rows, views], out, slots)
-            except OSError as err:
-                raise StepcliError(f"shard {self.shard_paths[shard]} cannot be read ({err})") from None
-            return
-        stored = self._tokens(shard)
-        for slot, row, view in zip(slots, rows, views, strict=True):
-            out[slot] = stored[row] if stored.ndim == 4 else stored[row, view]
+    def _read_run(self, shards: list[int], rows: list[int], views: list[int], k: int, out: np.ndarray) -> int:
+        """Read slot `k` of `out`, and the slots after it whose chunks follow it in the same file, in one
+        copy; returns the next slot to read. Shards that cannot be read directly go through h5py."""
+        direct = self._direct(shards[k])
+        if direct is None:
+            stored = self._tokens(shards[k])
+            out[k] = stored[rows[k]] if stored.ndim == 4 else stored[rows[k], views[k]]
+            return k + 1
+        mapped, offsets = direct
+        size, first = out[0].nbytes, int(offsets[rows[k], views[k]])
+        end = k + 1
+        while (
+            end < len(shards)
+            and shards[end] == shards[k]
+            and offsets[rows[end], views[end]] == first + (end - k) * size
+        ):
+            end += 1
+        try:
+            copy_chunks(mapped, first, end - k, out[k:end])
+        except OSError as err:
+            raise StepcliError(f"shard {self.shard_paths[shards[k]]} cannot be read ({err})") from None
+        return end
 
     def _direct(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
         """`(mapped file, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
