@@ -150,10 +150,10 @@ class FeatureCache:
         if self._memory is not None:
             return self._memory[self._first_item[rows] + views]
         out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
-        shards, local = self._shard_of[rows].tolist(), self._row_of[rows].tolist()
+        shards, local, chosen = self._shard_of[rows].tolist(), self._row_of[rows].tolist(), views.tolist()
         k = 0
         while k < len(rows):  # in batch order: a shuffled batch costs one copy per clip view
-            k = self._read_run(shards, local, views.tolist(), k, out)
+            k = self._read_run(shards, local, chosen, k, out)
         return out
 
     def _read_run(self, shards: list[int], rows: list[int], views: list[int], k: int, out: np.ndarray) -> int:
