@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from stepcli import StepcliError, __version__
 from stepcli.cache.failures import append_failure
@@ -39,9 +39,11 @@ from stepcli.extract.size import WontFit, check_disk
 from stepcli.extract.video import sample_clip
 from stepcli.extract.views import clip_views, views_record
 from stepcli.progress import Progress
+from stepcli.workers import STALL_SECONDS, Watch, watched_items
 
 log = logging.getLogger(__name__)
 SAMPLER = "segment-centre-by-timestamp"
+RESUME = "complete shards are kept: rerun the same command to resume"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class ExtractConfig:
     device: str = "auto"
     batch_size: int = 8  # clips per forward pass (batch_size * num_frames images)
     workers: int = 2
+    stall_warning: float = STALL_SECONDS  # seconds without a decoded clip before saying what each worker does
     clips_per_shard: int = 64
     rank: int | None = None
     world_size: int | None = None
@@ -130,10 +133,6 @@ class _ClipFrames(Dataset):
             "frame_index": sampled.frame_index.reshape(shape)[of_clip],
             "timestamps": sampled.timestamps.reshape(shape)[of_clip],
         }
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # the cores belong to the backbone in the main process
 
 
 def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset: ClipList) -> Manifest:
@@ -274,15 +273,10 @@ def _extract_clips(
 
 
 def _batches(clips: list[Clip], cfg: ExtractConfig, preprocess: Preprocess, views: ViewsRecord) -> Iterator[list[dict]]:
-    loader = DataLoader(
-        _ClipFrames(clips, cfg.num_frames, preprocess, views),
-        batch_size=None,
-        num_workers=cfg.workers,
-        worker_init_fn=_worker_init if cfg.workers else None,
-        prefetch_factor=2 * cfg.batch_size if cfg.workers else None,
-    )
+    watch = Watch("decoding worker", lambda i: f"clip {clips[i].clip_id} ({clips[i].path})", RESUME, cfg.stall_warning)
+    frames = _ClipFrames(clips, cfg.num_frames, preprocess, views)
     batch: list[dict] = []
-    for item in loader:
+    for item in watched_items(frames, cfg.workers, watch, prefetch=2 * cfg.batch_size if cfg.workers else None):
         batch.append(item)
         if len(batch) == cfg.batch_size:
             yield batch

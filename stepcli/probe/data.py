@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from stepcli import StepcliError
 from stepcli.cache.format import SPLITS
 from stepcli.cache.reader import FeatureCache
+from stepcli.workers import Watch, watched_items
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 VAL_FROM_TRAIN = 0.2  # share of each class's train clips held out when the dataset has no val split
@@ -145,10 +146,6 @@ class _RowBatches(Dataset):
         return torch.from_numpy(self.cache.tokens(rows, views)), torch.from_numpy(self.cache.labels[rows])
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers only read HDF5; the cores belong to the probe
-
-
 def iterate_batches(
     cache: FeatureCache, batches: list[np.ndarray], workers: int = 0, views: list[np.ndarray] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -158,7 +155,7 @@ def iterate_batches(
     if workers == 0 or cache.in_memory:
         yield from (dataset[i] for i in range(len(dataset)))
         return
-    yield from DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
+    yield from watched_items(dataset, workers, Watch("HDF5 reader worker", lambda i: f"batch {i}"))
 
 
 def epoch_views(cache: FeatureCache, rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:
