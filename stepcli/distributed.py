@@ -89,5 +89,18 @@ def process_group(device: torch.device) -> Iterator[Group]:
     dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size)
     try:
         yield Group(rank, world_size, device)
+    except RuntimeError as err:  # gloo and nccl say a lost peer as a RuntimeError (DistError)
+        if not _peer_lost(err):
+            raise
+        reason = " ".join(str(err).split())[:200]
+        raise StepcliError(
+            f"rank {rank}: another of the {world_size} training processes stopped ({reason}); its own output says "
+            "why, and torchrun stops the rest: rerun the same command"
+        ) from None
     finally:
         dist.destroy_process_group()
+
+
+def _peer_lost(err: RuntimeError) -> bool:
+    words = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL", "gloo")
+    return isinstance(err, dist.DistError) or any(w in str(err) for w in words)
