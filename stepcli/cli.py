@@ -1,7 +1,8 @@
 """The ``stepcli`` console script: one click group, one module per subcommand in ``commands/``.
 
 The CLI is thin: each command parses options, calls one library function and prints. A
-``StepcliError`` (bad input) becomes one line on stderr and exit status 2, never a traceback.
+``StepcliError`` (bad input) becomes one line on stderr and exit status 2, never a traceback; so
+does a click usage error (an option outside its range, see ``commands/checks.py``).
 ``-q``/``-v`` set how much of the ``stepcli`` logger is shown, before or after the command name.
 """
 
@@ -16,6 +17,20 @@ from stepcli.log import set_verbosity
 
 
 class _Group(click.Group):
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """Click's usage errors (a bad option value, a missing option) as one line too."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as err:
+            click.echo("error: " + " ".join(err.format_message().split()), err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -15,11 +15,10 @@ from typing import Any
 
 import click
 
+from stepcli.commands.checks import PERMUTATIONS, SEED, PathArg
 from stepcli.device import DEVICES
 from stepcli.log import set_verbosity
 from stepcli.probe.compare import Comparison
-
-PathArg = click.Path(path_type=Path)
 
 
 def default_of(config: type, name: str) -> Any:
@@ -42,12 +41,12 @@ def device_option(config: type) -> Callable:
 
 
 def seed_option(config: type, help: str) -> Callable:
-    return click.option("--seed", type=int, default=default_of(config, "seed"), show_default=True, help=help)
+    return click.option("--seed", type=SEED, default=default_of(config, "seed"), show_default=True, help=help)
 
 
 def permutations_option(config: type) -> Callable:
     return click.option(
-        "--permutations", type=int, default=default_of(config, "permutations"), show_default=True,
+        "--permutations", type=PERMUTATIONS, default=default_of(config, "permutations"), show_default=True,
         help="Seeded random frame orders per shuffle test (K).",
     )  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from stepcli import StepcliError
+from stepcli.commands import checks
 from stepcli.commands.common import (
     PathArg,
     default_of,
@@ -28,17 +29,19 @@ def _default(name: str):
 @click.option("--cache", required=True, type=PathArg, help="Feature cache made by `stepcli extract`.")
 @click.option("--out", required=True, type=PathArg, help="Directory for runs, tables and plots (rerun to resume).")
 @click.option("--probes", default=",".join(_default("probes")), show_default=True, help="Comma-separated probes.")
-@click.option("--epochs", type=int, default=_default("epochs"), show_default=True,
+@click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True,
               help="Epochs per gradient-trained probe.")  # fmt: skip
-@click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Peak learning rate.")
-@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Clips per step.")
+@click.option("--lr", type=checks.POSITIVE, default=_default("lr"), show_default=True, help="Peak learning rate.")
+@click.option(
+    "--batch-size", type=checks.BATCH, default=_default("batch_size"), show_default=True, help="Clips per step."
+)
 @permutations_option(CompareConfig)
 @seed_option(CompareConfig, "Seed for training and permutations.")
 @click.option("--seeds", "seed_list", help="Comma-separated training seeds: each probe once per seed (runs/<probe>/seed-<s>); "
               "the table shows mean ± std, comparison.json the per-seed numbers.")  # fmt: skip
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(CompareConfig)
-@click.option("--layer", type=int, help="Which of the cache's layers (extract --layers) [its first].")
+@click.option("--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) [its first].")
 @click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
 @verbosity_options

@@ -7,8 +7,10 @@ import time
 
 import click
 
+from stepcli.commands import checks
 from stepcli.commands.common import PathArg, default_of, print_comparison, verbosity_options
 from stepcli.experiment import QUICK, DemoConfig, run_demo
+from stepcli.extract.budget import TokenBudget
 
 
 def _default(name: str):
@@ -17,16 +19,16 @@ def _default(name: str):
 
 @click.command("demo")
 @click.option("--out", type=PathArg, default=_default("out"), show_default=True, help="Output directory.")
-@click.option("--size", type=int, default=_default("size"), show_default=True,
+@click.option("--size", type=checks.CLIPS_PER_CLASS, default=_default("size"), show_default=True,
               help=f"Demo clips per class [--quick: {QUICK['size']}].")  # fmt: skip
-@click.option("--epochs", type=int, default=_default("epochs"), show_default=True,
+@click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True,
               help=f"Epochs per probe [--quick: {QUICK['epochs']}].")  # fmt: skip
-@click.option("--permutations", type=int, default=_default("permutations"), show_default=True,
+@click.option("--permutations", type=checks.PERMUTATIONS, default=_default("permutations"), show_default=True,
               help=f"Shuffled frame orders per probe [--quick: {QUICK['permutations']}].")  # fmt: skip
 @click.option("--quick", is_flag=True, help="Tiny dataset, 1 epoch: checks the pipeline, numbers mean nothing.")
 @click.option("--backbone", default=_default("backbone"), hidden=True)
-@click.option("--image-size", type=int, default=_default("image_size"), hidden=True)
-@click.option("--workers", type=int, default=_default("workers"), hidden=True)
+@click.option("--image-size", type=checks.IMAGE_SIZE, default=_default("image_size"), hidden=True)
+@click.option("--workers", type=checks.WORKERS, default=_default("workers"), hidden=True)
 @click.option("--pool", default=_default("pool"), show_default=True,
               help="Patch-grid pooling window of the demo's cache (extract --pool); 1: every patch token.")  # fmt: skip
 @verbosity_options
@@ -38,6 +40,8 @@ def demo_command(ctx: click.Context, quick: bool, **kwargs) -> None:
     dim, open / close, ...): one frame tells the pair, only the frame order tells the class.
     """
     start = time.monotonic()
+    checks.check_image_size(kwargs["backbone"], kwargs["image_size"])
+    TokenBudget.parse(kwargs["pool"])
     if quick:  # --quick changes the defaults; what the user gave still wins
         defaulted = {k for k in QUICK if ctx.get_parameter_source(k) is click.core.ParameterSource.DEFAULT}
         kwargs.update({k: QUICK[k] for k in defaulted})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from stepcli.commands import checks
 from stepcli.commands.common import (
     PathArg,
     default_of,
@@ -27,7 +28,7 @@ from stepcli.probe.transfer import EVAL_SPLITS, EvaluateConfig, evaluate_run
 @click.option("--shuffle", is_flag=True, help="Also shuffle-test the run on these clips (OUT/shuffle).")
 @permutations_option(EvaluateConfig)
 @seed_option(EvaluateConfig, "Seed of the permutations.")
-@click.option("--batch-size", type=int, default=default_of(EvaluateConfig, "batch_size"), show_default=True,
+@click.option("--batch-size", type=checks.BATCH, default=default_of(EvaluateConfig, "batch_size"), show_default=True,
               help="Clips per forward pass.")  # fmt: skip
 @device_option(EvaluateConfig)
 @verbosity_options

@@ -20,7 +20,7 @@ from stepcli.probe.mining import MiningConfig, mine_pairs
 @click.option("--from-run", "run_dir", type=PathArg,
               help="Mine candidate pairs from a trained order-aware run (STEP): where reversing each test clip sends it.")  # fmt: skip
 @click.option("--out", type=PathArg, help="--from-run: directory for pairs.txt, pairs.json, pairs.png [RUN/pairs].")
-@click.option("--top", type=int, default=default_of(MiningConfig, "top"), show_default=True,
+@click.option("--top", type=click.IntRange(1, 1_000_000), default=default_of(MiningConfig, "top"), show_default=True,
               help="--from-run: pairs written to pairs.txt.")  # fmt: skip
 @click.option(
     "--classes",

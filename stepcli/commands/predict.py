@@ -15,7 +15,9 @@ from stepcli.probe.predict import PredictConfig, predict_run
 @click.command("predict")
 @click.option("--run", "run_dir", required=True, type=PathArg, help="A train-probe run.")
 @click.argument("videos", nargs=-1, required=True, type=PathArg)
-@click.option("--top-k", type=int, default=default_of(PredictConfig, "top_k"), show_default=True)
+@click.option(
+    "--top-k", type=click.IntRange(1, 1_000_000), default=default_of(PredictConfig, "top_k"), show_default=True
+)
 @device_option(PredictConfig)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @verbosity_options

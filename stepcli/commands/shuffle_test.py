@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from stepcli.commands import checks
 from stepcli.commands.common import (
     PathArg,
     default_of,
@@ -24,7 +25,7 @@ from stepcli.probe.shuffle import ShuffleConfig, run_shuffle_test
 @seed_option(ShuffleConfig, "Seed of the permutations.")
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @click.option("--out", type=PathArg, help="Output directory [RUN/shuffle].")
-@click.option("--batch-size", type=int, default=default_of(ShuffleConfig, "batch_size"), show_default=True,
+@click.option("--batch-size", type=checks.BATCH, default=default_of(ShuffleConfig, "batch_size"), show_default=True,
               help="Clips per forward pass.")  # fmt: skip
 @device_option(ShuffleConfig)
 @verbosity_options

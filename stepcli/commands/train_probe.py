@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from stepcli import StepcliError
+from stepcli.commands import checks
 from stepcli.commands.common import PathArg, default_of, device_option, seed_option, verbosity_options
 from stepcli.probe import PROBES, probe_options
 from stepcli.probe.seeds import seeds_markdown, train_seeds
@@ -55,6 +56,7 @@ def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> d
                 f"--option {key}: probe '{probe}' has no option {key!r}; valid options: {', '.join(valid) or 'none'}"
             )
         options[key] = parse_value(value)
+        checks.check_probe_value(probe, key, options[key], valid[key])
     given = {k: v for k, v in switches.items() if v is not None}
     wrong = [k for k in given if k not in valid]
     if wrong:
@@ -71,21 +73,29 @@ def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> d
 @click.option("--cache", required=True, type=PathArg, help="Feature cache made by `stepcli extract`.")
 @click.option("--probe", "probe", required=True, help=f"Probe: {', '.join(PROBES)}.")
 @click.option("--out", required=True, type=PathArg, help="Run directory to write.")
-@click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
-@click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", type=float, default=_default("weight_decay"), show_default=True)
-@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Clips per step.")
-@click.option("--warmup-epochs", type=float, default=_default("warmup_epochs"), show_default=True)
-@click.option("--clip-grad", type=float, default=_default("clip_grad"), show_default=True,
+@click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True)
+@click.option(
+    "--lr", type=checks.POSITIVE, default=_default("lr"), show_default=True, help="Peak learning rate (AdamW)."
+)
+@click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_default("weight_decay"), show_default=True)
+@click.option(
+    "--batch-size", type=checks.BATCH, default=_default("batch_size"), show_default=True, help="Clips per step."
+)
+@click.option("--warmup-epochs", type=checks.NON_NEGATIVE, default=_default("warmup_epochs"), show_default=True)
+@click.option("--clip-grad", type=checks.POSITIVE, default=_default("clip_grad"), show_default=True,
               help="Gradient-norm clipping threshold.")  # fmt: skip
 @seed_option(TrainConfig, "Seed of the probe's initialisation, the split fallbacks and the batch order.")
 @device_option(TrainConfig)
-@click.option("--shots", type=int, help="Train on K clips per class (seeded, stratified).")
-@click.option("--train-fraction", type=float, help="Train on this fraction of each class (seeded).")
+@click.option("--shots", type=click.IntRange(min=1), help="Train on K clips per class (seeded, stratified).")
+@click.option(
+    "--train-fraction", type=checks.Finite(0, 1, min_open=True), help="Train on this fraction of each class (seeded)."
+)
 @click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=_default("in_memory"), show_default=True,
               help="Load the cache into RAM (auto: if it takes at most half the available memory) or stream from HDF5.")  # fmt: skip
-@click.option("--workers", type=int, help="HDF5 reader processes when streaming [0 on CPU, 2 on a GPU].")
-@click.option("--layer", type=int, help="Which of the cache's layers (extract --layers) to train on [its first].")
+@click.option("--workers", type=checks.WORKERS, help="HDF5 reader processes when streaming [0 on CPU, 2 on a GPU].")
+@click.option(
+    "--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) to train on [its first]."
+)
 @click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE", help=_options_help())
 @click.option("--temporal-pe/--no-temporal-pe", default=None, help="step: learnable frame-wise temporal encoding [on].")
 @click.option("--cls", type=click.Choice(CLS_MODES), help="step: what to classify from [global].")
@@ -132,6 +142,8 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise StepcliError(f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2") from None
+    if any(not checks.SEED.min <= s <= checks.SEED.max for s in seeds):
+        raise StepcliError(f"--seeds {text!r}: each seed must be in {checks.SEED.min}..{checks.SEED.max}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise StepcliError(f"--seeds {text!r} must list at least one seed, each once")
     return seeds

@@ -1,0 +1,133 @@
+"""The valid range of every option, checked by click before a command does any work.
+
+A value outside its range is click's one-line usage error (exit 2, see `cli.py`) naming the
+option, the value and the range, so that a typo never starts an extraction, never trains to
+chance and never ends in a traceback. Ranges are generous: they keep out what cannot work (zero
+frames, a negative learning rate, nan) and what would exhaust the machine by accident (a million
+workers), nothing a real experiment needs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stepcli import StepcliError
+
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch both take
+LAYER = click.IntRange(-1000, 999)  # the backbone's own depth is checked when it is loaded
+WORKERS = click.IntRange(0, 256)
+BATCH = click.IntRange(1, 1_000_000)
+EPOCHS = click.IntRange(1, 100_000)
+PERMUTATIONS = click.IntRange(1, 100_000)
+FRAMES = click.IntRange(1, 1024)
+IMAGE_SIZE = click.IntRange(1, 4096)  # and at least the backbone's patch size: `check_image_size`
+CLIPS_PER_CLASS = click.IntRange(1, 1_000_000)
+
+
+class Finite(click.FloatRange):
+    """A float in a range that is also finite: click's FloatRange lets nan and inf through."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number (range {self._describe_range()})", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+POSITIVE = Finite(0, min_open=True)  # a learning rate, a clipping threshold
+NON_NEGATIVE = Finite(0)  # weight decay, warmup epochs
+STALL = Finite(0, 7 * 24 * 3600)  # seconds
+
+
+class NonEmptyPath(click.Path):
+    """A path that is not '' (which pathlib reads as '.', the current directory)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; give a file or directory name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+PathArg = NonEmptyPath(path_type=Path)
+
+
+def check_rank(rank: int | None, world_size: int | None) -> None:
+    """`--rank R --world-size W` needs 0 <= R < W."""
+    if rank is not None and world_size is not None and rank >= world_size:
+        raise click.BadParameter(f"{rank} is not below --world-size {world_size} (range 0<=x<{world_size})",
+                                 param_hint="'--rank'")  # fmt: skip
+
+
+def check_image_size(backbone: str, image_size: int) -> None:
+    """`--image-size` at least the backbone's patch size, read from its config without loading weights."""
+    patch = patch_size(backbone)
+    if patch is not None and image_size < patch:
+        raise click.BadParameter(
+            f"{image_size} is smaller than one {patch}x{patch} patch of {backbone} (range {patch}<=x<=4096)",
+            param_hint="'--image-size'",
+        )
+
+
+def patch_size(backbone: str) -> int | None:
+    """The patch size of an open_clip or timm ViT named in `backbone`, None when unknown (checked at load)."""
+    family, _, rest = backbone.partition(":")
+    name = rest.split(":", 1)[0]
+    try:
+        if family == "openclip":
+            import open_clip
+
+            patch = ((open_clip.get_model_config(name) or {}).get("vision_cfg") or {}).get("patch_size")
+        elif family == "timm":
+            import timm
+            import torch
+
+            with torch.device("meta"):
+                model = timm.create_model(name, pretrained=False)
+            patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+        else:
+            return None
+    except Exception:  # an unknown model: the loader says so in its own words
+        return None
+    if isinstance(patch, tuple | list):
+        patch = max(patch)
+    return int(patch) if isinstance(patch, int) and patch > 0 else None
+
+
+def check_probe_value(probe: str, key: str, value: Any, default: Any) -> None:
+    """A `--option KEY=VALUE` of the type of the probe's default, and in range: counts and
+    ratios positive and finite, switches true or false, names one of the probe's choices."""
+    from stepcli.probe.linear import POOLS
+    from stepcli.probe.step import BLOCKS, CLS_MODES
+
+    choices = {"cls": CLS_MODES, "block": tuple(BLOCKS), "pool": POOLS}
+    expected = _kind(key, default)
+    if value is None and default is None:
+        return
+    if expected is bool:
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096
+        want = "an integer in 1..4096"
+    elif expected is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and 0 < value <= 1e6
+        want = "a finite number in (0, 1e6]"
+    else:
+        ok = value in choices.get(key, (value,)) and isinstance(value, str)
+        want = "one of " + ", ".join(choices.get(key, ("a name",)))
+    if not ok:
+        none = " or none" if default is None else ""
+        raise StepcliError(f"--option {key}={value!r}: probe '{probe}' needs {want}{none}")
+
+
+def _kind(key: str, default: Any) -> type:
+    if default is None:  # num_heads: None picks one from the token width
+        return int
+    return type(default)
