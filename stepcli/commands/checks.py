@@ -55,6 +55,7 @@ class NonEmptyPath(click.Path):
 
 
 PathArg = NonEmptyPath(path_type=Path)
+BACKBONE_FAMILIES = ("openclip", "timm")  # what extract/backbones.py loads
 
 
 def check_rank(rank: int | None, world_size: int | None) -> None:
@@ -62,6 +63,29 @@ def check_rank(rank: int | None, world_size: int | None) -> None:
     if rank is not None and world_size is not None and rank >= world_size:
         raise click.BadParameter(f"{rank} is not below --world-size {world_size} (range 0<=x<{world_size})",
                                  param_hint="'--rank'")  # fmt: skip
+
+
+def check_backbone(backbone: str) -> None:
+    """`--backbone` names a model open_clip or timm knows, and an existing weights file if it names
+    one: a typo is refused before the dataset is read (the demo's videos generated)."""
+    family, _, rest = backbone.partition(":")
+    name, _, weights = rest.partition(":")
+    if family not in BACKBONE_FAMILIES or not name:
+        raise click.BadParameter(f"{backbone!r} is not openclip:<model>[:<tag or file>] or timm:<model>[:<file>]",
+                                 param_hint="'--backbone'")  # fmt: skip
+    if family == "openclip":
+        import open_clip
+
+        known = name in open_clip.list_models()
+    else:
+        import timm
+
+        known = timm.is_model(name)
+    if not known:
+        raise click.BadParameter(f"{family} has no model {name!r}", param_hint="'--backbone'")
+    looks_like_file = "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
+    if looks_like_file and not Path(weights).expanduser().is_file():
+        raise click.BadParameter(f"{backbone!r}: no weights file {weights}", param_hint="'--backbone'")
 
 
 def check_image_size(backbone: str, image_size: int) -> None:

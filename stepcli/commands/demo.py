@@ -40,6 +40,7 @@ def demo_command(ctx: click.Context, quick: bool, **kwargs) -> None:
     dim, open / close, ...): one frame tells the pair, only the frame order tells the class.
     """
     start = time.monotonic()
+    checks.check_backbone(kwargs["backbone"])
     checks.check_image_size(kwargs["backbone"], kwargs["image_size"])
     TokenBudget.parse(kwargs["pool"])
     if quick:  # --quick changes the defaults; what the user gave still wins

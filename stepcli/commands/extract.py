@@ -47,6 +47,7 @@ def check_extract(options: dict) -> None:
     """What click cannot check alone, before any work: rank below world size, an image no smaller
     than a patch, a parseable --pool and view options."""
     checks.check_rank(options["rank"], options["world_size"])
+    checks.check_backbone(options["backbone"])
     checks.check_image_size(options["backbone"], options["image_size"])
     TokenBudget.parse(options["pool"], options["tokens"])
     views_record(
