@@ -229,11 +229,14 @@ def _next(it: Any, board: WorkerBoard, index: int, watch: Watch) -> Any:
     while True:
         try:
             return next(it)
-        except RuntimeError as err:
-            dead = [(w, p) for w, p in enumerate(getattr(it, "_workers", [])) if p.exitcode is not None]
+        except StopIteration:
+            raise
+        except Exception as err:  # a timeout, a dead worker, or a transfer cut short by one (ConnectionReset)
+            timed_out = isinstance(err, RuntimeError) and str(err).startswith("DataLoader timed out")
+            dead = _dead_workers(it, wait=0.0 if timed_out else 2.0)
             if dead:
                 raise StepcliError(_death(dead[0], board, watch)) from None
-            if not str(err).startswith("DataLoader timed out"):
+            if not timed_out:
                 raise
         for w in range(board.workers):
             if board.failure(w):
@@ -248,6 +251,16 @@ def _next(it: Any, board: WorkerBoard, index: int, watch: Watch) -> Any:
                 f"the result of {watch.describe(index)} was made {time.monotonic() - finished:.0f} s ago but never "
                 f"reached the main process (a {watch.what} could not pass it back); {watch.resume}"
             )
+
+
+def _dead_workers(it: Any, wait: float) -> list[tuple[int, Any]]:
+    """The workers that exited, waiting up to `wait` s for one: a transfer fails before its sender is reaped."""
+    deadline = time.monotonic() + wait
+    while True:
+        dead = [(w, p) for w, p in enumerate(getattr(it, "_workers", [])) if p.exitcode is not None]
+        if dead or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.05)
 
 
 def _death(dead: tuple[int, Any], board: WorkerBoard, watch: Watch) -> str:
