@@ -40,17 +40,20 @@ class Finite(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
-POSITIVE = Finite(0, min_open=True)  # a learning rate, a clipping threshold
+LR = Finite(0, 10, min_open=True)  # AdamW beyond 10 only diverges
+POSITIVE = Finite(0, min_open=True)  # a clipping threshold
 NON_NEGATIVE = Finite(0)  # weight decay, warmup epochs
 STALL = Finite(0, 7 * 24 * 3600)  # seconds
 
 
 class NonEmptyPath(click.Path):
-    """A path that is not '' (which pathlib reads as '.', the current directory)."""
+    """A path that is not '' (which pathlib reads as '.', the current directory) and holds no NUL."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("an empty path; give a file or directory name", param, ctx)
+        if isinstance(value, str) and "\0" in value:
+            self.fail(f"{value!r} holds a NUL byte, which no path can", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -31,7 +31,7 @@ def _default(name: str):
 @click.option("--probes", default=",".join(_default("probes")), show_default=True, help="Comma-separated probes.")
 @click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True,
               help="Epochs per gradient-trained probe.")  # fmt: skip
-@click.option("--lr", type=checks.POSITIVE, default=_default("lr"), show_default=True, help="Peak learning rate.")
+@click.option("--lr", type=checks.LR, default=_default("lr"), show_default=True, help="Peak learning rate.")
 @click.option(
     "--batch-size", type=checks.BATCH, default=_default("batch_size"), show_default=True, help="Clips per step."
 )

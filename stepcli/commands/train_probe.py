@@ -74,9 +74,7 @@ def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> d
 @click.option("--probe", "probe", required=True, help=f"Probe: {', '.join(PROBES)}.")
 @click.option("--out", required=True, type=PathArg, help="Run directory to write.")
 @click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True)
-@click.option(
-    "--lr", type=checks.POSITIVE, default=_default("lr"), show_default=True, help="Peak learning rate (AdamW)."
-)
+@click.option("--lr", type=checks.LR, default=_default("lr"), show_default=True, help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_default("weight_decay"), show_default=True)
 @click.option(
     "--batch-size", type=checks.BATCH, default=_default("batch_size"), show_default=True, help="Clips per step."

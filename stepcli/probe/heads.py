@@ -86,7 +86,7 @@ class Head:
 
     def keep_if_best(self, epoch: int, val: dict) -> None:
         """Keep this epoch's weights when val top-1 is the best so far (ties: lower val loss)."""
-        key = (val["top1"], -val["loss"])
+        key = (val["top1"], -(val["loss"] if val["loss"] is not None else float("inf")))  # None: diverged
         if self.best_key is None or key > self.best_key:
             self.best_key, self.best_epoch = key, epoch
             self.best_state = {k: v.detach().clone() for k, v in self.probe.state_dict().items()}
