@@ -15,6 +15,8 @@ import click
 from stepcli import StepcliError, __version__
 from stepcli.log import set_verbosity
 
+_HELP_ERRORS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
 
 class _Group(click.Group):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
@@ -23,6 +25,9 @@ class _Group(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except _HELP_ERRORS as err:  # `stepcli` alone: the help, as click shows it
+            err.show()
+            sys.exit(err.exit_code)
         except click.ClickException as err:
             click.echo("error: " + " ".join(err.format_message().split()), err=True)
             sys.exit(err.exit_code)
