@@ -194,7 +194,11 @@ def watched_items(dataset: Dataset, workers: int, watch: Watch, prefetch: int | 
             item = default_convert(dataset[i])
             yield item
         return
-    board = WorkerBoard(workers, len(dataset))  # type: ignore[arg-type]
+    try:
+        board = WorkerBoard(workers, len(dataset))  # type: ignore[arg-type]
+    except OSError as err:  # its few bytes per item live in /dev/shm (or the temp dir) too
+        reason = " ".join(str(err).split())
+        raise StepcliError(f"cannot share the {watch.what}s' state ({reason}){shm_failure(reason)}") from None
     loader = DataLoader(_Watched(dataset, board), batch_size=None, num_workers=workers, worker_init_fn=_worker_init,
                         collate_fn=_hand_over, prefetch_factor=prefetch, timeout=POLL_SECONDS)  # fmt: skip
     it = iter(loader)
