@@ -93,7 +93,7 @@ def check_backbone(backbone: str) -> None:
 
 def check_image_size(backbone: str, image_size: int) -> None:
     """`--image-size` at least the backbone's patch size, read from its config without loading weights."""
-    patch = patch_size(backbone)
+    patch, _ = backbone_shape(backbone)
     if patch is not None and image_size < patch:
         raise click.BadParameter(
             f"{image_size} is smaller than one {patch}x{patch} patch of {backbone} (range {patch}<=x<=4096)",
@@ -101,15 +101,30 @@ def check_image_size(backbone: str, image_size: int) -> None:
         )
 
 
-def patch_size(backbone: str) -> int | None:
-    """The patch size of an open_clip or timm ViT named in `backbone`, None when unknown (checked at load)."""
+def check_layers(backbone: str, layers: tuple[int, ...], option: str) -> None:
+    """Each block of `--layer`/`--layers` inside the backbone's depth, and none named twice."""
+    _, depth = backbone_shape(backbone)
+    if depth is None:
+        return
+    for layer in layers:
+        if not -depth <= layer < depth:
+            raise click.BadParameter(f"{layer} is outside the {depth} blocks of {backbone} (range -{depth}<=x<={depth - 1})",
+                                     param_hint=f"'{option}'")  # fmt: skip
+    if len({n % depth for n in layers}) != len(layers):
+        raise click.BadParameter(f"{','.join(map(str, layers))} names a block twice", param_hint=f"'{option}'")
+
+
+def backbone_shape(backbone: str) -> tuple[int | None, int | None]:
+    """(patch size, blocks) of an open_clip or timm ViT named in `backbone`, from its config or a
+    weightless model on the meta device; None where unknown (the loader checks at load)."""
     family, _, rest = backbone.partition(":")
     name = rest.split(":", 1)[0]
     try:
         if family == "openclip":
             import open_clip
 
-            patch = ((open_clip.get_model_config(name) or {}).get("vision_cfg") or {}).get("patch_size")
+            vision = (open_clip.get_model_config(name) or {}).get("vision_cfg") or {}
+            patch, depth = vision.get("patch_size"), vision.get("layers")
         elif family == "timm":
             import timm
             import torch
@@ -117,13 +132,14 @@ def patch_size(backbone: str) -> int | None:
             with torch.device("meta"):
                 model = timm.create_model(name, pretrained=False)
             patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+            depth = len(model.blocks) if hasattr(model, "blocks") else None
         else:
-            return None
+            return None, None
     except Exception:  # an unknown model: the loader says so in its own words
-        return None
+        return None, None
     if isinstance(patch, tuple | list):
         patch = max(patch)
-    return int(patch) if isinstance(patch, int) and patch > 0 else None
+    return (int(patch) if isinstance(patch, int) and patch > 0 else None), (depth if isinstance(depth, int) else None)
 
 
 def check_probe_value(probe: str, key: str, value: Any, default: Any) -> None:

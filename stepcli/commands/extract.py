@@ -49,6 +49,8 @@ def check_extract(options: dict) -> None:
     checks.check_rank(options["rank"], options["world_size"])
     checks.check_backbone(options["backbone"])
     checks.check_image_size(options["backbone"], options["image_size"])
+    layers = options["layers"] or (options["layer"],)
+    checks.check_layers(options["backbone"], layers, "--layers" if options["layers"] else "--layer")
     TokenBudget.parse(options["pool"], options["tokens"])
     views_record(
         options["clips"], options["crops"], options["train_views"], options["augment"], options["augment_seed"]
