@@ -21,7 +21,16 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import STEPCLI, child_env, error_line, fails, fails_in_process, write_synthetic_cache
+from conftest import (
+    STEPCLI,
+    TINY_BACKBONE,
+    TINY_IMAGE_SIZE,
+    child_env,
+    error_line,
+    fails,
+    fails_in_process,
+    write_synthetic_cache,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -136,6 +145,24 @@ def test_every_option_in_process(command, data, tiny_cache, one_thread):
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a traceback: the bug hypothesis shrinks and reports
     check(command, result.exit_code, result.stdout, result.stderr, before, after)
+
+
+@fuzz
+@given(data=st.data())
+def test_extract_options_reach_the_backbone(data, tiny_cache, one_thread):
+    """extract past the dataset: a one-clip list (its video missing, so an accepted run fails the
+    clip, exit 1) and the tiny backbone, which every accepted value loads."""
+    args = data.draw(option_values("extract"), label="options")
+    with tempfile.TemporaryDirectory(prefix="stepcli-fuzz-") as tmp, contextlib.chdir(tmp):
+        Path("list.csv").write_text("path,label,split\nmissing.mp4,open,train\n")
+        base = ["--dataset", "csv", "--annotations", "list.csv", "--out", "out", "--backbone", TINY_BACKBONE,
+                "--image-size", str(TINY_IMAGE_SIZE), "--workers", "0"]  # fmt: skip
+        before = _tree(Path(tmp))
+        result = CliRunner().invoke(cli, ["extract", *base, *args])
+        after = _tree(Path(tmp))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    check("extract", result.exit_code, result.stdout, result.stderr, before, after)
 
 
 @settings(max_examples=PROCESS_EXAMPLES, deadline=None, derandomize=not LONG)
