@@ -142,7 +142,36 @@ def backbone_shape(backbone: str) -> tuple[int | None, int | None]:
     return (int(patch) if isinstance(patch, int) and patch > 0 else None), (depth if isinstance(depth, int) else None)
 
 
-def check_probe_value(probe: str, key: str, value: Any, default: Any) -> None:
+def check_device(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """`--device cuda` needs a GPU now, not after the cache directory is made."""
+    from stepcli.device import resolve_device
+
+    try:
+        resolve_device(value)
+    except StepcliError as err:
+        raise click.BadParameter(str(err).removeprefix(f"--device {value} "), param=param) from None
+    return value
+
+
+def check_sweep_values(probe: str, sweep: dict[str, list]) -> None:
+    """Each `--sweep KEY=V1,V2` value in the range of KEY's own option (the keys are checked later)."""
+    from stepcli.probe import PROBES, probe_options
+
+    ranges = {"lr": LR, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE, "clip_grad": POSITIVE}
+    options = probe_options(probe) if probe in PROBES else {}
+    for key, values in sweep.items():
+        for value in values:
+            if key in ranges:
+                number = value if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+                try:
+                    ranges[key].convert(number, None, None)
+                except click.BadParameter as err:
+                    raise click.BadParameter(err.message, param_hint=f"'--sweep {key}'") from None
+            elif key in options:
+                check_probe_value(probe, key, value, options[key], "--sweep")
+
+
+def check_probe_value(probe: str, key: str, value: Any, default: Any, flag: str = "--option") -> None:
     """A `--option KEY=VALUE` of the type of the probe's default, and in range: counts and
     ratios positive and finite, switches true or false, names one of the probe's choices."""
     from stepcli.probe.linear import POOLS
@@ -167,7 +196,7 @@ def check_probe_value(probe: str, key: str, value: Any, default: Any) -> None:
         want = "one of " + ", ".join(choices.get(key, ("a name",)))
     if not ok:
         none = " or none" if default is None else ""
-        raise StepcliError(f"--option {key}={value!r}: probe '{probe}' needs {want}{none}")
+        raise StepcliError(f"{flag} {key}={value!r}: probe '{probe}' needs {want}{none}")
 
 
 def _kind(key: str, default: Any) -> type:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from stepcli.commands.checks import PERMUTATIONS, SEED, PathArg
+from stepcli.commands.checks import PERMUTATIONS, SEED, PathArg, check_device
 from stepcli.device import DEVICES
 from stepcli.log import set_verbosity
 from stepcli.probe.compare import Comparison
@@ -36,6 +36,7 @@ def default_of(config: type, name: str) -> Any:
 def device_option(config: type) -> Callable:
     return click.option(
         "--device", type=click.Choice(DEVICES), default=default_of(config, "device"), show_default=True,
+        callback=check_device,
         help="Where to run: auto takes the GPU when there is one.",
     )  # fmt: skip
 

@@ -113,6 +113,7 @@ def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, tempor
     options = probe_option_values(probe, option_pairs, switches)
     cfg = TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, **kwargs)
     sweep = parse_sweep(sweep_specs)
+    checks.check_sweep_values(probe, sweep)
     if seeds is None:
         train_probe(cfg, sweep=sweep)
         return
