@@ -18,7 +18,7 @@ import click
 from stepcli import StepcliError
 
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch both take
-LAYER = click.IntRange(-1000, 999)  # the backbone's own depth is checked when it is loaded
+LAYER = click.IntRange(-1000, 999)  # and inside the backbone's depth: `check_layers`
 WORKERS = click.IntRange(0, 256)
 BATCH = click.IntRange(1, 1_000_000)
 EPOCHS = click.IntRange(1, 100_000)
@@ -178,7 +178,7 @@ def check_probe_value(probe: str, key: str, value: Any, default: Any, flag: str 
     from stepcli.probe.step import BLOCKS, CLS_MODES
 
     choices = {"cls": CLS_MODES, "block": tuple(BLOCKS), "pool": POOLS}
-    expected = _kind(key, default)
+    expected = int if default is None else type(default)  # None: num_heads, picked from the token width
     if value is None and default is None:
         return
     if expected is bool:
@@ -197,9 +197,3 @@ def check_probe_value(probe: str, key: str, value: Any, default: Any, flag: str 
     if not ok:
         none = " or none" if default is None else ""
         raise StepcliError(f"{flag} {key}={value!r}: probe '{probe}' needs {want}{none}")
-
-
-def _kind(key: str, default: Any) -> type:
-    if default is None:  # num_heads: None picks one from the token width
-        return int
-    return type(default)
