@@ -9,23 +9,24 @@ import click
 import pytest
 from conftest import fails_in_process, invoke, ok
 
-from stepcli import StepcliError
+from stepcli.cache.records import TokenLayout
 from stepcli.cli import cli
 from stepcli.experiment import DemoConfig
 from stepcli.extract.datasets import DatasetOptions
 from stepcli.extract.pipeline import ExtractConfig
-from stepcli.probe.compare import CompareConfig
-from stepcli.probe.predict import PredictConfig
-from stepcli.probe.shuffle import ShuffleConfig
-from stepcli.probe.train import TrainConfig
-from stepcli.probe.transfer import EvaluateConfig
+from stepcli.probe.evaluation.cross_cache import EvaluateConfig
+from stepcli.probe.evaluation.predict import PredictConfig
+from stepcli.probe.models import build_probe
+from stepcli.probe.studies.compare import CompareConfig
+from stepcli.probe.studies.shuffle import ShuffleConfig
+from stepcli.probe.training.loop import TrainConfig
 
 # each command and the config dataclasses its options are read into
 CONFIGS = {
     "extract": (ExtractConfig, DatasetOptions),
     "train-probe": (TrainConfig,),
     "shuffle-test": (ShuffleConfig,),
-    "compare": (CompareConfig,),
+    "compare": (CompareConfig, TrainConfig),
     "demo": (DemoConfig,),
     "predict": (PredictConfig,),
     "evaluate": (EvaluateConfig,),
@@ -102,8 +103,14 @@ def test_quiet_and_verbose_set_the_stepcli_logger_only(demo_cache, tmp_path) -> 
     assert (root.level, root.handlers) == (level, handlers)
 
 
-def test_user_errors_are_value_errors() -> None:
-    assert issubclass(StepcliError, ValueError)
+def test_user_errors_are_value_errors_for_library_callers(tmp_path) -> None:
+    """A script calling the library catches bad input as the ValueError it is, not as a crash."""
+    from stepcli.cache.reader import FeatureCache
+
+    with pytest.raises(ValueError, match="not a stepcli cache"):
+        FeatureCache(tmp_path)
+    with pytest.raises(ValueError, match="unknown probe 'nope'"):
+        build_probe("nope", TokenLayout(num_frames=2, num_prefix=1, num_patches=1, dim=4), 3)
 
 
 @pytest.mark.slow

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-from stepcli.probe import PROBES
-from stepcli.probe.report import COLUMNS
+from stepcli.probe.models import PROBES
+from stepcli.probe.studies.report import COLUMNS
 
 PNGS = ("accuracy_vs_params.png", "order_sensitivity.png")
 
@@ -82,7 +82,7 @@ def test_compare_writes_tables_and_plots_and_resumes(demo_cache: Path, tmp_path:
 
 def test_compare_errors(demo_cache: Path, tmp_path: Path) -> None:
     base = ["compare", "--cache", str(demo_cache), "--out", str(tmp_path / "c")]
-    assert "unknown probe(s) nope" in fails(*base, "--probes", "linear,nope")
+    assert "unknown probe 'nope'; valid probes: linear," in fails(*base, "--probes", "linear,nope")
     assert "twice" in fails(*base, "--probes", "linear,linear")
     assert "--permutations" in fails(*base, "--permutations", "0")
     assert "not a stepcli cache" in fails("compare", "--cache", str(tmp_path), "--out", str(tmp_path / "c"))
@@ -131,3 +131,33 @@ def test_compare_over_seeds_shows_mean_and_std(demo_cache: Path, tmp_path: Path)
     for png in PNGS:
         check_png(out / png)
     assert "each once" in fails(*args[:8], "0,0")
+
+
+def test_compare_retrains_a_run_of_other_probe_options(demo_cache: Path, tmp_path: Path) -> None:
+    """A `--no-temporal-pe` run placed where compare keeps its step run (as the torchrun hint invites)
+    must not be reported as "step": it is trained again with the asked settings, and said so."""
+    out = tmp_path / "c"
+    placed = out / "runs" / "step"
+    ok("train-probe", "--cache", demo_cache, "--probe", "step", "--out", placed, "--epochs", "1", "--no-temporal-pe",
+       "--quiet")  # fmt: skip
+    ablated = json.loads((placed / "metrics.json").read_text())["num_params"]
+    result = ok(
+        "compare", "--cache", demo_cache, "--out", out, "--probes", "step", "--epochs", "1", "--permutations", "1"
+    )
+    assert "temporal_pe: False -> True" in result.stderr
+    config = json.loads((placed / "config.json").read_text())
+    assert config["probe_config"]["temporal_pe"] is True
+    row = json.loads((out / "comparison.json").read_text())["rows"][0]
+    assert row["num_params"] > ablated
+
+
+def test_compare_reuses_a_run_that_differs_only_at_runtime(demo_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    placed = out / "runs" / "linear"
+    ok("train-probe", "--cache", demo_cache, "--probe", "linear", "--out", placed, "--epochs", "1", "--in-memory", "no",
+       "--workers", "0", "--device", "cpu", "--quiet")  # fmt: skip
+    before = (placed / "model.safetensors").stat().st_mtime_ns
+    result = ok("compare", "--cache", demo_cache, "--out", out, "--probes", "linear", "--epochs", "1",
+                "--permutations", "1", "-v")  # fmt: skip
+    assert "reusing the finished run" in result.stderr
+    assert (placed / "model.safetensors").stat().st_mtime_ns == before

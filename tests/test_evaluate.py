@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONFIG, fails, make_demo_cache, ok
+from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_IMAGE_SIZE, fails, make_demo_cache, ok
 
 from stepcli.cache.format import Manifest
 from stepcli.cache.reader import FeatureCache
 from stepcli.cache.writer import ShardWriter
-from stepcli.probe.run import load_run
+from stepcli.probe.training.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEST_KEYS = ("num_clips", "top1", "top5", "mean_class_accuracy", "loss", "per_class_accuracy", "confusion_matrix",
@@ -95,3 +95,33 @@ def test_out_that_is_not_an_evaluation_is_refused(run_dir, demo_cache, tmp_path)
         "evaluate", "--run", run_dir, "--cache", demo_cache, "--out", tmp_path
     )
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def two_layer_run(tiny_openclip, tmp_path_factory) -> tuple[Path, Path]:
+    """A STEP run trained on the second of a cache's two layers."""
+    root = tmp_path_factory.mktemp("layers")
+    cache = root / "cache"
+    ok("extract", "--dataset", "demo", "--size", "4", "--out", cache, "--backbone", TINY_BACKBONE, "--image-size",
+       TINY_IMAGE_SIZE, "--layers", "-1,-2", "--workers", "0", "--quiet")  # fmt: skip
+    ok("train-probe", "--cache", cache, "--probe", "step", "--layer", "-2", "--out", root / "run", "--epochs", "2",
+       "--quiet")  # fmt: skip
+    return cache, root / "run"
+
+
+def test_evaluate_reads_the_layer_the_run_was_trained_on(two_layer_run, tmp_path) -> None:
+    """Both layers have the same shape, so scoring the cache's first layer would not fail: it would
+    print other numbers. The run's own test clips must give its own metrics."""
+    cache, run = two_layer_run
+    ok("evaluate", "--run", run, "--cache", cache, "--out", tmp_path / "e")
+    metrics = json.loads((tmp_path / "e/metrics.json").read_text())
+    reported = json.loads((run / "metrics.json").read_text())
+    assert {k: metrics[k] for k in TEST_KEYS} == {k: reported[k] for k in TEST_KEYS}
+
+
+def test_a_cache_without_the_runs_layer_is_refused(two_layer_run, tmp_path) -> None:
+    cache, run = two_layer_run
+    other = tmp_path / "one-layer"
+    ok("extract", "--dataset", "demo", "--size", "4", "--out", other, "--backbone", TINY_BACKBONE, "--image-size",
+       TINY_IMAGE_SIZE, "--workers", "0", "--quiet", "--root", cache / "videos")  # fmt: skip
+    assert "holds layer -1, not -2" in fails("evaluate", "--run", run, "--cache", other, "--out", tmp_path / "e")

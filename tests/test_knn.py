@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ok
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, ok
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.knn import K_GRID, TEMPERATURE_GRID, knn_logits
-from stepcli.probe.metrics import classification_metrics
-from stepcli.probe.run import load_run
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.evaluation.metrics import classification_metrics
+from stepcli.probe.models.knn import K_GRID, TEMPERATURE_GRID, knn_logits
+from stepcli.probe.training.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,3 +38,14 @@ def test_knn_run_fits_loads_and_ignores_frame_order(demo_cache: Path, tmp_path: 
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
     again = classification_metrics(logits[0], cache.labels[rows], cache.class_names)
     assert again["top1"] == run.metrics["top1"] and again["confusion_matrix"] == run.metrics["confusion_matrix"]
+
+
+def test_knn_trains_on_a_prefix_only_cache(tiny_openclip, tmp_path: Path) -> None:
+    """knn reads nothing but the per-frame CLS, which a `--tokens prefix` cache holds."""
+    cache = tmp_path / "prefix"
+    ok("extract", "--dataset", "demo", "--size", "4", "--out", cache, "--backbone", TINY_BACKBONE, "--image-size",
+       TINY_IMAGE_SIZE, "--tokens", "prefix", "--workers", "0", "--quiet")  # fmt: skip
+    assert FeatureCache(cache).layout.num_patches == 0
+    ok("train-probe", "--cache", cache, "--probe", "knn", "--out", tmp_path / "knn", "--quiet")
+    run = load_run(tmp_path / "knn", FeatureCache(cache))
+    assert run.metrics["num_params"] == 0 and len(run.probe.bank) == run.metrics["train_clips"]

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from conftest import ok
 
-from stepcli.probe.metrics import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, bootstrap_intervals, classification_metrics
-from stepcli.probe.run import load_run
+from stepcli.probe.evaluation.metrics import (
+    BOOTSTRAP_SAMPLES,
+    BOOTSTRAP_SEED,
+    bootstrap_intervals,
+    classification_metrics,
+)
+from stepcli.probe.training.rundir import load_run
 
 
 def _logits(labels: np.ndarray, num_classes: int, rank_of_truth: np.ndarray) -> np.ndarray:

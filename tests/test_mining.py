@@ -13,8 +13,8 @@ from test_shuffle import _reversal_cache
 
 from stepcli.cli import cli
 from stepcli.pairs import read_pairs
-from stepcli.probe.mining import rank_pairs
-from stepcli.probe.train import TrainConfig, train_probe
+from stepcli.probe.studies.pair_mining import rank_pairs
+from stepcli.probe.training.loop import TrainConfig, train_probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

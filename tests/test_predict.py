@@ -11,8 +11,8 @@ from conftest import fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.run import load_run
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.training.rundir import load_run
 
 
 @pytest.mark.parametrize("probe", ["step", "logreg"])

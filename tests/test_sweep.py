@@ -11,8 +11,8 @@ import pytest
 from conftest import TINY_CLI, TORCHRUN, child_env, fails, ok
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.run import load_run
-from stepcli.probe.sweep import SweepRecord
+from stepcli.probe.training.rundir import load_run
+from stepcli.probe.training.sweep import SweepRecord
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["--epochs", "2", "--batch-size", "8", "--quiet"]

@@ -12,11 +12,11 @@ from conftest import fails, fails_in_process, make_demo_cache, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-from stepcli.probe import PROBES
-from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.metrics import classification_metrics
-from stepcli.probe.run import load_run
-from stepcli.probe.train import TrainConfig, train_probe
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.evaluation.metrics import classification_metrics
+from stepcli.probe.models import PROBES
+from stepcli.probe.training.loop import TrainConfig, train_probe
+from stepcli.probe.training.rundir import load_run
 
 FAST = ["--epochs", "2", "--batch-size", "8", "--quiet"]
 

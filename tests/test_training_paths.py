@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.data import VAL_FROM_TRAIN, resolve_splits
-from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.heads import warmup_cosine
-from stepcli.probe.run import load_run
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.training.data import VAL_FROM_TRAIN, resolve_splits
+from stepcli.probe.training.optimizer import warmup_cosine
+from stepcli.probe.training.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ import click
 
 from stepcli.device import DEVICES
 from stepcli.log import set_verbosity
-from stepcli.probe.compare import Comparison
+from stepcli.probe.studies.compare import Comparison
 
 PathArg = click.Path(path_type=Path)
 

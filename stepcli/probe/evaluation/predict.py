@@ -14,7 +14,7 @@ from stepcli.device import resolve_device
 from stepcli.extract.backbones import RANDOM_INIT, FrameEncoder, load_backbone
 from stepcli.extract.budget import TokenBudget
 from stepcli.extract.video import VideoError, sample_clip
-from stepcli.probe.run import Run, load_run
+from stepcli.probe.training.rundir import Run, load_run
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from stepcli import StepcliError
-from stepcli.cache.format import write_atomic
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.config import TrainConfig
-from stepcli.probe.metrics import DECIMALS
-from stepcli.probe.results import ComparisonRow
-from stepcli.probe.run import CONFIG
+from stepcli.files import write_atomic
+from stepcli.probe.evaluation.metrics import DECIMALS
+from stepcli.probe.studies.results import ComparisonRow
+from stepcli.probe.training.config import TrainConfig
+from stepcli.probe.training.rundir import CONFIG
 
 SEEDS = "seeds.json"
 SUMMARY_KEYS = ("top1", "top5", "mean_class_accuracy")
@@ -73,12 +73,12 @@ def train_seeds(cfg: TrainConfig, seeds: list[int], sweep: dict[str, list] | Non
 
     The cache is opened once (and loaded into memory once when it fits) for every seed. Under
     torchrun only rank 0 gets the summary; the others return None."""
-    from stepcli.probe.train import train_probe
+    from stepcli.probe.training.loop import train_probe
 
     out = Path(cfg.out)
     if (out / CONFIG).exists():
         raise StepcliError(f"--out {out} is a single run; give a new --out for a run per seed")
-    cache = FeatureCache(cfg.cache)
+    cache = FeatureCache(cfg.cache, layer=cfg.layer)
     runs, metrics = [], []
     for seed in seeds:
         run = train_probe(replace(cfg, seed=seed, out=seed_dir(out, seed)), cache, sweep=sweep)
@@ -100,7 +100,7 @@ def pm(mean: float | None, std: float | None) -> str:
 
 def seeds_markdown(summary: SeedSummary | None) -> str:
     """One line per seed and a mean ± std line, as a markdown table."""
-    from stepcli.probe.report import fmt, markdown_table
+    from stepcli.probe.studies.report import fmt, markdown_table
 
     if summary is None:
         return ""

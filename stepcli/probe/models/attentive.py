@@ -9,9 +9,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from stepcli.cache.records import TokenLayout
-from stepcli.probe.base import Attention, Mlp, Probe, init_token, resolve_num_heads
+from stepcli.probe.models.base import Probe
+from stepcli.probe.models.layers import Attention, Mlp, init_token, resolve_num_heads
+from stepcli.probe.models.registry import register
 
 
+@register("attentive")
 class AttentiveProbe(Probe):
     """query + CrossAttn(query, LN(tokens)) -> + MLP(LN(.)) -> LayerNorm -> Linear.
 
@@ -19,7 +22,6 @@ class AttentiveProbe(Probe):
     `[B, T*(P+N), D]`, and the pooled query passes through a pre-norm residual MLP.
     """
 
-    name = "attentive"
     no_weight_decay_names = ("query",)
 
     def __init__(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stepcli.cache.format import write_atomic
-from stepcli.probe.results import ORIGINAL, REVERSED, SHUFFLED, ComparisonRow, ShuffleResult
+from stepcli.files import write_atomic
+from stepcli.probe.studies.results import ORIGINAL, REVERSED, SHUFFLED, ComparisonRow, ShuffleResult
 
 # (key in a comparison row, column title, how to show it)
 COLUMNS: list[tuple[str, str, str]] = [

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from stepcli import StepcliError
-from stepcli.cache.format import write_atomic
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
-from stepcli.probe.evaluate import evaluate
-from stepcli.probe.run import METRICS, Run, load_run
-from stepcli.probe.shuffle import SHUFFLE_DIR, ShuffleConfig, shuffle_rows, write_shuffle_outputs
+from stepcli.files import write_atomic
+from stepcli.probe.evaluation.inference import evaluate
+from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, shuffle_rows, write_shuffle_outputs
+from stepcli.probe.training.compat import CLASSES_BY_NAME
+from stepcli.probe.training.rundir import METRICS, Run, load_run
 
 EVALUATION = "evaluation.json"
 EVAL_SPLITS = ("test", "all")
@@ -59,25 +60,10 @@ class EvaluationRecord:
         return cls(**data)
 
 
-def check_extraction(run: Run, cache: FeatureCache) -> None:
-    """Refuse tokens from another extraction, naming every differing key."""
-    diff = run.config.cache.extraction.differences(cache.manifest.extraction)
-    if diff:
-        raise StepcliError(
-            f"cache {cache.path} was extracted with other settings than run {run.run_dir}'s cache "
-            f"(run -> cache: {'; '.join(diff)}); extract it with the run's settings"
-        )
-
-
 def class_map(run: Run, cache: FeatureCache) -> np.ndarray:
-    """`[C_cache]`: the run's class index of each of the cache's classes, matched by name."""
+    """`[C_cache]`: the run's class index of each of the cache's classes, matched by name (the cache's
+    classes were checked to be known to the run)."""
     index = {name: i for i, name in enumerate(run.class_names)}
-    unknown = [name for name in cache.class_names if name not in index]
-    if unknown:
-        raise StepcliError(
-            f"cache {cache.path} has {len(unknown)} class(es) run {run.run_dir} was not trained on "
-            f"(e.g. {unknown[0]!r}); evaluate on a cache of the run's classes"
-        )
     return np.asarray([index[name] for name in cache.class_names], dtype=np.int64)
 
 
@@ -107,8 +93,9 @@ def _prepare_out(out: Path) -> Path:
 def evaluate_run(run_dir: Path, cache_dir: Path, out: Path, cfg: EvaluateConfig | None = None) -> dict[str, Path]:
     """Score run `run_dir` on `cache_dir`; write metrics.json, evaluation.json (and a shuffle test) to `out`."""
     cfg = cfg or EvaluateConfig()
-    run, cache = load_run(run_dir), FeatureCache(cache_dir)
-    check_extraction(run, cache)
+    run = load_run(run_dir)
+    cache = FeatureCache(cache_dir, layer=run.layer)  # the layer the probe was trained on, not the cache's first
+    run.check_cache(cache, classes=CLASSES_BY_NAME)
     mapping = class_map(run, cache)
     rows, source = evaluation_rows(run, cache, cfg.split)
     out = _prepare_out(out)

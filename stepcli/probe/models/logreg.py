@@ -19,12 +19,14 @@ from torch import Tensor
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.cache.records import TokenLayout
-from stepcli.probe.base import Probe
-from stepcli.probe.data import fixed_batches, iterate_batches
+from stepcli.probe.models.base import Probe
+from stepcli.probe.models.registry import register
+from stepcli.probe.training.data import fixed_batches, iterate_batches
 
 C_GRID = tuple(10.0**k for k in range(-3, 4))  # 1e-3 ... 1e3
 
 
+@register("logreg", needs_patches=False, needs_cls=True, fitted=True, head_norm=False)
 class LogRegProbe(Probe):
     """`tokens [B, T, P+N, D]` -> mean over frames of CLS -> standardise -> Linear -> logits `[B, C]`.
 
@@ -33,15 +35,8 @@ class LogRegProbe(Probe):
     intercepts alone.
     """
 
-    name = "logreg"
-    head_norm = False
-    distributed = False
-    needs_patches = False
-
     def __init__(self, layout: TokenLayout, num_classes: int) -> None:
         super().__init__(layout, num_classes)
-        if layout.num_prefix < 1:
-            raise StepcliError("logreg needs a CLS token per frame (num_prefix >= 1)")
         self.register_buffer("mean", torch.zeros(layout.dim))
         self.register_buffer("scale", torch.ones(layout.dim))
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stepcli.cache.format import write_atomic
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
+from stepcli.files import write_atomic
 from stepcli.pairs import Pair
-from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.metrics import confusion_matrix
-from stepcli.probe.run import Run, load_run
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.evaluation.metrics import confusion_matrix
+from stepcli.probe.training.rundir import Run, load_run
 
 PAIRS_TXT, PAIRS_JSON, PAIRS_PNG = "pairs.txt", "pairs.json", "pairs.png"
 
@@ -118,7 +118,7 @@ def mine_pairs(run_dir: Path, out: Path | None = None, cfg: MiningConfig | None 
     """`stepcli pairs --from-run`: rank candidate pairs of a run, write them to `out` [RUN/pairs]."""
     cfg = cfg or MiningConfig()
     run = load_run(run_dir)
-    cache = FeatureCache(run.cache_path)
+    cache = run.open_cache()  # at the layer the probe was trained on
     confusion, clips = reversal_confusion(run, cache, cfg)
     candidates = rank_pairs(confusion, clips, cache.class_names)
     paths = write_pairs(candidates, cfg.top, Path(run_dir) / "pairs" if out is None else out,

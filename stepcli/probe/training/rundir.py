@@ -24,10 +24,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stepcli import StepcliError
-from stepcli.cache.format import MANIFEST, write_atomic
+from stepcli.cache.format import MANIFEST
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe import Probe, build_probe
-from stepcli.probe.config import CacheRef, RunConfig
+from stepcli.files import write_atomic
+from stepcli.probe.models import Probe, build_probe
+from stepcli.probe.training.compat import CLASSES_SAME, check_run_cache
+from stepcli.probe.training.config import CacheRef, RunConfig
 
 CONFIG, MODEL, METRICS, TIMING, SPLIT_IDS, LOG = (
     "config.json",
@@ -87,18 +89,10 @@ class Run:
             )
         return FeatureCache(self.cache_path if cache is None else cache, layer=self.layer)
 
-    def check_cache(self, cache: FeatureCache) -> None:
-        """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)."""
-        diff = self.config.cache.extraction.differences(cache.manifest.extraction)
-        if self.class_names != cache.class_names:
-            diff.append("class_names differ")
-        if cache.layer != self.layer:
-            diff.append(f"layer read: {self.layer} -> {cache.layer}")
-        if diff:
-            raise StepcliError(
-                f"run {self.run_dir} was trained on tokens from another extraction than cache {cache.path} "
-                f"(run -> cache: {'; '.join(diff)}); extract the cache with the run's settings"
-            )
+    def check_cache(self, cache: FeatureCache, classes: str = CLASSES_SAME) -> None:
+        """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)
+        or whose classes the run does not know; `classes` as in `compat.run_cache_differences`."""
+        check_run_cache(self.run_dir, self.config, self.layer, cache, classes)
 
 
 def cache_ref(cache: FeatureCache) -> CacheRef:

@@ -32,8 +32,9 @@ from torch import Tensor, nn
 
 from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
-from stepcli.probe.base import Attention, Probe, init_token, resolve_num_heads
-from stepcli.probe.self_attention import TransformerBlock
+from stepcli.probe.models.base import Probe
+from stepcli.probe.models.layers import Attention, TransformerBlock, init_token, resolve_num_heads
+from stepcli.probe.models.registry import register
 
 CLS_MODES = ("global", "frame", "mean")
 
@@ -74,10 +75,10 @@ BLOCKS: dict[str, type[nn.Module]] = {
 }
 
 
+@register("step", order_aware=True)
 class StepProbe(Probe):
     """Temporal encoding + global CLS + simplified attention; see the module docstring."""
 
-    name = "step"
     no_weight_decay_names = ("cls_token", "temporal_pe")
 
     def __init__(

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from stepcli import StepcliError
-from stepcli.cache.format import write_atomic
-from stepcli.probe import probe_class, probe_options
-from stepcli.probe.base import Probe
-from stepcli.probe.config import TrainConfig
+from stepcli.files import write_atomic
+from stepcli.probe.models import probe_class, probe_options
+from stepcli.probe.training.config import TrainConfig
 
 SWEEP = "sweep.json"
 #: TrainConfig fields a head may have its own value of; the rest (batches, epochs, seed) are shared
@@ -32,7 +31,7 @@ def check_sweep(probe: str, sweep: dict[str, list], given_options: dict) -> None
     """One-line errors for a sweep that cannot be run; `given_options` are the fixed probe options."""
     if not sweep:
         return
-    if probe_class(probe).fit is not Probe.fit:
+    if probe_class(probe).capabilities.fitted:
         raise StepcliError(f"--sweep needs a gradient-trained probe; '{probe}' is fitted in closed form")
     valid = [*TRAIN_KEYS, *probe_options(probe)]
     for key, values in sweep.items():

@@ -10,6 +10,9 @@ from typing import Any
 from stepcli import StepcliError
 from stepcli.cache.records import DatasetRecord, ExtractionRecord, TokenLayout
 
+# where and how a run ran, not what it trained: two runs differing only in these are the same run
+RUNTIME_FIELDS = ("out", "device", "in_memory", "workers")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -40,6 +43,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def training_differences(self, other: TrainConfig) -> list[str]:
+        """`field: mine -> other's` for every field that changes what is trained: all of them but
+        `RUNTIME_FIELDS` (and the cache, which runs compare by its resolved path)."""
+        skip = {*RUNTIME_FIELDS, "cache", "probe_options"}
+        diff = [
+            f"{f.name}: {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if f.name not in skip and getattr(self, f.name) != getattr(other, f.name)
+        ]
+        mine, theirs = self.probe_options, other.probe_options
+        keys = sorted(k for k in {*mine, *theirs} if mine.get(k, "(unset)") != theirs.get(k, "(unset)"))
+        return diff + [f"{k}: {mine.get(k, '(unset)')!r} -> {theirs.get(k, '(unset)')!r}" for k in keys]
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

@@ -10,35 +10,18 @@ from torch import Tensor, nn
 
 from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
-from stepcli.probe.base import Attention, Mlp, Probe, resolve_num_heads
+from stepcli.probe.models.base import Probe
+from stepcli.probe.models.layers import TransformerBlock, resolve_num_heads
+from stepcli.probe.models.registry import register
 
 
-class TransformerBlock(nn.Module):
-    """Standard pre-norm ViT block on `[B, L, D]`: x + Attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-    def forward_first(self, first: Tensor, others: Tensor) -> Tensor:
-        """Row 0 of `forward([first; others])`, `[B, D]`: all a CLS readout after the last block needs."""
-        first = first + self.attn.forward_first(self.norm1(first), self.norm1(others))
-        return first + self.mlp(self.norm2(first))
-
-
+@register("self-attention")
 class SelfAttentionProbe(Probe):
     """`depth` pre-norm blocks over all T*(P+N) tokens -> mean pool -> LayerNorm -> Linear.
 
     Following the paper's Figure 4 ("frame-wise embeddings with self-attention and mean pooling"),
     the prefix/CLS tokens of every frame take part alongside the patch tokens.
     """
-
-    name = "self-attention"
 
     def __init__(
         self,

@@ -6,11 +6,13 @@ from torch import Tensor
 
 from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
-from stepcli.probe.base import Probe
+from stepcli.probe.models.base import Probe
+from stepcli.probe.models.registry import register
 
 POOLS = ("cls", "patch")
 
 
+@register("linear", needs_patches=False)
 class LinearProbe(Probe):
     """Mean over frames of the CLS token (or of all patch tokens) -> LayerNorm -> Linear.
 
@@ -18,9 +20,6 @@ class LinearProbe(Probe):
         pool: "cls" pools the first prefix token of each frame; "patch" pools the N patch tokens,
             for backbones whose CLS token is weak or missing (P = 0).
     """
-
-    name = "linear"
-    needs_patches = False  # with pool="cls"; pool="patch" checks for patches itself
 
     def __init__(
         self,

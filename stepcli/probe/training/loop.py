@@ -27,9 +27,10 @@ from stepcli import StepcliError, __version__
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.distributed import Group, process_group, processes_per_node, rank_and_world_size
-from stepcli.probe import build_probe_for_cache, probe_class
-from stepcli.probe.config import RunConfig, Runtime, SplitRecord, TrainConfig
-from stepcli.probe.data import (
+from stepcli.probe.evaluation.inference import evaluate_heads
+from stepcli.probe.models import build_probe_for_cache, probe_class
+from stepcli.probe.training.config import RunConfig, Runtime, SplitRecord, TrainConfig
+from stepcli.probe.training.data import (
     Splits,
     epoch_batches,
     epoch_views,
@@ -39,10 +40,9 @@ from stepcli.probe.data import (
     subsample_train,
     use_memory,
 )
-from stepcli.probe.evaluate import evaluate_heads
-from stepcli.probe.heads import Head
-from stepcli.probe.run import CONFIG, LOG, Run, cache_ref, load_run, save_run
-from stepcli.probe.sweep import SWEEP, SweepHead, SweepRecord, check_sweep, head_configs, select_head
+from stepcli.probe.training.optimizer import Head
+from stepcli.probe.training.rundir import CONFIG, LOG, Run, cache_ref, load_run, save_run
+from stepcli.probe.training.sweep import SWEEP, SweepHead, SweepRecord, check_sweep, head_configs, select_head
 from stepcli.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def train_probe(
     for _, head in heads:
         check_config(head)
     _, world_size, local_rank = rank_and_world_size()
-    if not probe_class(cfg.probe).distributed and world_size > 1:
+    if probe_class(cfg.probe).capabilities.fitted and world_size > 1:
         raise StepcliError(
             f"--probe {cfg.probe} is fitted in one process, not across {world_size}; run it without torchrun"
         )
@@ -256,7 +256,7 @@ def _epoch(session: _Session, heads: list[Head], epoch: int) -> list[tuple[float
     for head in heads:
         head.model.train()
     sums, seen = [[0.0, 0.0] for _ in heads], 0
-    dtype = heads[0].probe.fc.weight.dtype
+    dtype = heads[0].probe.dtype
     batches = epoch_batches(train, cfg.batch_size, cfg.seed, epoch)  # the same on every rank
     shards = [shard_batch(batch, group.rank, group.world_size) for batch in batches]
     views = epoch_views(session.cache, train, cfg.seed, epoch)

@@ -10,52 +10,59 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
-from stepcli.probe import PROBES
-from stepcli.probe.config import TrainConfig
-from stepcli.probe.data import use_memory
-from stepcli.probe.report import (
+from stepcli.probe.models import PROBES, probe_class, probe_options
+from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
     plot_confusion,
     plot_order_sensitivity,
     shuffle_markdown,
     write_tables,
 )
-from stepcli.probe.results import ComparisonRow
-from stepcli.probe.run import CONFIG, Run, load_run, read_run_config
-from stepcli.probe.seeds import mean_row, seed_dir
-from stepcli.probe.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
-from stepcli.probe.train import train_probe
+from stepcli.probe.studies.results import ComparisonRow
+from stepcli.probe.studies.seeds import mean_row, seed_dir
+from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
+from stepcli.probe.training.config import TrainConfig
+from stepcli.probe.training.data import use_memory
+from stepcli.probe.training.loop import train_probe
+from stepcli.probe.training.rundir import CONFIG, Run, load_run, read_run_config
 
 log = logging.getLogger(__name__)
 RUNS = "runs"
-# train settings that must match for an existing run to be reused
-REUSE_KEYS = ("probe", "epochs", "lr", "weight_decay", "batch_size", "warmup_epochs", "seed", "shots", "train_fraction",
-              "layer")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """The options of `compare`; training and shuffle defaults are those of train-probe and shuffle-test."""
+    """The options of `compare`. `train` is the training config every probe's run starts from (its
+    probe, output directory and seed are filled in per run); shuffle defaults are shuffle-test's."""
 
     cache: Path
     out: Path
     probes: tuple[str, ...] = tuple(PROBES)
-    epochs: int = TrainConfig.epochs
-    lr: float = TrainConfig.lr
-    batch_size: int = TrainConfig.batch_size
+    train: TrainConfig | None = None  # None: train-probe's defaults
     permutations: int = ShuffleConfig.permutations
     seed: int = 0
-    device: str = "auto"
     pairs_file: Path | None = None
-    #: several seeds: one run per probe and seed in runs/<probe>/seed-<s>, the table shows mean ± std
+    #: several seeds: one run per seed in runs/<probe>/seed-<s>, the table shows mean ± std
     seeds: tuple[int, ...] = ()
-    layer: int | None = None  # which of the cache's layers; None: its first
+
+    @property
+    def training(self) -> TrainConfig:
+        return self.train or TrainConfig(cache=Path(self.cache), probe="", out=Path(self.out))
+
+    @property
+    def layer(self) -> int | None:
+        """Which of the cache's layers; None: its first."""
+        return self.training.layer
+
+    @property
+    def device(self) -> str:
+        return self.training.device
 
 
 @dataclass
@@ -70,29 +77,39 @@ def _train_config(cfg: CompareConfig, probe: str, seed: int | None = None) -> Tr
     """Without `seed` (no --seeds): the run of `cfg.seed` in runs/<probe>; else runs/<probe>/seed-<s>."""
     out = Path(cfg.out) / RUNS / probe
     out = out if seed is None else seed_dir(out, seed)
-    return TrainConfig(cache=Path(cfg.cache), probe=probe, out=out, seed=cfg.seed if seed is None else seed,
-                       device=cfg.device, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                       layer=cfg.layer)  # fmt: skip
+    return replace(cfg.training, cache=Path(cfg.cache), probe=probe, out=out, seed=cfg.seed if seed is None else seed)
 
 
-def _reusable(tcfg: TrainConfig, cache: FeatureCache) -> bool:
-    """True when `tcfg.out` holds a finished run of the same probe, settings and cache."""
+def _resolved(tcfg: TrainConfig) -> TrainConfig:
+    """`tcfg` with every probe option spelled out, so that a default given explicitly matches its absence."""
+    return replace(tcfg, probe_options={**probe_options(tcfg.probe), **tcfg.probe_options})
+
+
+def reuse_differences(tcfg: TrainConfig, cache: FeatureCache) -> list[str] | None:
+    """None when `tcfg.out` holds no finished run; else why that run is not the one `tcfg` asks for
+    ([] when it is: the same cache and the whole training config but runtime-only fields)."""
     if not (Path(tcfg.out) / CONFIG).is_file():
-        return False  # not trained yet, or cut short: train it
+        return None  # not trained yet, or cut short: train it
     try:
         recorded = read_run_config(tcfg.out)
     except StepcliError as err:  # damaged: say so rather than train over it
         raise StepcliError(f"{err}; delete {tcfg.out} to train it again") from None
-    same_cache = recorded.cache.path == cache.path.resolve()
-    return same_cache and all(getattr(recorded.train, k) == getattr(tcfg, k) for k in REUSE_KEYS)
+    if recorded.probe not in PROBES or recorded.probe != recorded.train.probe:
+        raise StepcliError(
+            f"{Path(tcfg.out) / CONFIG} names probe {recorded.probe!r} (trained as {recorded.train.probe!r}); "
+            f"the run is damaged: delete {tcfg.out} to train it again"
+        )
+    diff = [] if recorded.cache.path == cache.path.resolve() else [f"cache: {recorded.cache.path} -> {cache.path}"]
+    if recorded.probe != tcfg.probe:
+        return [*diff, f"probe: {recorded.probe!r} -> {tcfg.probe!r}"]
+    return diff + _resolved(recorded.train).training_differences(_resolved(tcfg))
 
 
 def check_compare_config(cfg: CompareConfig) -> None:
-    unknown = [p for p in cfg.probes if p not in PROBES]
-    if unknown or not cfg.probes:
-        raise StepcliError(
-            f"unknown probe(s) {', '.join(unknown) or '(none given)'}; valid probes: {', '.join(PROBES)}"
-        )
+    if not cfg.probes:
+        raise StepcliError(f"--probes names no probe; valid probes: {', '.join(PROBES)}")
+    for probe in cfg.probes:
+        probe_class(probe)  # an unknown probe is refused here, before any run
     if len(set(cfg.probes)) != len(cfg.probes):
         raise StepcliError(f"--probes lists a probe twice: {','.join(cfg.probes)}")
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -113,9 +130,13 @@ def check_compare_config(cfg: CompareConfig) -> None:
 def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache, seed: int | None) -> Run:
     tcfg = _train_config(cfg, name, seed)
     which = f"[{n}/{len(cfg.probes)}] {name}" + ("" if seed is None else f" seed {seed}")
-    if _reusable(tcfg, cache):
+    diff = reuse_differences(tcfg, cache)
+    if diff == []:
         log.info(f"{which}: reusing the finished run in {tcfg.out}")
         return load_run(tcfg.out)
+    if diff:
+        log.warning(f"{which}: {tcfg.out} holds a run of other settings (recorded -> asked: {'; '.join(diff)}); "
+                    "training it again")  # fmt: skip
     log.info(f"{which}: training")
     return train_probe(tcfg, cache)
 
@@ -160,7 +181,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
         ),
     }  # fmt: skip
     meta = {
-        "cache": str(cache.path.resolve()), "probes": list(cfg.probes), "epochs": cfg.epochs,
+        "cache": str(cache.path.resolve()), "probes": list(cfg.probes), "epochs": cfg.training.epochs,
         "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
         "pairs_source": source, "best_probe": best.probe, "plots": {k: str(v) for k, v in plots.items()},
     }  # fmt: skip

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from stepcli import StepcliError
-from stepcli.cache.format import write_atomic
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
+from stepcli.files import write_atomic
 from stepcli.pairs import Pair, partner_sets, read_pairs
-from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.metrics import (
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.evaluation.metrics import (
     DECIMALS,
     TOP5_MIN_CLASSES,
     bootstrap_intervals,
@@ -34,7 +34,7 @@ from stepcli.probe.metrics import (
     per_class_accuracy,
     topk_hits,
 )
-from stepcli.probe.results import (
+from stepcli.probe.studies.results import (
     METRIC_KEYS,
     ORIGINAL,
     REVERSED,
@@ -46,7 +46,7 @@ from stepcli.probe.results import (
     ShuffleResult,
     Spread,
 )
-from stepcli.probe.run import Run, load_run
+from stepcli.probe.training.rundir import Run, load_run
 
 TIE_TOLERANCE = 1e-4  # relative to the logit scale; float32 reordering noise is ~1e-6
 SHUFFLE_DIR, RESULTS, CHART = "shuffle", "results.json", "shuffle.png"  # RUN/shuffle/...
@@ -251,7 +251,7 @@ def run_shuffle_test(
 
 def write_shuffle_outputs(result: ShuffleResult, out: Path) -> dict[str, Path]:
     """results.json and the Figure-1 style chart in `out`; returns their paths."""
-    from stepcli.probe.report import plot_shuffle
+    from stepcli.probe.studies.report import plot_shuffle
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,16 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.cache.records import TokenLayout
-from stepcli.probe.base import Probe
-from stepcli.probe.logreg import cls_features
+from stepcli.probe.models.base import Probe
+from stepcli.probe.models.logreg import cls_features
+from stepcli.probe.models.registry import register
 
 K_GRID = (1, 5, 10, 20, 50, 100, 200)
 TEMPERATURE_GRID = (0.01, 0.03, 0.07, 0.1, 0.2)  # DINOv2 uses 0.07
 
 
+@register("knn", needs_patches=False, needs_cls=True, fitted=True, has_head=False)
 class KnnProbe(Probe):
     """`tokens [B, T, P+N, D]` -> normalised frame-mean CLS -> votes of the k nearest train clips `[B, C]`.
 
@@ -32,15 +33,8 @@ class KnnProbe(Probe):
     class's share of the votes.
     """
 
-    name = "knn"
-    head_norm = False
-    distributed = False
-
     def __init__(self, layout: TokenLayout, num_classes: int) -> None:
         super().__init__(layout, num_classes)
-        if layout.num_prefix < 1:
-            raise StepcliError("knn needs a CLS token per frame (num_prefix >= 1)")
-        del self.norm, self.fc  # nothing is learned: no head
         self.register_buffer("bank", torch.zeros(0, layout.dim))
         self.register_buffer("bank_labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("k", torch.tensor(1))

@@ -16,10 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from stepcli import StepcliError
-from stepcli.cache.format import Manifest, write_atomic
-from stepcli.probe.compare import CompareConfig, run_compare
-from stepcli.probe.report import _figure, fmt, markdown_table
-from stepcli.probe.results import ComparisonRow
+from stepcli.cache.format import Manifest
+from stepcli.files import write_atomic
+from stepcli.probe.studies.compare import CompareConfig, run_compare
+from stepcli.probe.studies.report import _figure, fmt, markdown_table
+from stepcli.probe.studies.results import ComparisonRow
 
 KEYS = (("top1", "top-1"), ("reversed_flip_rate", "reversal flip rate"))
 
@@ -43,7 +44,9 @@ def run_layer_sweep(cfg: CompareConfig, layers: str) -> dict[str, Path]:
     """Compare every probe on each chosen layer into OUT/layer<L>; write the per-layer table and plot."""
     rows: dict[int, list[ComparisonRow]] = {}
     for layer in sweep_layers(Path(cfg.cache), layers):
-        rows[layer] = run_compare(replace(cfg, out=Path(cfg.out) / f"layer{layer}", layer=layer)).rows
+        rows[layer] = run_compare(
+            replace(cfg, out=Path(cfg.out) / f"layer{layer}", train=replace(cfg.training, layer=layer))
+        ).rows
     return write_layer_outputs(Path(cfg.out), rows)
 
 
