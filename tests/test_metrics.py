@@ -74,3 +74,25 @@ def test_run_metrics_carry_intervals_and_top5(demo_cache: Path, tmp_path: Path) 
         low, high = split["ci95"]["top1"]
         assert low <= split["top1"] <= high and 0 <= split["top5"] <= 1 and split["top5"] >= split["top1"]
         assert split["ci95"]["mean_class_accuracy"][0] <= split["mean_class_accuracy"]
+
+
+def test_shuffle_orders_and_run_metrics_come_from_one_computation() -> None:
+    """The comparison table (shuffle test) and metrics.json must agree number for number, and every
+    spread is the sample std (n - 1), over seeds as over shuffled orders."""
+    import statistics
+
+    from stepcli.probe.evaluation.metrics import classification_metrics, mean_std
+    from stepcli.probe.studies.shuffle import frame_orders, shuffle_test_logits
+
+    rng = np.random.default_rng(3)
+    names = [f"c{i}" for i in range(8)]
+    labels = rng.integers(0, 8, size=40)
+    orders = frame_orders(4, 5, seed=0)
+    logits = rng.normal(size=(len(orders), 40, 8)).astype(np.float32)
+    report = shuffle_test_logits(logits, labels, orders, names, [("c0", "c1"), ("c2", "c3")])
+    run = classification_metrics(logits[0], labels, names)
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert getattr(report.original, key) == run[key], key
+    shuffled_top1 = [o.metrics.top1 for o in report.per_order[2:]]
+    assert report.shuffled.top1.std == pytest.approx(statistics.stdev(shuffled_top1), abs=1e-6)
+    assert mean_std([0.5, 0.7, 0.9])[1] == pytest.approx(statistics.stdev([0.5, 0.7, 0.9]), abs=1e-6)

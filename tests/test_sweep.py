@@ -115,7 +115,7 @@ def test_train_probe_over_seeds(demo_cache: Path, tmp_path: Path) -> None:
     assert summary["seeds"] == [0, 1] and summary["per_seed"]["top1"] == tops
     assert summary["mean"]["top1"] == pytest.approx(np.mean(tops), abs=1e-6)
     assert summary["std"]["top1"] == pytest.approx(np.std(tops, ddof=1), abs=1e-6)
-    assert "mean ± std" in result.stdout
+    assert "mean ± sample std (n-1)" in result.stdout
     train(demo_cache, tmp_path / "plain", "--seed", "1")  # a seed's run is the plain run of that seed
     assert (out / "seed-1/metrics.json").read_bytes() == (tmp_path / "plain/metrics.json").read_bytes()
     assert "each once" in fails("train-probe", "--cache", demo_cache, "--probe", "step", "--out", out, "--seeds", "1,1")

@@ -73,10 +73,17 @@ def head_logits(
     if len(item_rows) == len(rows):  # one view per clip
         return _item_logits(probes, cache, rows, None, batch_size, device, orders, workers)
     logits = _item_logits(probes, cache, item_rows, item_views, batch_size, device, orders, workers)
-    probs = torch.from_numpy(logits).softmax(dim=-1).numpy().astype(np.float64)
-    summed = np.zeros((len(probes), len(orders), len(rows), logits.shape[-1]))
-    np.add.at(summed, (slice(None), slice(None), owner), probs)
-    mean = summed / np.bincount(owner, minlength=len(rows))[None, None, :, None]
+    return average_views(logits, owner, len(rows))
+
+
+def average_views(logits: np.ndarray, owner: np.ndarray, num_clips: int) -> np.ndarray:
+    """Logits `[..., V, C]` of V views, view v of clip `owner[v]` -> `[..., num_clips, C]`: the log of
+    each clip's softmax averaged over its views (the multi-view test; see the module docstring)."""
+    probs = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(dim=-1).numpy().astype(np.float64)
+    lead = probs.shape[:-2]
+    summed = np.zeros((*lead, num_clips, probs.shape[-1]))
+    np.add.at(summed, (*(slice(None) for _ in lead), owner), probs)
+    mean = summed / np.bincount(owner, minlength=num_clips)[:, None]
     return np.log(np.maximum(mean, np.finfo(np.float32).tiny)).astype(np.float32)
 
 

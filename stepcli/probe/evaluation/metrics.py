@@ -7,6 +7,10 @@ The 95% intervals resample the evaluated clips with a fixed seed (percentile boo
 test splits (IKEA-ASM, Drive&Act) leave wide error bars that a single number hides, and a fixed
 seed keeps the interval reproducible. Values are rounded to 6 decimals so that metrics.json is
 byte-identical across identical runs.
+
+Every number stage two reports comes from here: a run's metrics.json, each frame order of the
+shuffle test, the comparison table, the spread over seeds and over shuffled orders. A spread is
+the sample standard deviation (n - 1 in the denominator, `STD_DDOF`), named so in every table.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ TOP5_MIN_CLASSES = 6  # top-5 is only informative with more than 5 classes
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
 BOOTSTRAP_SEED = 0
+STD_DDOF = 1  # sample std: the spread of a few seeds or permutations estimates that of all of them
+STD_NAME = "sample std (n-1)"
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -54,8 +60,26 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean()) if len(labels) else float("nan")
 
 
-def _round(value: float) -> float | None:
-    return None if np.isnan(value) else round(float(value), DECIMALS)
+def rounded(value: float | None) -> float | None:
+    """`value` to `DECIMALS` places; None for a missing or NaN value (JSON has no NaN)."""
+    return None if value is None or np.isnan(value) else round(float(value), DECIMALS)
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std (`STD_DDOF`; 0 for one value) of the values that are not None."""
+    present = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if not len(present):
+        return None, None
+    std = present.std(ddof=STD_DDOF) if len(present) > STD_DDOF else 0.0
+    return rounded(present.mean()), rounded(std)
+
+
+def spread(values: list[float | None]) -> tuple[float | None, ...]:
+    """Mean, sample std, min and max of the values that are not None (all None when there are none)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None, None, None
+    return (*mean_std(present), rounded(min(present)), rounded(max(present)))
 
 
 def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -89,8 +113,44 @@ def bootstrap_intervals(
         per_class = np.nanmean(np.where(clips > 0, hits / np.maximum(clips, 1), np.nan), axis=1)
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     return {
-        "top1": [_round(v) for v in np.percentile(top, tails)],
-        "mean_class_accuracy": [_round(v) for v in np.percentile(per_class, tails)],
+        "top1": [rounded(v) for v in np.percentile(top, tails)],
+        "mean_class_accuracy": [rounded(v) for v in np.percentile(per_class, tails)],
+    }
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray, preds: np.ndarray, num_classes: int) -> dict:
+    """The accuracies of predictions `preds [n]` (with their `logits [n, C]`): `top1`, `top5` (None
+    with 5 classes or fewer), `mean_class_accuracy`, `per_class` `[C]` (NaN: no clips) and
+    `confusion` `[C, C]`. The shuffle test passes its own tie-stable predictions; runs, the argmax."""
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds)
+    confusion = confusion_matrix(labels, preds, num_classes)
+    has_top5 = num_classes >= TOP5_MIN_CLASSES and len(labels) > 0
+    return {
+        "top1": rounded(top1(labels, preds)),
+        "top5": rounded(topk_hits(logits, labels, 5).mean()) if has_top5 else None,
+        "mean_class_accuracy": rounded(mean_class_accuracy(confusion)),
+        "per_class": per_class_accuracy(confusion),
+        "confusion": confusion,
+    }
+
+
+def pair_metrics(logits: np.ndarray, labels: np.ndarray, preds: np.ndarray, partners: dict) -> dict:
+    """On the clips of nearly-symmetric pairs (`partners`: class -> its partner classes): `pair_top1`,
+    `pair_partner_rate` (predicted as a partner) and `pair_direction` (the own class's logit beats
+    every partner's, whatever else is predicted); None when no clip is in a pair."""
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds)
+    in_pair = np.asarray([int(y) in partners for y in labels], dtype=bool)
+    if not in_pair.any():
+        return {"pair_top1": None, "pair_partner_rate": None, "pair_direction": None}
+    partner_hit = np.asarray([int(p) in partners.get(int(y), ()) for y, p in zip(labels, preds, strict=True)])
+    direction = np.asarray(
+        [m and logits[i, y] > max(logits[i, q] for q in partners[int(y)]) for i, (y, m) in
+         enumerate(zip(labels, in_pair, strict=True))]
+    )  # fmt: skip
+    return {
+        "pair_top1": rounded((preds == labels)[in_pair].mean()),
+        "pair_partner_rate": rounded(partner_hit[in_pair].mean()),
+        "pair_direction": rounded(direction[in_pair].mean()),
     }
 
 
@@ -104,18 +164,17 @@ def classification_metrics(
     """
     labels = np.asarray(labels, dtype=np.int64)
     preds = np.asarray(logits).argmax(axis=1)
-    confusion = confusion_matrix(labels, preds, len(class_names))
-    per_class = per_class_accuracy(confusion)
+    scores = accuracy(logits, labels, preds, len(class_names))
     metrics = {
         "num_clips": int(len(labels)),
-        "top1": _round(top1(labels, preds)),
-        "mean_class_accuracy": _round(mean_class_accuracy(confusion)),
-        "loss": _round(cross_entropy(logits, labels)),
-        "per_class_accuracy": {name: _round(acc) for name, acc in zip(class_names, per_class, strict=True)},
-        "confusion_matrix": confusion.tolist(),
+        "top1": scores["top1"],
+        "mean_class_accuracy": scores["mean_class_accuracy"],
+        "loss": rounded(cross_entropy(logits, labels)),
+        "per_class_accuracy": {name: rounded(a) for name, a in zip(class_names, scores["per_class"], strict=True)},
+        "confusion_matrix": scores["confusion"].tolist(),
     }
     if len(class_names) >= TOP5_MIN_CLASSES:
-        metrics["top5"] = _round(topk_hits(logits, labels, 5).mean()) if len(labels) else None
+        metrics["top5"] = scores["top5"]
     if intervals:
         ci = bootstrap_intervals(preds == labels, labels, len(class_names))
         metrics["ci95"] = {**ci, "samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED}

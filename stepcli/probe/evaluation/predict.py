@@ -1,5 +1,10 @@
 """Apply a trained probe to new videos: decode, run the backbone the run's cache was made with,
-then the probe. The only place stage two runs a backbone, through stage one's public encoder."""
+then the probe. The only place stage two runs a backbone, through stage one's public encoder.
+
+A video is turned into the views its cache holds for a test clip (the same sampler, temporal clips,
+spatial crops and token budget) and scored as evaluation scores a cached clip: the softmax averaged
+over the views. So a video that is in the cache gets the run's own prediction for it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from stepcli.device import resolve_device
 from stepcli.extract.backbones import RANDOM_INIT, FrameEncoder, load_backbone
 from stepcli.extract.budget import TokenBudget
 from stepcli.extract.video import VideoError, sample_clip
+from stepcli.extract.views import clip_views
+from stepcli.probe.evaluation.inference import average_views
 from stepcli.probe.training.rundir import Run, load_run
 
 
@@ -53,17 +60,20 @@ def predict_videos(run: Run, videos: list[Path], top_k: int = 5, device: str = "
         )
     torch_device = resolve_device(device)
     encoder = backbone_for_run(run, torch_device)
+    views = run.config.cache.extraction.views
     num_frames = run.config.layout.num_frames
     probe = run.probe.to(torch_device)
     predictions = []
     for video in videos:
         try:
-            frames = sample_clip(video, num_frames).frames
+            frames = sample_clip(video, num_frames, num_clips=views.clips).frames
         except VideoError as err:
             raise StepcliError(f"{video}: {err}") from None
+        pixels = clip_views(frames, views, encoder.preprocess, "test", str(video))  # [K, T, 3, S, S]
         # float16 like the cache, so a video and its cached clip give the same logits
-        tokens = torch.from_numpy(encoder.encode_clips([encoder.preprocess(frames)], torch_device)).to(torch_device)
-        probs = torch.softmax(probe(tokens).float(), dim=-1)[0].cpu().numpy()
+        tokens = torch.from_numpy(encoder.encode_views([pixels], torch_device)[0][0]).to(torch_device)
+        logits = probe(tokens).float().cpu().numpy()  # [K, C]
+        probs = np.exp(average_views(logits, np.zeros(len(logits), dtype=np.int64), 1)[0])
         order = np.argsort(-probs)[:top_k]
         predictions.append(Prediction(str(video), [(run.class_names[i], float(probs[i])) for i in order]))
     return predictions

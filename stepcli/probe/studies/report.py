@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stepcli.files import write_atomic
+from stepcli.probe.evaluation.metrics import STD_NAME
 from stepcli.probe.studies.results import ORIGINAL, REVERSED, SHUFFLED, ComparisonRow, ShuffleResult
 
 # (key in a comparison row, column title, how to show it)
@@ -95,7 +96,10 @@ def comparison_markdown(rows: list[ComparisonRow], spread: dict[str, dict] | Non
         scale, unit = (100, "%") if kind == "pct" else (1, " s")
         return f"{scale * getattr(row, key):.1f} ± {scale * std:.1f}{unit}"
 
-    return markdown_table([c[1] for c in columns], [[cell(r, k, kind) for k, _, kind in columns] for r in rows])
+    header = [c[1] for c in columns]
+    if spread:
+        header[0] = f"{header[0]} (mean ± {STD_NAME} over seeds)"
+    return markdown_table(header, [[cell(r, k, kind) for k, _, kind in columns] for r in rows])
 
 
 def comparison_csv(rows: list[ComparisonRow]) -> str:
@@ -153,7 +157,7 @@ def plot_shuffle(result: ShuffleResult, path: Path) -> Path:
         stats = [getattr(summary[order], k) for _, k in groups]
         values = [_val(v.mean if order == SHUFFLED else v) for v in stats]
         errors = [_val(v.std) for v in stats] if order == SHUFFLED else None
-        label = f"shuffled (mean ± sd of {result.permutations})" if order == SHUFFLED else order
+        label = f"shuffled (mean ± {STD_NAME} of {result.permutations})" if order == SHUFFLED else order
         bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=3, label=label,
                       color=ORDER_COLOURS[order])  # fmt: skip
         _label_bars(ax, bars, values, above=errors)

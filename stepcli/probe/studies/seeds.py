@@ -12,12 +12,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.files import write_atomic
-from stepcli.probe.evaluation.metrics import DECIMALS
+from stepcli.probe.evaluation.metrics import STD_NAME, mean_std
 from stepcli.probe.studies.results import ComparisonRow
 from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.rundir import CONFIG
@@ -28,15 +26,6 @@ SUMMARY_KEYS = ("top1", "top5", "mean_class_accuracy")
 
 def seed_dir(out: Path | str, seed: int) -> Path:
     return Path(out) / f"seed-{seed}"
-
-
-def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample std (ddof=1; 0 for one value) of the values that are not None."""
-    present = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if not len(present):
-        return None, None
-    std = present.std(ddof=1) if len(present) > 1 else 0.0
-    return round(float(present.mean()), DECIMALS), round(float(std), DECIMALS)
 
 
 @dataclass(frozen=True)
@@ -106,7 +95,7 @@ def seeds_markdown(summary: SeedSummary | None) -> str:
         return ""
     keys = list(summary.per_seed)
     rows = [[f"seed {s}"] + [fmt(summary.per_seed[k][i], "pct") for k in keys] for i, s in enumerate(summary.seeds)]
-    rows.append(["mean ± std"] + [pm(summary.mean[k], summary.std[k]) for k in keys])
+    rows.append([f"mean ± {STD_NAME}"] + [pm(summary.mean[k], summary.std[k]) for k in keys])
     return f"{summary.probe}, test split, {len(summary.seeds)} seeds\n\n" + markdown_table(["run", *keys], rows)
 
 

@@ -26,13 +26,12 @@ from stepcli.files import write_atomic
 from stepcli.pairs import Pair, partner_sets, read_pairs
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import (
-    DECIMALS,
-    TOP5_MIN_CLASSES,
+    accuracy,
     bootstrap_intervals,
     confusion_matrix,
-    mean_class_accuracy,
-    per_class_accuracy,
-    topk_hits,
+    pair_metrics,
+    rounded,
+    spread,
 )
 from stepcli.probe.studies.results import (
     METRIC_KEYS,
@@ -89,41 +88,26 @@ def stable_predictions(logits: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(tie, reference, best)
 
 
-def _r(value: float) -> float | None:
-    return None if value is None or np.isnan(value) else round(float(value), DECIMALS)
+_r = rounded
 
 
 def _order_metrics(
     preds: np.ndarray, logits: np.ndarray, original: np.ndarray, labels: np.ndarray, partners: dict, num_classes: int
 ) -> tuple[OrderMetrics, np.ndarray]:
-    """Metrics of one frame order and its per-class accuracy `[C]`."""
-    confusion = confusion_matrix(labels, preds, num_classes)
-    in_pair = np.asarray([int(y) in partners for y in labels], dtype=bool)
-    partner_hit = np.asarray([int(p) in partners.get(int(y), ()) for y, p in zip(labels, preds, strict=True)])
-    # direction: the own class beats every partner, whatever else the probe predicts
-    direction = np.asarray(
-        [logits[i, y] > max(logits[i, q] for q in partners[int(y)]) if m else False for i, (y, m) in
-         enumerate(zip(labels, in_pair, strict=True))]
-    )  # fmt: skip
-    pair_n = int(in_pair.sum())
-    top5 = _r(topk_hits(logits, labels, 5).mean()) if len(labels) and logits.shape[1] >= TOP5_MIN_CLASSES else None
+    """Metrics of one frame order (from `metrics`, as a run's are) and its per-class accuracy `[C]`."""
+    scores = accuracy(logits, labels, preds, num_classes)
     metrics = OrderMetrics(
-        top1=_r((preds == labels).mean()) if len(labels) else None,
-        mean_class_accuracy=_r(mean_class_accuracy(confusion)),
+        top1=scores["top1"],
+        mean_class_accuracy=scores["mean_class_accuracy"],
         flip_rate=_r((preds != original).mean()) if len(labels) else None,
-        pair_top1=_r((preds == labels)[in_pair].mean()) if pair_n else None,
-        pair_partner_rate=_r(partner_hit[in_pair].mean()) if pair_n else None,
-        pair_direction=_r(direction[in_pair].mean()) if pair_n else None,
-        top5=top5,
+        top5=scores["top5"],
+        **pair_metrics(logits, labels, preds, partners),
     )
-    return metrics, per_class_accuracy(confusion)
+    return metrics, scores["per_class"]
 
 
 def _spread(values: list[float | None]) -> Spread:
-    vals = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if not len(vals):
-        return Spread(None, None, None, None)
-    return Spread(_r(vals.mean()), _r(vals.std()), _r(vals.min()), _r(vals.max()))
+    return Spread(*spread(values))
 
 
 @dataclass(frozen=True)
