@@ -89,12 +89,12 @@ class Probe(nn.Module):
         """The probe's own options (JSON-serialisable): `build_probe(name, layout, C, **config())`."""
         return dict(self._options)
 
-    def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict | None:
+    def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict:
         """Fit in closed form on cache rows `train`, selecting on `val`; returns what to log.
 
-        None (the default) means: train me with the gradient loop of `train-probe`.
+        Only probes registered with `fitted=True` implement it; the others train by gradient steps.
         """
-        return None
+        raise NotImplementedError(f"probe '{self.name}' is trained by gradient steps, not fitted")
 
     def forward_features(self, tokens: Tensor) -> Tensor:
         """Pool `[B, T, P+N, D]` tokens to one clip embedding `[B, D]`."""

@@ -27,6 +27,8 @@ def register(name: str, **capabilities: Any) -> Callable[[type[Probe]], type[Pro
         if name in PROBES:
             raise ValueError(f"probe '{name}' is registered twice")
         cls.name, cls.capabilities = name, Capabilities(**capabilities)
+        if cls.capabilities.fitted != (cls.fit is not Probe.fit):
+            raise TypeError(f"probe '{name}': fitted=True and a `fit` method go together")
         PROBES[name] = cls
         return cls
 

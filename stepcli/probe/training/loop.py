@@ -172,12 +172,13 @@ def _train(session: _Session, configs: list[tuple[dict, TrainConfig]], sweep: di
     where = f", {group.world_size} processes ({group.device.type})" if group.world_size > 1 else ""
     swept = f", {len(configs)} heads in one pass" if sweep else ""
     session.say(f"train-probe: {cfg.probe} on {cache.path} ({splits.counts()}), {reading}{where}{swept}")
-    extra = heads[0].probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
     epoch_times: list[float] = []
-    if extra is None:
-        epoch_times = _fit(session, heads)
-    else:
+    extra = None
+    if heads[0].probe.capabilities.fitted:
+        extra = heads[0].probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
         session.write_log([{"epoch": 1, **extra}])
+    else:
+        epoch_times = _fit(session, heads)
     train_time = time.monotonic() - start
     probes = [head.probe.to(group.device) for head in heads]
     vals, tests = session.evaluate(probes, splits.val, True), session.evaluate(probes, splits.test, True)
