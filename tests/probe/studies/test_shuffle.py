@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import fails
+from conftest import fails, write_reversal_cache
 
 from stepcli.cache.format import Manifest
-from stepcli.cache.records import DatasetRecord, ExtractionRecord
-from stepcli.cache.writer import ShardWriter
 from stepcli.cli import cli
 from stepcli.probe.studies.results import METRIC_KEYS, ORIGINAL, REVERSED, SHUFFLED, ShuffleResult
 from stepcli.probe.studies.shuffle import (
@@ -92,31 +90,8 @@ def test_pair_metrics_of_an_order_aware_probe() -> None:
     assert intervals[SHUFFLED]["top1"][0] <= result.shuffled.top1.mean <= intervals[SHUFFLED]["top1"][1]
 
 
-def _reversal_cache(path: Path, per_class: int = 40) -> Path:
-    """Tokens [T=4, 1+2, 8]: each pair is one motion forwards and backwards; 'static' never moves."""
-    names, pairs = ["up", "down", "left", "right", "static"], [["up", "down"], ["left", "right"]]
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(-1, 1, 4)
-    axis = np.eye(8)
-    splits = ["train"] * (per_class // 2) + ["val"] * (per_class // 4) + ["test"] * (per_class // 4)
-    with ShardWriter(path, clips_per_shard=1000) as writer:
-        for label in range(5):
-            for i, split in enumerate(splits):
-                motion = 0 * ramp if label == 4 else ramp if label % 2 == 0 else ramp[::-1]
-                tokens = rng.normal(0, 0.3, (4, 3, 8)) + axis[label // 2 + 4]
-                tokens[:, 1:] += 2 * motion[:, None, None] * axis[label // 2]
-                writer.add(f"c{label}-{i}", label, split, [tokens[None]], np.arange(4)[None], np.arange(4)[None] / 8.0)
-    extraction = ExtractionRecord(
-        backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
-        layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=2, dim=8,
-    )  # fmt: skip
-    dataset = DatasetRecord("reversal", tuple(names), tuple(map(tuple, pairs)), ("test", "train", "val"))
-    Manifest(extraction=extraction, dataset=dataset).save(path)
-    return path
-
-
 def test_step_on_a_reversed_pair_task(tmp_path: Path) -> None:
-    cache = _reversal_cache(tmp_path / "cache")
+    cache = write_reversal_cache(tmp_path / "cache")
     config = TrainConfig(cache=cache, probe="step", out=tmp_path / "step", epochs=10, lr=1e-2, batch_size=8)
     run = train_probe(config)
     s = shuffle_test(run, cache, ShuffleConfig(permutations=10))

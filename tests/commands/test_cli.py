@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import click
 import pytest
@@ -120,3 +121,25 @@ def test_real_console_script_prints_one_line_without_traceback(tmp_path) -> None
     line = fails_in_process("train-probe", "--cache", tmp_path, "--probe", "step", "--out", tmp_path / "r",
                             "--option", "depth")  # fmt: skip
     assert "not KEY=VALUE" in line
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_takes_quiet_and_verbose(command: str) -> None:
+    names = {opt for p in cli.commands[command].params for opt in getattr(p, "opts", [])}
+    assert {"-q", "--quiet", "-v", "--verbose"} <= names, command
+
+
+def test_no_command_imports_another() -> None:
+    """Commands share options through `common` and parsing through `parsing`, never each other."""
+    import ast
+
+    import stepcli.commands as package
+
+    folder = Path(package.__file__).parent
+    shared = {"stepcli.commands.common", "stepcli.commands.parsing"}
+    commands = [p for p in folder.glob("*.py") if p.stem not in ("__init__", "common", "parsing")]
+    assert len(commands) >= len(cli.commands) - 1
+    for path in commands:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stepcli.commands"):
+                assert node.module in shared, f"{path.name} imports {node.module}"

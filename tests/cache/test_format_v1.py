@@ -7,11 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ok
+from conftest import DATA, ok
 
 from stepcli.cache.reader import FeatureCache
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from conftest import make_demo_cache
+from conftest import DATA, make_demo_cache
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.probe.training.data import fixed_batches, iterate_batches
 
-V1 = Path(__file__).parent / "data" / "cache_v1"
+V1 = DATA / "cache_v1"
 
 
 def _h5py_tokens(cache: FeatureCache, rows, views) -> np.ndarray:

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import fails
-from test_shuffle import _reversal_cache
+from conftest import fails, write_reversal_cache
 
 from stepcli.cli import cli
 from stepcli.pairs import read_pairs
@@ -29,7 +28,7 @@ def test_rank_pairs_symmetrises_and_normalises() -> None:
 
 
 def test_pairs_from_a_step_run_find_the_reversal_pairs(tmp_path: Path) -> None:
-    cache = _reversal_cache(tmp_path / "cache")
+    cache = write_reversal_cache(tmp_path / "cache")
     train_probe(TrainConfig(cache=cache, probe="step", out=tmp_path / "step", epochs=10, lr=1e-2, batch_size=8))
     result = CliRunner().invoke(cli, ["pairs", "--from-run", str(tmp_path / "step"), "--top", "2"])
     assert result.exit_code == 0, result.output

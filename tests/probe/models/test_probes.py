@@ -211,3 +211,22 @@ def test_knn_reads_only_the_frame_cls_so_it_runs_on_a_prefix_only_layout() -> No
     no_cls = TokenLayout(num_frames=T, num_prefix=0, num_patches=N, dim=D)
     with pytest.raises(StepcliError, match="CLS"):
         build_probe("knn", no_cls, C)
+
+
+def test_no_module_outside_models_branches_on_a_probe_name() -> None:
+    """Capabilities, not names: no comparison with a probe's name anywhere but in `probe/models/`."""
+    import ast
+    from pathlib import Path
+
+    import stepcli
+
+    root = Path(stepcli.__file__).parent
+    models = root / "probe" / "models"
+    for path in root.rglob("*.py"):
+        if models in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                constants = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
+                named = [c for c in constants if isinstance(c, str) and c in PROBES]
+                assert not named, f"{path.relative_to(root)}:{node.lineno} compares with probe name {named[0]!r}"

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import fails
-from test_datasets import (
+from conftest import DATA, fails
+from dataset_fixtures import (
     DRIVE_ACT_FILES,
     DRIVE_ACT_HEADER,
     KINECT_FPS,
@@ -36,8 +36,6 @@ from stepcli.cli import cli
 from stepcli.extract.datasets import DatasetOptions, load_dataset
 from stepcli.extract.datasets.pairs import DIVING48_CLASSES, DRIVE_ACT_CLASSES, table
 from stepcli.extract.video import sample_clip
-
-DATA = Path(__file__).parent / "data"
 
 
 def _move(root: Path, moves: dict[str, str]) -> None:
