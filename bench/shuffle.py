@@ -21,10 +21,10 @@ from pathlib import Path
 from stepcli.cache.reader import FeatureCache
 from stepcli.extract import backbones, pipeline
 from stepcli.extract.datasets import DatasetOptions
-from stepcli.probe.evaluate import predict_logits
-from stepcli.probe.run import load_run
-from stepcli.probe.shuffle import ShuffleConfig, shuffle_test
-from stepcli.probe.train import TrainConfig, train_probe
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.studies.shuffle import ShuffleConfig, shuffle_test
+from stepcli.probe.training.loop import TrainConfig, train_probe
+from stepcli.probe.training.rundir import load_run
 
 
 class BackboneCalls:

@@ -27,8 +27,8 @@ import torch
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.log import set_verbosity
-from stepcli.probe.config import TrainConfig
-from stepcli.probe.train import train_probe
+from stepcli.probe.training.config import TrainConfig
+from stepcli.probe.training.loop import train_probe
 
 
 class ReadCounter:

@@ -28,9 +28,9 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.extract.backbones import load_backbone
 from stepcli.extract.datasets import DatasetOptions, load_dataset
 from stepcli.extract.video import sample_clip
-from stepcli.probe import build_probe_for_cache
-from stepcli.probe.data import iterate_batches
-from stepcli.probe.train import reader_processes
+from stepcli.probe.models import build_probe_for_cache
+from stepcli.probe.training.data import iterate_batches
+from stepcli.probe.training.loop import reader_processes
 
 
 def make_probe(name: str, cache: FeatureCache, seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

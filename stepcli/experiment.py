@@ -14,8 +14,8 @@ from pathlib import Path
 from stepcli.extract.datasets import DatasetOptions
 from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
 from stepcli.extract.pipeline import ExtractConfig, ExtractSummary, run_extract
-from stepcli.probe.compare import CompareConfig, Comparison, run_compare
-from stepcli.probe.config import TrainConfig
+from stepcli.probe.studies.compare import CompareConfig, Comparison, run_compare
+from stepcli.probe.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def run_demo(cfg: DemoConfig) -> tuple[ExtractSummary, Comparison]:
             f"warning: {summary.failed} clips failed to extract (see {cache / 'failures.jsonl'}); comparing the rest"
         )
     log.info(f"demo 2/2: training and shuffle-testing every probe into {Path(cfg.out) / 'compare'}")
-    compare = CompareConfig(
-        cache=cache, out=Path(cfg.out) / "compare", epochs=cfg.epochs, permutations=cfg.permutations
-    )
+    out = Path(cfg.out) / "compare"
+    train = TrainConfig(cache=cache, probe="", out=out, epochs=cfg.epochs)
+    compare = CompareConfig(cache=cache, out=out, train=train, permutations=cfg.permutations)
     return summary, run_compare(compare)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from stepcli import StepcliError
-from stepcli.textfile import read_text
+from stepcli.files import read_text
 
 Pair = tuple[str, str]
 

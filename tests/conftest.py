@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 from click.testing import CliRunner, Result
 
 from stepcli.cli import cli
 
 TESTS = Path(__file__).parent
+DATA = TESTS / "data"  # fixtures checked in: a v1 cache, dataset layouts
 TINY_CLI = TESTS / "tiny_cli.py"  # `stepcli` with the tiny backbone registered, for child processes
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 STEPCLI = Path(sys.executable).parent / "stepcli"  # the installed console script
@@ -132,7 +134,11 @@ def cache_tokens(cache_dir: Path) -> dict:
     from stepcli.cache.reader import FeatureCache
 
     cache = FeatureCache(cache_dir)
-    assert cache.duplicates == 0
+    stored = 0  # rows on disk, read directly rather than through the reader under test
+    for path in cache.shard_paths:
+        with h5py.File(path, "r") as f:
+            stored += len(f["clip_id"])
+    assert stored == len(set(cache.clip_ids)), f"{stored} rows in the shards for {len(cache)} distinct clips"
     return {clip_id: cache.tokens([row])[0] for row, clip_id in enumerate(cache.clip_ids)}
 
 
@@ -157,4 +163,33 @@ def write_synthetic_cache(path: Path, labels: list[int], splits: list[str], clas
     )  # fmt: skip
     used = tuple(sorted({s for s in splits if s}))
     Manifest(extraction=extraction, dataset=DatasetRecord("synthetic", tuple(class_names), (), used)).save(path)
+    return path
+
+
+def write_reversal_cache(path: Path, per_class: int = 40) -> Path:
+    """A synthetic cache whose classes only frame order tells apart. Tokens [T=4, 1+2, 8]: each pair is one motion forwards and backwards; 'static' never moves."""
+    import numpy as np
+
+    from stepcli.cache.format import Manifest
+    from stepcli.cache.records import DatasetRecord, ExtractionRecord
+    from stepcli.cache.writer import ShardWriter
+
+    names, pairs = ["up", "down", "left", "right", "static"], [["up", "down"], ["left", "right"]]
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(-1, 1, 4)
+    axis = np.eye(8)
+    splits = ["train"] * (per_class // 2) + ["val"] * (per_class // 4) + ["test"] * (per_class // 4)
+    with ShardWriter(path, clips_per_shard=1000) as writer:
+        for label in range(5):
+            for i, split in enumerate(splits):
+                motion = 0 * ramp if label == 4 else ramp if label % 2 == 0 else ramp[::-1]
+                tokens = rng.normal(0, 0.3, (4, 3, 8)) + axis[label // 2 + 4]
+                tokens[:, 1:] += 2 * motion[:, None, None] * axis[label // 2]
+                writer.add(f"c{label}-{i}", label, split, [tokens[None]], np.arange(4)[None], np.arange(4)[None] / 8.0)
+    extraction = ExtractionRecord(
+        backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
+        layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=2, dim=8,
+    )  # fmt: skip
+    dataset = DatasetRecord("reversal", tuple(names), tuple(map(tuple, pairs)), ("test", "train", "val"))
+    Manifest(extraction=extraction, dataset=dataset).save(path)
     return path

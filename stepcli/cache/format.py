@@ -3,22 +3,18 @@
 The manifest holds the provenance that decides whether two runs produce interchangeable tokens
 (``extraction``: backbone, weights, image size, layer, frames, ...), the description of the
 data (``dataset``: class names, splits, nearly-symmetric pairs) and, for information only, the
-library versions that made it. Version 2 shards hold, per cached layer L, ``tokens/<L>`` of
-shape ``[V, K, T, P+N, D]`` (K views per clip, one chunk per clip view) and ``frame_index`` /
-``timestamp`` of shape ``[V, K, T]``; version 1 shards hold one ``tokens`` ``[V, T, P+N, D]``,
-read as one view of one layer.
+library versions that made it. What a shard holds is `cache/schema.py`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.cache.records import DatasetRecord, ExtractionRecord, TokenLayout
+from stepcli.files import write_atomic
 from stepcli.pairs import Pair
 
 SCHEMA_VERSION = 2
@@ -107,16 +103,3 @@ class Manifest:
         if self.class_names != other.class_names:
             diff.append("class_names differ")
         return diff
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -41,7 +41,6 @@ class FeatureCache:
         self.shard_paths = sorted((self.path / SHARDS).glob("*.h5")) if (self.path / SHARDS).is_dir() else []
         clip_ids, labels, splits, shard_of, row_of, num_views = [], [], [], [], [], []
         seen: set[str] = set()
-        self.duplicates = 0  # kept for callers: always 0, a cache holding a clip twice is refused
         for s, shard_path in enumerate(self.shard_paths):
             try:
                 with h5py.File(shard_path, "r") as f:

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from stepcli.cache.format import SHARDS, SPLITS, Manifest
+from stepcli.cache.schema import CLIP_DATASETS, token_datasets
 
 ROWS_PER_READ = 16  # clips of tokens held in memory at once while checking finiteness
 MAX_LISTED = 5  # rows named per problem before "..."
@@ -50,29 +51,14 @@ def non_finite_reason(tokens: np.ndarray) -> str | None:
     )
 
 
-def _token_datasets(manifest: Manifest) -> list[str]:
-    """The shard datasets holding tokens: one per cached layer (schema v2), or `tokens` (v1)."""
-    if manifest.schema_version < 2:
-        return ["tokens"]
-    return [f"tokens/{layer}" for layer in manifest.extraction.layers]
-
-
 def _expected(manifest: Manifest, views: int | None) -> dict[str, tuple[tuple[int, ...], str]]:
     """Per-clip dataset -> (shape after the clip axis, kind of dtype), from the manifest's layout;
     `views` is the shard's views per clip (v2), None for a v1 shard."""
     lead = () if views is None else (views,)
     T = manifest.layout.num_frames
-    tokens = {
-        name: ((*lead, *manifest.layout.clip_shape), manifest.extraction.dtype) for name in _token_datasets(manifest)
-    }
-    return {
-        **tokens,
-        "clip_id": ((), "string"),
-        "label": ((), "integer"),
-        "split": ((), "string"),
-        "frame_index": ((*lead, T), "integer"),
-        "timestamp": ((*lead, T), "float"),
-    }
+    names = token_datasets(manifest.schema_version, manifest.extraction.layers)
+    tokens = {name: ((*lead, *manifest.layout.clip_shape), manifest.extraction.dtype) for name in names}
+    return {**tokens, **{spec.name: (spec.row_shape(views, T), spec.kind) for spec in CLIP_DATASETS}}
 
 
 def _shard_views(f: h5py.File, manifest: Manifest) -> Iterator[str | int | None]:
@@ -137,7 +123,7 @@ def _value_problems(f: h5py.File, manifest: Manifest, ids: list[str]) -> Iterato
     unknown = [r for r, split in enumerate(splits) if split not in (*SPLITS, "")]
     if unknown:
         yield f"split(s) not train/val/test at rows {_rows(unknown)} (e.g. {splits[unknown[0]]!r})"
-    for name in _token_datasets(manifest):
+    for name in token_datasets(manifest.schema_version, manifest.extraction.layers):
         tokens = f[name]
         for start in range(0, tokens.shape[0], ROWS_PER_READ):
             block = tokens[start : start + ROWS_PER_READ]

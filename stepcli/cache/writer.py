@@ -15,8 +15,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stepcli.cache.format import SHARDS
+from stepcli.cache.format import SCHEMA_VERSION, SHARDS
 from stepcli.cache.lock import is_held
+from stepcli.cache.schema import CLIP_DATASETS, TOKEN_DTYPE, TOKENS, token_datasets
 
 # a temporary shard carries its writer's pid, so no two processes ever write one file
 _SHARD_NAME = re.compile(r"^r(\d+)-(\d+)\.h5(\.\d+)?(\.tmp)?$")
@@ -31,20 +32,18 @@ class _OpenShard:
         K, T, L, D = clip_shape
         self.tmp_path, self.final_path, self.count = tmp_path, final_path, 0
         f = self.file = h5py.File(tmp_path, "w")
-        group = f.create_group("tokens")
+        group = f.create_group(TOKENS)
         for layer in layers:  # one chunk per clip view: a view is read whole, and alone when training
-            group.create_dataset(str(layer), (0, K, T, L, D), maxshape=(None, K, T, L, D), dtype=np.float16,
+            group.create_dataset(str(layer), (0, K, T, L, D), maxshape=(None, K, T, L, D), dtype=TOKEN_DTYPE,
                                  chunks=(1, 1, T, L, D))  # fmt: skip
-        f.create_dataset("clip_id", (0,), maxshape=(None,), dtype=h5py.string_dtype())
-        f.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64)
-        f.create_dataset("split", (0,), maxshape=(None,), dtype=h5py.string_dtype())
-        f.create_dataset("frame_index", (0, K, T), maxshape=(None, K, T), dtype=np.int64)
-        f.create_dataset("timestamp", (0, K, T), maxshape=(None, K, T), dtype=np.float64)
+        for spec in CLIP_DATASETS:
+            row = spec.row_shape(K, T)
+            f.create_dataset(spec.name, (0, *row), maxshape=(None, *row), dtype=spec.dtype)
         for key, value in attrs.items():
             f.attrs[key] = value
         # held open: a handle dropped mid-write flushes, which on a full disk fails again
-        self.datasets = {name: f[name] for name in ("clip_id", "label", "split", "frame_index", "timestamp")}
-        self.datasets |= {f"tokens/{layer}": group[str(layer)] for layer in layers}
+        self.datasets = {spec.name: f[spec.name] for spec in CLIP_DATASETS}
+        self.datasets |= {name: f[name] for name in token_datasets(SCHEMA_VERSION, layers)}
 
     def discard(self) -> None:
         """Drop this shard's file, so that no incomplete file ever gets a final name."""

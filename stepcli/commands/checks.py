@@ -155,7 +155,7 @@ def check_device(_ctx: click.Context, param: click.Parameter, value: str) -> str
 
 def check_sweep_values(probe: str, sweep: dict[str, list]) -> None:
     """Each `--sweep KEY=V1,V2` value in the range of KEY's own option (the keys are checked later)."""
-    from stepcli.probe import PROBES, probe_options
+    from stepcli.probe.models import PROBES, probe_options
 
     ranges = {"lr": LR, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE, "clip_grad": POSITIVE}
     options = probe_options(probe) if probe in PROBES else {}
@@ -174,8 +174,8 @@ def check_sweep_values(probe: str, sweep: dict[str, list]) -> None:
 def check_probe_value(probe: str, key: str, value: Any, default: Any, flag: str = "--option") -> None:
     """A `--option KEY=VALUE` of the type of the probe's default, and in range: counts and
     ratios positive and finite, switches true or false, names one of the probe's choices."""
-    from stepcli.probe.linear import POOLS
-    from stepcli.probe.step import BLOCKS, CLS_MODES
+    from stepcli.probe.models.linear import POOLS
+    from stepcli.probe.models.step import BLOCKS, CLS_MODES
 
     choices = {"cls": CLS_MODES, "block": tuple(BLOCKS), "pool": POOLS}
     expected = int if default is None else type(default)  # None: num_heads, picked from the token width

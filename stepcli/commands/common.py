@@ -18,7 +18,7 @@ import click
 from stepcli.commands.checks import PERMUTATIONS, SEED, PathArg, check_device
 from stepcli.device import DEVICES
 from stepcli.log import set_verbosity
-from stepcli.probe.compare import Comparison
+from stepcli.probe.studies.compare import Comparison
 
 
 def default_of(config: type, name: str) -> Any:

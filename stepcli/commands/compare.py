@@ -16,31 +16,40 @@ from stepcli.commands.common import (
     seed_option,
     verbosity_options,
 )
-from stepcli.commands.train_probe import parse_seeds
-from stepcli.probe.compare import CompareConfig, run_compare
-from stepcli.probe.layers import run_layer_sweep
+from stepcli.commands.parsing import parse_seeds
+from stepcli.probe.studies.compare import CompareConfig, run_compare
+from stepcli.probe.studies.layer_sweep import run_layer_sweep
+from stepcli.probe.training.config import TrainConfig
 
 
 def _default(name: str):
     return default_of(CompareConfig, name)
 
 
+def _train_default(name: str):
+    return default_of(TrainConfig, name)
+
+
+# the options of compare that go into every probe's training config
+TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
+
+
 @click.command("compare")
 @click.option("--cache", required=True, type=PathArg, help="Feature cache made by `stepcli extract`.")
 @click.option("--out", required=True, type=PathArg, help="Directory for runs, tables and plots (rerun to resume).")
 @click.option("--probes", default=",".join(_default("probes")), show_default=True, help="Comma-separated probes.")
-@click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True,
+@click.option("--epochs", type=checks.EPOCHS, default=_train_default("epochs"), show_default=True,
               help="Epochs per gradient-trained probe.")  # fmt: skip
-@click.option("--lr", type=checks.LR, default=_default("lr"), show_default=True, help="Peak learning rate.")
+@click.option("--lr", type=checks.LR, default=_train_default("lr"), show_default=True, help="Peak learning rate.")
 @click.option(
-    "--batch-size", type=checks.BATCH, default=_default("batch_size"), show_default=True, help="Clips per step."
+    "--batch-size", type=checks.BATCH, default=_train_default("batch_size"), show_default=True, help="Clips per step."
 )
 @permutations_option(CompareConfig)
 @seed_option(CompareConfig, "Seed for training and permutations.")
 @click.option("--seeds", "seed_list", help="Comma-separated training seeds: each probe once per seed (runs/<probe>/seed-<s>); "
               "the table shows mean ± std, comparison.json the per-seed numbers.")  # fmt: skip
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
-@device_option(CompareConfig)
+@device_option(TrainConfig)
 @click.option("--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) [its first].")
 @click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
@@ -49,7 +58,10 @@ def compare_command(cache, out, probes, seed_list, layers, **kwargs) -> None:
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
     names = tuple(p.strip() for p in probes.split(",") if p.strip())
     chosen = tuple(parse_seeds(seed_list)) if seed_list is not None else ()
-    cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, **kwargs)
+    train = TrainConfig(
+        cache=cache, probe="", out=out, seed=kwargs["seed"], **{k: kwargs.pop(k) for k in TRAIN_OPTIONS}
+    )
+    cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, train=train, **kwargs)
     if layers is not None:
         if cfg.layer is not None:
             raise StepcliError("give --layer or --layers, not both")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.commands.common import PathArg
+from stepcli.commands.common import PathArg, verbosity_options
 from stepcli.extract.backbones import RANDOM_INIT
 
 
@@ -48,13 +48,12 @@ def describe_cache(cache: FeatureCache) -> str:
         lines.append(f"  {record['clip_id']}: {record['reason']}")
     if len(failures) > 20:
         lines.append(f"  ... {len(failures) - 20} more in failures.jsonl")
-    if cache.duplicates:
-        lines.append(f"warning: {cache.duplicates} clips appear in more than one shard (first copy used)")
     return "\n".join(lines)
 
 
 @click.command("inspect")
 @click.argument("cache", type=PathArg)
+@verbosity_options
 def inspect_cache(cache: Path) -> None:
     """Describe a cache: backbone and weights, T, token shape, clips per split and class, failures."""
     click.echo(describe_cache(FeatureCache(cache)))

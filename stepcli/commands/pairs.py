@@ -12,7 +12,7 @@ from stepcli.commands.common import PathArg, default_of, verbosity_options
 from stepcli.extract.datasets import dataset_names
 from stepcli.extract.datasets.csv_list import read_class_list
 from stepcli.extract.datasets.pairs import OFFICIAL_CLASSES, known_pairs, table
-from stepcli.probe.mining import MiningConfig, mine_pairs
+from stepcli.probe.studies.pair_mining import MiningConfig, mine_pairs
 
 
 @click.command("pairs")

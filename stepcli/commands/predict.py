@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from stepcli.commands.common import PathArg, default_of, device_option, verbosity_options
-from stepcli.probe.predict import PredictConfig, predict_run
+from stepcli.probe.evaluation.predict import PredictConfig, predict_run
 
 
 @click.command("predict")

@@ -14,8 +14,8 @@ from stepcli.commands.common import (
     seed_option,
     verbosity_options,
 )
-from stepcli.probe.report import shuffle_markdown
-from stepcli.probe.shuffle import ShuffleConfig, run_shuffle_test
+from stepcli.probe.studies.report import shuffle_markdown
+from stepcli.probe.studies.shuffle import ShuffleConfig, run_shuffle_test
 
 
 @click.command("shuffle-test")

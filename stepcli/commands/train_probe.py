@@ -6,16 +6,13 @@ from pathlib import Path
 
 import click
 
-from stepcli import StepcliError
 from stepcli.commands import checks
 from stepcli.commands.common import PathArg, default_of, device_option, seed_option, verbosity_options
-from stepcli.probe import PROBES, probe_options
-from stepcli.probe.seeds import seeds_markdown, train_seeds
-from stepcli.probe.step import BLOCKS, CLS_MODES
-from stepcli.probe.train import TrainConfig, train_probe
-
-# the STEP ablation switches of the paper, kept as flags; each is also reachable as --option KEY=VALUE
-SWITCHES = {"temporal_pe": "--temporal-pe/--no-temporal-pe", "cls": "--cls", "block": "--block"}
+from stepcli.commands.parsing import parse_seeds, parse_sweep, probe_option_values
+from stepcli.probe.models import PROBES, probe_class, probe_options
+from stepcli.probe.models.step import BLOCKS, CLS_MODES
+from stepcli.probe.studies.seeds import seeds_markdown, train_seeds
+from stepcli.probe.training.loop import TrainConfig, train_probe
 
 
 def _default(name: str):
@@ -25,48 +22,6 @@ def _default(name: str):
 def _options_help() -> str:
     listed = "; ".join(f"{name}: {', '.join(probe_options(name)) or '(none)'}" for name in PROBES)
     return f"A probe option KEY=VALUE, repeatable. Options per probe: {listed}."
-
-
-def parse_value(text: str) -> bool | int | float | str | None:
-    """`true`/`false`, `none`, integers and floats become Python values; anything else stays a string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> dict:
-    """`--option KEY=VALUE` and the STEP switches as probe options, checked against the probe's own."""
-    valid = probe_options(probe)
-    options: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise StepcliError(f"--option {pair!r} is not KEY=VALUE; valid options for {probe}: {', '.join(valid)}")
-        if key not in valid:
-            raise StepcliError(
-                f"--option {key}: probe '{probe}' has no option {key!r}; valid options: {', '.join(valid) or 'none'}"
-            )
-        options[key] = parse_value(value)
-        checks.check_probe_value(probe, key, options[key], valid[key])
-    given = {k: v for k, v in switches.items() if v is not None}
-    wrong = [k for k in given if k not in valid]
-    if wrong:
-        accepting = sorted({n for n in PROBES for k in wrong if k in probe_options(n)})
-        flags = ", ".join(SWITCHES[k] for k in wrong)
-        raise StepcliError(f"{flags} only apply to --probe {', '.join(accepting)}, not to --probe {probe}")
-    twice = sorted(set(given) & set(options))
-    if twice:
-        raise StepcliError(f"{', '.join(twice)} given both as a switch and as --option; give it once")
-    return {**options, **given}
 
 
 @click.command("train-probe")
@@ -107,8 +62,7 @@ def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> d
 def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, temporal_pe, cls, block, sweep_specs,
                         seeds, **kwargs) -> None:  # fmt: skip
     """Train a probe on cached tokens; keep the best-on-val checkpoint, report test metrics."""
-    if probe not in PROBES:
-        raise StepcliError(f"unknown probe '{probe}'; valid probes: {', '.join(PROBES)}")
+    probe_class(probe)  # an unknown probe is refused before anything else
     switches = {"temporal_pe": temporal_pe, "cls": cls, "block": block}
     options = probe_option_values(probe, option_pairs, switches)
     cfg = TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, **kwargs)
@@ -119,30 +73,3 @@ def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, tempor
         return
     summary = train_seeds(cfg, parse_seeds(seeds), sweep=sweep)
     click.echo(seeds_markdown(summary))
-
-
-def parse_sweep(specs: tuple[str, ...]) -> dict[str, list]:
-    """`--sweep KEY=V1,V2` (repeatable) as `{key: [values]}`; the library checks the keys."""
-    sweep: dict[str, list] = {}
-    for spec in specs:
-        key, sep, values = spec.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise StepcliError(f"--sweep {spec!r} is not KEY=V1,V2,...")
-        if key in sweep:
-            raise StepcliError(f"--sweep {key} is given twice; list all its values once")
-        sweep[key] = [parse_value(v) for v in values.split(",") if v.strip()]
-    return sweep
-
-
-def parse_seeds(text: str) -> list[int]:
-    """`--seeds 0,1,2` as integers, each once."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise StepcliError(f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2") from None
-    if any(not checks.SEED.min <= s <= checks.SEED.max for s in seeds):
-        raise StepcliError(f"--seeds {text!r}: each seed must be in {checks.SEED.min}..{checks.SEED.max}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise StepcliError(f"--seeds {text!r} must list at least one seed, each once")
-    return seeds

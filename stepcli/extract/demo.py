@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stepcli.cache.format import write_atomic
 from stepcli.cache.lock import waiting_lock
 from stepcli.extract.video import write_video
+from stepcli.files import write_atomic
 
 FRAMES_PER_SEGMENT = 3
 FPS = 24

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stepcli import StepcliError
-from stepcli.textfile import read_text
+from stepcli.files import read_text
 
 SPLIT_NAMES = {
     "train": "train",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stepcli import StepcliError
 from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, Rejected, register_dataset
-from stepcli.textfile import read_text
+from stepcli.files import read_text
 
 
 def read_class_list(path: Path) -> list[str]:

@@ -44,7 +44,7 @@ from stepcli.extract.datasets.annotations import (
     split_name,
     video_name,
 )
-from stepcli.textfile import read_text
+from stepcli.files import read_text
 
 VIEWS = ("dev1", "dev2", "dev3")
 DEFAULT_VIEW = "dev3"

@@ -43,7 +43,7 @@ from stepcli.extract.datasets.annotations import (
     restrict_classes,
     video_name,
 )
-from stepcli.textfile import read_text
+from stepcli.files import read_text
 
 log = logging.getLogger(__name__)
 PREFIX = "something-something-v2-"

@@ -1,0 +1,116 @@
+"""`stepcli evaluate`: score a trained run on another cache made with the same extraction.
+
+The cross-view protocol (train on IKEA-ASM's dev3 camera, test on dev1) and any held-out set
+extracted later: the tokens must come from the same backbone, weights, frames and layout, or the
+probe would read numbers it never saw, so differing extraction settings are refused by key.
+Classes are matched by name, so the other cache may list them in another order; a class the run
+does not know cannot be scored and is refused. With `--split test`, a cache that holds all of
+the run's recorded test clips (its own cache, or a copy) is scored on them, which reproduces its
+metrics.json exactly; any other cache on its own test split.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stepcli import StepcliError
+from stepcli.cache.reader import FeatureCache
+from stepcli.device import resolve_device
+from stepcli.files import write_atomic
+from stepcli.probe.evaluation.inference import evaluate
+from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, shuffle_rows, write_shuffle_outputs
+from stepcli.probe.training.compat import CLASSES_BY_NAME
+from stepcli.probe.training.rundir import METRICS, Run, load_run
+
+EVALUATION = "evaluation.json"
+EVAL_SPLITS = ("test", "all")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The options of `stepcli evaluate`."""
+
+    split: str = "test"
+    batch_size: int = 64
+    device: str = "auto"
+    shuffle: bool = False
+    permutations: int = ShuffleConfig.permutations
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """evaluation.json: which run was scored on which clips of which cache."""
+
+    run: str
+    cache: str
+    split: str
+    clips: str  # where the clips came from: the run's recorded test split, the cache's, or all
+    num_clips: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvaluationRecord:
+        return cls(**data)
+
+
+def class_map(run: Run, cache: FeatureCache) -> np.ndarray:
+    """`[C_cache]`: the run's class index of each of the cache's classes, matched by name (the cache's
+    classes were checked to be known to the run)."""
+    index = {name: i for i, name in enumerate(run.class_names)}
+    return np.asarray([index[name] for name in cache.class_names], dtype=np.int64)
+
+
+def evaluation_rows(run: Run, cache: FeatureCache, split: str) -> tuple[np.ndarray, str]:
+    """The clips to score and where they came from."""
+    if split not in EVAL_SPLITS:
+        raise StepcliError(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    if split == "all":
+        return np.arange(len(cache), dtype=np.int64), "all clips of the cache"
+    ids = set(cache.clip_ids)
+    if run.split_ids.get("test") and all(clip_id in ids for clip_id in run.split_ids["test"]):
+        return run.rows(cache, "test"), "the run's recorded test split"  # its own cache, or a copy of it
+    rows = cache.rows("test")
+    if len(rows) == 0:
+        raise StepcliError(f"cache {cache.path} has no 'test' clips; pass --split all to score every clip")
+    return rows, "the cache's test split"
+
+
+def _prepare_out(out: Path) -> Path:
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EVALUATION).exists())):
+        raise StepcliError(f"--out {out} exists and is not an evaluation directory; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def evaluate_run(run_dir: Path, cache_dir: Path, out: Path, cfg: EvaluateConfig | None = None) -> dict[str, Path]:
+    """Score run `run_dir` on `cache_dir`; write metrics.json, evaluation.json (and a shuffle test) to `out`."""
+    cfg = cfg or EvaluateConfig()
+    run = load_run(run_dir)
+    cache = FeatureCache(cache_dir, layer=run.layer)  # the layer the probe was trained on, not the cache's first
+    run.check_cache(cache, classes=CLASSES_BY_NAME)
+    mapping = class_map(run, cache)
+    rows, source = evaluation_rows(run, cache, cfg.split)
+    out = _prepare_out(out)
+    device = resolve_device(cfg.device)
+    labels = mapping[cache.labels[rows]]
+    metrics = evaluate(run.probe.to(device), cache, rows, batch_size=cfg.batch_size, device=device, intervals=True,
+                       labels=labels, class_names=run.class_names)  # fmt: skip
+    record = EvaluationRecord(str(Path(run_dir).resolve()), str(cache.path.resolve()), cfg.split, source, len(rows))
+    paths = {"metrics": out / METRICS, "evaluation": out / EVALUATION}
+    write_atomic(paths["metrics"], json.dumps({"probe": run.config.probe, **metrics}, indent=2, sort_keys=True) + "\n")
+    write_atomic(paths["evaluation"], json.dumps(record.to_dict(), indent=2) + "\n")
+    if cfg.shuffle:
+        shuffle_cfg = ShuffleConfig(permutations=cfg.permutations, seed=cfg.seed, batch_size=cfg.batch_size,
+                                    device=cfg.device)  # fmt: skip
+        known = [p for p in cache.manifest.pairs if p[0] in run.class_names and p[1] in run.class_names]
+        result = shuffle_rows(run, cache, rows, labels, shuffle_cfg, known, "cache manifest")
+        paths |= write_shuffle_outputs(result, out / SHUFFLE_DIR)
+    return paths

@@ -1,0 +1,176 @@
+"""Evaluating a probe on cached clips, optionally under several frame orders at once.
+
+Reading tokens is the slow part of evaluating a small probe, so `predict_logits` reads each
+batch once and applies every requested frame order to it in memory: a K-permutation shuffle test
+costs one read plus K cheap forwards, and never touches the backbone. Under torchrun `evaluate`
+splits the clips across the processes and gathers the logits, so every process computes the same
+metrics (and picks the same best epoch) from all of them.
+
+A clip with several cached views (temporal clips x spatial crops) is scored as in the multi-view
+test of V-JEPA and SlowFast: the softmax is averaged over its views, every view in the same frame
+order; the logits returned are the log of that average, so argmax and cross-entropy read it as
+they read one view's logits. A clip with one view gets its logits as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from stepcli import StepcliError
+from stepcli.cache.reader import FeatureCache
+from stepcli.distributed import Group
+from stepcli.probe.evaluation.metrics import classification_metrics
+from stepcli.probe.training.data import fixed_batches, iterate_batches
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; plain fp32 on CPU, where bf16 is slower and less exact."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_orders(frame_orders: list[np.ndarray] | None, num_frames: int) -> list[torch.Tensor | None]:
+    if frame_orders is None:
+        return [None]
+    orders = []
+    for order in frame_orders:
+        order = np.asarray(order, dtype=np.int64)
+        if sorted(order.tolist()) != list(range(num_frames)):
+            raise StepcliError(f"frame order {order.tolist()} is not a permutation of the {num_frames} frames")
+        orders.append(torch.as_tensor(order.copy()))
+    return orders
+
+
+@torch.no_grad()
+def head_logits(
+    probes: list[nn.Module],
+    cache: FeatureCache,
+    rows: np.ndarray | list[int],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    frame_orders: list[np.ndarray] | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """Logits `[H, K, len(rows), C]` float32 of H `probes` (heads of a sweep) under K `frame_orders`,
+    averaged over each clip's views (see the module docstring).
+
+    The one place evaluation reads tokens: each batch is read, moved and cast once for every head
+    and order. Each order is a permutation of `range(T)`: order `o` feeds frames `tokens[:, o]`.
+    """
+    device = torch.device(device)
+    rows = np.asarray(rows, dtype=np.int64)
+    orders = _check_orders(frame_orders, cache.clip_shape[0])
+    num_classes = {probe.num_classes for probe in probes}
+    if len(num_classes) != 1:
+        raise StepcliError(f"heads evaluated together must share their classes, got {sorted(num_classes)}")
+    item_rows, item_views, owner = cache.view_items(rows)
+    if len(item_rows) == len(rows):  # one view per clip
+        return _item_logits(probes, cache, rows, None, batch_size, device, orders, workers)
+    logits = _item_logits(probes, cache, item_rows, item_views, batch_size, device, orders, workers)
+    return average_views(logits, owner, len(rows))
+
+
+def average_views(logits: np.ndarray, owner: np.ndarray, num_clips: int) -> np.ndarray:
+    """Logits `[..., V, C]` of V views, view v of clip `owner[v]` -> `[..., num_clips, C]`: the log of
+    each clip's softmax averaged over its views (the multi-view test; see the module docstring)."""
+    probs = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(dim=-1).numpy().astype(np.float64)
+    lead = probs.shape[:-2]
+    summed = np.zeros((*lead, num_clips, probs.shape[-1]))
+    np.add.at(summed, (*(slice(None) for _ in lead), owner), probs)
+    mean = summed / np.bincount(owner, minlength=num_clips)[:, None]
+    return np.log(np.maximum(mean, np.finfo(np.float32).tiny)).astype(np.float32)
+
+
+def _item_logits(
+    probes: list[nn.Module], cache: FeatureCache, rows: np.ndarray, views: np.ndarray | None, batch_size: int,
+    device: torch.device, orders: list[torch.Tensor | None], workers: int,
+) -> np.ndarray:  # fmt: skip
+    """Logits `[H, K, len(rows), C]` of one view per row (`views`, or view 0) under each frame order."""
+    out = np.empty((len(probes), len(orders), len(rows), probes[0].num_classes), dtype=np.float32)
+    modes = [probe.training for probe in probes]
+    for probe in probes:
+        probe.eval()
+    start = 0
+    view_batches = None if views is None else fixed_batches(views, batch_size)
+    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size), workers, view_batches):
+        tokens = tokens.to(device, non_blocking=True)
+        for k, order in enumerate(orders):
+            x = tokens if order is None else tokens[:, order.to(device)]
+            for h, probe in enumerate(probes):
+                with autocast(device):
+                    logits = probe(x)
+                out[h, k, start : start + len(tokens)] = logits.float().cpu().numpy()
+        start += len(tokens)
+    for probe, mode in zip(probes, modes, strict=True):
+        probe.train(mode)
+    return out
+
+
+def predict_logits(
+    probe: nn.Module,
+    cache: FeatureCache,
+    rows: np.ndarray | list[int],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    frame_orders: list[np.ndarray] | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """Logits `[K, len(rows), C]` float32 for the K `frame_orders` (None: original order, K = 1)."""
+    return head_logits([probe], cache, rows, batch_size=batch_size, device=device, frame_orders=frame_orders,
+                       workers=workers)[0]  # fmt: skip
+
+
+def evaluate_heads(
+    probes: list[nn.Module],
+    cache: FeatureCache,
+    rows: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    group: Group | None = None,
+    intervals: bool = False,
+    labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+) -> list[dict]:
+    """`classification_metrics` of each probe on cache `rows` in their original frame order, one read.
+
+    With a `group` of several processes each predicts `rows[rank::world_size]`; all get the metrics.
+    `intervals` adds the bootstrap confidence intervals (for final numbers, not every epoch).
+    `labels` and `class_names` (default: the cache's) are the probe's, for a cache whose classes
+    are listed in another order (`stepcli evaluate`)."""
+    if group is None or group.world_size == 1:
+        logits = head_logits(probes, cache, rows, batch_size=batch_size, device=device, workers=workers)[:, 0]
+    else:
+        mine = rows[group.rank :: group.world_size]
+        part = head_logits(probes, cache, mine, batch_size=batch_size, device=device, workers=workers)[:, 0]
+        gathered = group.gather_rows(torch.from_numpy(part).transpose(0, 1).contiguous().to(group.device), len(rows))
+        logits = gathered.transpose(0, 1).cpu().numpy()
+    labels = cache.labels[rows] if labels is None else labels
+    names = cache.class_names if class_names is None else class_names
+    return [classification_metrics(h, labels, names, intervals=intervals) for h in logits]
+
+
+def evaluate(
+    probe: nn.Module,
+    cache: FeatureCache,
+    rows: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    group: Group | None = None,
+    intervals: bool = False,
+    labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+) -> dict:
+    """`evaluate_heads` of one probe."""
+    return evaluate_heads([probe], cache, rows, batch_size=batch_size, device=device, workers=workers, group=group,
+                          intervals=intervals, labels=labels, class_names=class_names)[0]  # fmt: skip

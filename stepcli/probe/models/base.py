@@ -1,0 +1,145 @@
+"""The `Probe` interface every probe implements, and the capabilities each probe declares.
+
+A probe maps cached frame tokens `[B, T, P+N, D]` (P prefix tokens: CLS and registers, N patch
+tokens) to logits `[B, C]`. Each probe pools the tokens to one clip embedding `[B, D]` in
+`forward_features`; the shared head (LayerNorm + Linear) turns that into logits, so probes differ
+only in how they pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stepcli import StepcliError
+from stepcli.cache.records import TokenLayout
+
+if TYPE_CHECKING:
+    from stepcli.cache.reader import FeatureCache
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a probe needs from the cache and what it does, declared once at registration.
+
+    Commands read these instead of branching on a probe's name.
+    """
+
+    #: attends over patch tokens, so a `--tokens prefix` cache (N = 0) is refused
+    needs_patches: bool = True
+    #: reads the first prefix token (CLS or its stand-in) of every frame, so P = 0 is refused
+    needs_cls: bool = False
+    #: its logits change when the frames are permuted (the order-blind probes' do not)
+    order_aware: bool = False
+    #: fitted in closed form by `fit` on every training clip at once (one process), not by gradient steps
+    fitted: bool = False
+    #: a LayerNorm + Linear head on the pooled features; False: a plain Linear (features already
+    #: standardised) or no learned head at all (`fitted` probes that vote)
+    head_norm: bool = True
+    #: has a Linear head (`fc`); False for probes that score by other means (k-NN votes)
+    has_head: bool = True
+
+    @property
+    def gradient_trained(self) -> bool:
+        return not self.fitted
+
+
+class Probe(nn.Module):
+    """Base class: shape checks, the shared head, parameter counting and AdamW groups.
+
+    Subclasses are registered with `@register(...)` (which sets `name` and `capabilities`), list
+    their learned tokens in `no_weight_decay_names`, pass their options to `super().__init__` (so
+    `config()` can rebuild them) and implement `forward_features(tokens [B, T, P+N, D]) -> [B, D]`.
+    A `fitted` probe overrides `fit`; every probe is built, saved, loaded and counted alike.
+    """
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    no_weight_decay_names: tuple[str, ...] = ()
+
+    def __init__(self, layout: TokenLayout, num_classes: int, **options: Any) -> None:
+        super().__init__()
+        if not isinstance(layout, TokenLayout):
+            raise TypeError(f"probe '{self.name}': layout must be a TokenLayout, got {type(layout).__name__}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise StepcliError(f"probe '{self.name}': num_classes must be a positive integer, got {num_classes!r}")
+        self.check_layout(layout)
+        self.layout, self.num_classes = layout, num_classes
+        self._options = dict(options)
+        if self.capabilities.has_head:
+            self.norm = nn.LayerNorm(layout.dim) if self.capabilities.head_norm else nn.Identity()
+            self.fc = nn.Linear(layout.dim, num_classes)
+
+    @classmethod
+    def check_layout(cls, layout: TokenLayout) -> None:
+        """Refuse tokens this kind of probe cannot use, before anything is read or written."""
+        if cls.capabilities.needs_cls and layout.num_prefix < 1:
+            raise StepcliError(f"probe '{cls.name}' reads a CLS token per frame, but the cache holds none (P = 0)")
+        if cls.capabilities.needs_patches and layout.num_patches == 0:
+            raise StepcliError(
+                f"probe '{cls.name}' attends over patch tokens, but the cache holds only prefix tokens "
+                "(--tokens prefix); use linear or logreg, or extract with --tokens all"
+            )
+
+    def config(self) -> dict[str, Any]:
+        """The probe's own options (JSON-serialisable): `build_probe(name, layout, C, **config())`."""
+        return dict(self._options)
+
+    def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict:
+        """Fit in closed form on cache rows `train`, selecting on `val`; returns what to log.
+
+        Only probes registered with `fitted=True` implement it; the others train by gradient steps.
+        """
+        raise NotImplementedError(f"probe '{self.name}' is trained by gradient steps, not fitted")
+
+    def forward_features(self, tokens: Tensor) -> Tensor:
+        """Pool `[B, T, P+N, D]` tokens to one clip embedding `[B, D]`."""
+        raise NotImplementedError
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        """A ValueError naming the expected shape when `tokens` are not `[B, T, P+N, D]` of this layout."""
+        expected = self.layout.clip_shape
+        if tokens.ndim != 4 or tuple(tokens.shape[1:]) != expected:
+            raise ValueError(
+                f"probe '{self.name}' expects tokens [B, T, P+N, D] = [B, {', '.join(map(str, expected))}],"
+                f" got {list(tokens.shape)}"
+            )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """`tokens [B, T, P+N, D]` (any float dtype, e.g. float16 from the cache) -> logits `[B, C]`."""
+        self.check_tokens(tokens)
+        features = self.forward_features(tokens.to(self.dtype))
+        return self.fc(self.norm(features))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the probe computes in: its first parameter's (or buffer's), float32 if it has neither."""
+        first = next(iter([*self.parameters(), *self.buffers()]), None)
+        return torch.float32 if first is None else first.dtype
+
+    def num_params(self) -> int:
+        """Trainable parameter count, the number the paper compares probes by."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that weight decay would only harm: biases, norms, learned tokens."""
+        return {name for name, p in self.named_parameters() if p.ndim <= 1 or name in self.no_weight_decay_names}
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: `weight_decay` for weight matrices, 0 for `no_weight_decay()`."""
+        skip = self.no_weight_decay()
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if n not in skip], "weight_decay": weight_decay},
+            {"params": [p for n, p in params if n in skip], "weight_decay": 0.0},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def optimizer(self, lr: float, weight_decay: float) -> torch.optim.AdamW:
+        """AdamW over `param_groups`, fused: one kernel for all parameters instead of a loop per tensor
+        (on CPU as on GPU), which matters when a probe step from the cache takes milliseconds."""
+        return torch.optim.AdamW(self.param_groups(weight_decay), lr=lr, fused=True)

@@ -1,0 +1,1 @@
+"""Studies over trained probes: shuffle test, compare, repeats (seeds, layers), pair mining, reports and plots."""

@@ -1,0 +1,195 @@
+"""`stepcli compare`: train several probes on one cache, shuffle-test each, one table and plots.
+
+Every probe trains on the same cached tokens, splits and seed, so the table compares like for
+like. A probe whose run directory already holds a complete run with the same settings is reused,
+so an interrupted comparison resumes where it stopped. The shuffle tests share one in-memory copy
+of the cache when it fits in RAM.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from stepcli import StepcliError
+from stepcli.cache.reader import FeatureCache
+from stepcli.distributed import rank_and_world_size
+from stepcli.probe.models import PROBES, probe_class, probe_options
+from stepcli.probe.studies.report import (
+    plot_accuracy_vs_params,
+    plot_confusion,
+    plot_order_sensitivity,
+    shuffle_markdown,
+    write_tables,
+)
+from stepcli.probe.studies.results import ComparisonRow
+from stepcli.probe.studies.seeds import mean_row, seed_dir
+from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
+from stepcli.probe.training.config import TrainConfig
+from stepcli.probe.training.data import use_memory
+from stepcli.probe.training.loop import train_probe
+from stepcli.probe.training.rundir import CONFIG, Run, load_run, read_run_config
+
+log = logging.getLogger(__name__)
+RUNS = "runs"
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """The options of `compare`. `train` is the training config every probe's run starts from (its
+    probe, output directory and seed are filled in per run); shuffle defaults are shuffle-test's."""
+
+    cache: Path
+    out: Path
+    probes: tuple[str, ...] = tuple(PROBES)
+    train: TrainConfig | None = None  # None: train-probe's defaults
+    permutations: int = ShuffleConfig.permutations
+    seed: int = 0
+    pairs_file: Path | None = None
+    #: several seeds: one run per seed in runs/<probe>/seed-<s>, the table shows mean ± std
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def training(self) -> TrainConfig:
+        return self.train or TrainConfig(cache=Path(self.cache), probe="", out=Path(self.out))
+
+    @property
+    def layer(self) -> int | None:
+        """Which of the cache's layers; None: its first."""
+        return self.training.layer
+
+    @property
+    def device(self) -> str:
+        return self.training.device
+
+
+@dataclass
+class Comparison:
+    rows: list[ComparisonRow]
+    tables: dict[str, Path]
+    plots: dict[str, Path]
+    markdown: str
+
+
+def _train_config(cfg: CompareConfig, probe: str, seed: int | None = None) -> TrainConfig:
+    """Without `seed` (no --seeds): the run of `cfg.seed` in runs/<probe>; else runs/<probe>/seed-<s>."""
+    out = Path(cfg.out) / RUNS / probe
+    out = out if seed is None else seed_dir(out, seed)
+    return replace(cfg.training, cache=Path(cfg.cache), probe=probe, out=out, seed=cfg.seed if seed is None else seed)
+
+
+def _resolved(tcfg: TrainConfig) -> TrainConfig:
+    """`tcfg` with every probe option spelled out, so that a default given explicitly matches its absence."""
+    return replace(tcfg, probe_options={**probe_options(tcfg.probe), **tcfg.probe_options})
+
+
+def reuse_differences(tcfg: TrainConfig, cache: FeatureCache) -> list[str] | None:
+    """None when `tcfg.out` holds no finished run; else why that run is not the one `tcfg` asks for
+    ([] when it is: the same cache and the whole training config but runtime-only fields)."""
+    if not (Path(tcfg.out) / CONFIG).is_file():
+        return None  # not trained yet, or cut short: train it
+    try:
+        recorded = read_run_config(tcfg.out)
+    except StepcliError as err:  # damaged: say so rather than train over it
+        raise StepcliError(f"{err}; delete {tcfg.out} to train it again") from None
+    if recorded.probe not in PROBES or recorded.probe != recorded.train.probe:
+        raise StepcliError(
+            f"{Path(tcfg.out) / CONFIG} names probe {recorded.probe!r} (trained as {recorded.train.probe!r}); "
+            f"the run is damaged: delete {tcfg.out} to train it again"
+        )
+    diff = [] if recorded.cache.path == cache.path.resolve() else [f"cache: {recorded.cache.path} -> {cache.path}"]
+    if recorded.probe != tcfg.probe:
+        return [*diff, f"probe: {recorded.probe!r} -> {tcfg.probe!r}"]
+    return diff + _resolved(recorded.train).training_differences(_resolved(tcfg))
+
+
+def check_compare_config(cfg: CompareConfig) -> None:
+    if not cfg.probes:
+        raise StepcliError(f"--probes names no probe; valid probes: {', '.join(PROBES)}")
+    for probe in cfg.probes:
+        probe_class(probe)  # an unknown probe is refused here, before any run
+    if len(set(cfg.probes)) != len(cfg.probes):
+        raise StepcliError(f"--probes lists a probe twice: {','.join(cfg.probes)}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise StepcliError(f"--seeds lists a seed twice: {','.join(map(str, cfg.seeds))}")
+    if cfg.permutations < 1:
+        raise StepcliError(f"--permutations must be >= 1 for a comparison, got {cfg.permutations}")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise StepcliError(f"--out {out} exists and is not a directory")
+    world_size = rank_and_world_size()[1]
+    if world_size > 1:  # every process would write the same tables and plots
+        raise StepcliError(
+            f"compare runs in one process, not {world_size}: train probes with `torchrun ... train-probe --out "
+            "OUT/runs/<probe>` first (compare reuses finished runs), then run compare without torchrun"
+        )
+
+
+def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache, seed: int | None) -> Run:
+    tcfg = _train_config(cfg, name, seed)
+    which = f"[{n}/{len(cfg.probes)}] {name}" + ("" if seed is None else f" seed {seed}")
+    diff = reuse_differences(tcfg, cache)
+    if diff == []:
+        log.info(f"{which}: reusing the finished run in {tcfg.out}")
+        return load_run(tcfg.out)
+    if diff:
+        log.warning(f"{which}: {tcfg.out} holds a run of other settings (recorded -> asked: {'; '.join(diff)}); "
+                    "training it again")  # fmt: skip
+    log.info(f"{which}: training")
+    return train_probe(tcfg, cache)
+
+
+def run_compare(cfg: CompareConfig) -> Comparison:
+    """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
+    check_compare_config(cfg)
+    cache = FeatureCache(cfg.cache, layer=cfg.layer)
+    pairs, source = pairs_for(cache, cfg.pairs_file)
+    if use_memory(cache, "auto"):
+        cache.load_into_memory()
+    shuffle_cfg = ShuffleConfig(permutations=cfg.permutations, seed=cfg.seed, device=cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(cfg.seeds) or [None]
+    per_seed: dict[str, list[ComparisonRow]] = {}
+    results = {}
+    for n, name in enumerate(cfg.probes, start=1):
+        for seed in seeds:
+            run = _trained_run(cfg, name, n, cache, seed)
+            tick = time.monotonic()
+            result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
+            shuffle_time = time.monotonic() - tick
+            write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
+            log.info(shuffle_markdown(result))
+            row = ComparisonRow.of(result, run.run_dir, run.timing.get("train_time_s"), shuffle_time)
+            per_seed.setdefault(name, []).append(row)
+            results.setdefault(name, result)  # the first seed's confusion matrix stands for the probe
+    spread = None
+    if cfg.seeds:
+        means = {name: mean_row(group, out / RUNS / name) for name, group in per_seed.items()}
+        rows, spread = [m[0] for m in means.values()], {name: m[1] for name, m in means.items()}
+    else:
+        rows = [group[0] for group in per_seed.values()]
+    best = max(rows, key=lambda r: (r.top1 or 0, r.pair_top1 or 0, -r.num_params))
+    plots = {
+        "accuracy_vs_params": plot_accuracy_vs_params(rows, out / "accuracy_vs_params.png", spread),
+        "order_sensitivity": plot_order_sensitivity(rows, out / "order_sensitivity.png", spread),
+        "confusion": plot_confusion(
+            results[best.probe].confusion_matrix, cache.class_names, pairs,
+            f"{best.probe} (best test top-1): confusion matrix on test", out / f"confusion_{best.probe}.png",
+        ),
+    }  # fmt: skip
+    meta = {
+        "cache": str(cache.path.resolve()), "probes": list(cfg.probes), "epochs": cfg.training.epochs,
+        "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
+        "pairs_source": source, "best_probe": best.probe, "plots": {k: str(v) for k, v in plots.items()},
+    }  # fmt: skip
+    if cfg.seeds:
+        meta |= {"seeds": list(cfg.seeds), "std": spread,
+                 "per_seed": {name: [r.to_dict() for r in group] for name, group in per_seed.items()}}  # fmt: skip
+    tables = write_tables(out, rows, meta, spread)
+    return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())
+
+
+__all__ = ["CompareConfig", "Comparison", "ComparisonRow", "run_compare"]

@@ -1,0 +1,84 @@
+"""`stepcli compare --layers`: the comparison once per cached layer, and one table and plot across layers.
+
+DINOv2 probes its last blocks and AIM picks the best of six layers; a cache extracted with
+`--layers -1,-4,-7` holds them all, so the question "which layer?" costs a probe sweep, not another
+extraction. Each layer's comparison is an ordinary one in OUT/layer<L>/ (and resumes like one);
+`layers.md/.csv/.json` and `layers.png` put top-1 and the reversal flip rate of every probe side by
+side per layer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from stepcli import StepcliError
+from stepcli.cache.format import Manifest
+from stepcli.files import write_atomic
+from stepcli.probe.studies.compare import CompareConfig, run_compare
+from stepcli.probe.studies.report import _figure, fmt, markdown_table
+from stepcli.probe.studies.results import ComparisonRow
+
+KEYS = (("top1", "top-1"), ("reversed_flip_rate", "reversal flip rate"))
+
+
+def sweep_layers(cache: Path, layers: str) -> tuple[int, ...]:
+    """`all` or a comma-separated subset of the layers the cache holds; anything else is a one-line error."""
+    held = Manifest.load(cache).extraction.layers
+    if layers == "all":
+        return held
+    try:
+        chosen = tuple(int(part) for part in layers.split(","))
+    except ValueError:
+        raise StepcliError(f"--layers {layers!r}: give all or a comma-separated list such as -1,-4") from None
+    missing = [layer for layer in chosen if layer not in held]
+    if missing:
+        raise StepcliError(f"--layers: cache {cache} holds layers {','.join(map(str, held))}, not {missing[0]}")
+    return chosen
+
+
+def run_layer_sweep(cfg: CompareConfig, layers: str) -> dict[str, Path]:
+    """Compare every probe on each chosen layer into OUT/layer<L>; write the per-layer table and plot."""
+    rows: dict[int, list[ComparisonRow]] = {}
+    for layer in sweep_layers(Path(cfg.cache), layers):
+        rows[layer] = run_compare(
+            replace(cfg, out=Path(cfg.out) / f"layer{layer}", train=replace(cfg.training, layer=layer))
+        ).rows
+    return write_layer_outputs(Path(cfg.out), rows)
+
+
+def write_layer_outputs(out: Path, rows: dict[int, list[ComparisonRow]]) -> dict[str, Path]:
+    """layers.md (a row per probe, top-1 and reversal flip rate per layer), .csv, .json and layers.png."""
+    probes = [row.probe for row in next(iter(rows.values()))]
+    by = {(layer, row.probe): row for layer, found in rows.items() for row in found}
+    header = ["probe"] + [f"{label} @ {layer}" for _, label in KEYS for layer in rows]
+    table = [[p] + [fmt(getattr(by[layer, p], key), "pct") for key, _ in KEYS for layer in rows] for p in probes]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["probe", "layer", *(key for key, _ in KEYS)])
+    writer.writerows([[p, layer, *(getattr(by[layer, p], key) for key, _ in KEYS)] for p in probes for layer in rows])
+    paths = {ext: out / f"layers.{ext}" for ext in ("md", "csv", "json")}
+    write_atomic(paths["md"], markdown_table(header, table))
+    write_atomic(paths["csv"], buffer.getvalue())
+    write_atomic(paths["json"], json.dumps({str(k): [r.to_dict() for r in v] for k, v in rows.items()}, indent=2))
+    paths["png"] = plot_layers(rows, probes, by, out / "layers.png")
+    return paths
+
+
+def plot_layers(rows: dict, probes: list[str], by: dict, path: Path) -> Path:
+    fig = _figure(4.0 * len(KEYS), 3.2)
+    layers = list(rows)
+    for ax, (key, label) in zip(fig.subplots(1, len(KEYS)), KEYS, strict=True):
+        for probe in probes:
+            values = [100 * (getattr(by[layer, probe], key) or 0.0) for layer in layers]
+            ax.plot(range(len(layers)), values, marker="o", label=probe)
+        ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_ylim(0, 100)
+    fig.axes[0].legend(fontsize=7)
+    fig.savefig(path)
+    return path

@@ -1,0 +1,1 @@
+"""Training a probe from the cache: config, splits and batches, optimisation, the loop, sweeps, run directories."""
