@@ -220,7 +220,7 @@ def watched_items(dataset: Dataset, workers: int, watch: Watch, prefetch: int | 
             if piped and not warned:
                 warned = True
                 log.warning(f"WARNING: {watch.what}s cannot put their results in shared memory ({piped[0]}; {shm_state()}): "
-                            "passing them through a pipe instead (the same data, can be slower); --workers 0 or a larger "
+                            "passing them through a pipe instead (the same data, slower); --workers 0 or a larger "
                             "/dev/shm avoids this")  # fmt: skip
             yield item
     finally:
