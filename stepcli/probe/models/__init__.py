@@ -11,12 +11,14 @@ from stepcli.probe.models import linear  # noqa: F401
 from stepcli.probe.models import self_attention  # noqa: F401
 from stepcli.probe.models import attentive  # noqa: F401
 from stepcli.probe.models import step  # noqa: F401
+from stepcli.probe.models import efficient  # noqa: F401
 from stepcli.probe.models import logreg  # noqa: F401
 from stepcli.probe.models import knn  # noqa: F401
 
 # isort: on
 from stepcli.probe.models.base import Capabilities, Probe
 from stepcli.probe.models.registry import (
+    DEFAULT_PROBES,
     PROBES,
     build_probe,
     build_probe_for_cache,
@@ -26,6 +28,7 @@ from stepcli.probe.models.registry import (
 )
 
 __all__ = [
+    "DEFAULT_PROBES",
     "PROBES",
     "Capabilities",
     "Probe",

@@ -33,7 +33,8 @@ class Capabilities:
     needs_patches: bool = True
     #: reads the first prefix token (CLS or its stand-in) of every frame, so P = 0 is refused
     needs_cls: bool = False
-    #: its logits change when the frames are permuted (the order-blind probes' do not)
+    #: its logits change when the frames are permuted (the order-blind probes' do not), with its
+    #: default options; an option may change that (`Probe.order_aware` answers for a built probe)
     order_aware: bool = False
     #: fitted in closed form by `fit` on every training clip at once (one process), not by gradient steps
     fitted: bool = False
@@ -88,6 +89,14 @@ class Probe(nn.Module):
     def config(self) -> dict[str, Any]:
         """The probe's own options (JSON-serialisable): `build_probe(name, layout, C, **config())`."""
         return dict(self._options)
+
+    @property
+    def order_aware(self) -> bool:
+        """Whether this probe, with its options, sees frame order: what the shuffle test expects of it.
+
+        The class's declaration unless the probe overrides it (e.g. an option adds a temporal encoding).
+        """
+        return self.capabilities.order_aware
 
     def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict:
         """Fit in closed form on cache rows `train`, selecting on `val`; returns what to log.

@@ -10,24 +10,27 @@ from torch import Tensor, nn
 from stepcli import StepcliError
 
 
-def resolve_num_heads(dim: int, num_heads: int | None) -> int:
-    """12 heads (64-wide for ViT-B) when D allows it, else the largest divisor of D below 12."""
+def resolve_num_heads(dim: int, num_heads: int | None, preferred: int = 12) -> int:
+    """`preferred` heads (12: 64-wide for ViT-B) when D allows it, else the largest divisor of D below it."""
     if num_heads is None:
-        return next(h for h in range(min(12, dim), 0, -1) if dim % h == 0)
+        return next(h for h in range(min(preferred, dim), 0, -1) if dim % h == 0)
     if num_heads < 1 or dim % num_heads:
         raise StepcliError(f"num_heads={num_heads} must be a positive divisor of the token width D={dim}")
     return num_heads
 
 
 class Attention(nn.Module):
-    """Multi-head attention: queries `x [B, L, D]` attend to `context [B, S, D]` (to `x` if None)."""
+    """Multi-head attention: queries `x [B, L, D]` attend to `context [B, S, D]` (to `x` if None).
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    `proj=False` drops the output projection, as V-JEPA's cross-attention pooler does.
+    """
+
+    def __init__(self, dim: int, num_heads: int, proj: bool = True) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim) if proj else nn.Identity()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         context = x if context is None else context
@@ -87,6 +90,14 @@ class TransformerBlock(nn.Module):
         """Row 0 of `forward([first; others])`, `[B, D]`: all a CLS readout after the last block needs."""
         first = first + self.attn.forward_first(self.norm1(first), self.norm1(others))
         return first + self.mlp(self.norm2(first))
+
+
+def temporal_encoding(enabled: bool, num_frames: int, dim: int) -> nn.Parameter | None:
+    """A learned encoding per frame, `[T, D]`, to add to every token of frame t, or None when off:
+    the one thing that lets an attention probe tell frame orders apart."""
+    if not isinstance(enabled, bool):
+        raise StepcliError(f"temporal_pe must be true or false, got {enabled!r}")
+    return init_token(num_frames, dim) if enabled else None
 
 
 def init_token(*shape: int) -> nn.Parameter:

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
     from stepcli.cache.reader import FeatureCache
 
 PROBES: dict[str, type[Probe]] = {}
+#: the probes `compare` and `demo` run when none are named: the paper's table, not every baseline
+DEFAULT_PROBES: list[str] = []
 
 
-def register(name: str, **capabilities: Any) -> Callable[[type[Probe]], type[Probe]]:
-    """Class decorator: register a `Probe` subclass as `name` with its `Capabilities`."""
+def register(name: str, *, default: bool = True, **capabilities: Any) -> Callable[[type[Probe]], type[Probe]]:
+    """Class decorator: register a `Probe` subclass as `name` with its `Capabilities`; `default=False`
+    keeps it out of the comparison run when no probes are named (it is still one `--probes` away)."""
 
     def add(cls: type[Probe]) -> type[Probe]:
         if name in PROBES:
@@ -30,6 +33,8 @@ def register(name: str, **capabilities: Any) -> Callable[[type[Probe]], type[Pro
         if cls.capabilities.fitted != (cls.fit is not Probe.fit):
             raise TypeError(f"probe '{name}': fitted=True and a `fit` method go together")
         PROBES[name] = cls
+        if default:
+            DEFAULT_PROBES.append(name)
         return cls
 
     return add

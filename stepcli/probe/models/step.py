@@ -108,6 +108,11 @@ class StepProbe(Probe):
         self.cls_token = init_token(1, 1, layout.dim) if cls == "global" else None
         self.blocks = nn.Sequential(*(BLOCKS[block](layout.dim, num_heads) for _ in range(depth)))
 
+    @property
+    def order_aware(self) -> bool:
+        """Without its temporal encoding, STEP's attention and every pooling are permutation-blind."""
+        return self.temporal_pe is not None
+
     def forward_features(self, tokens: Tensor) -> Tensor:
         """`[B, T, P+N, D]` -> `[B, T*L (+1), D]` through the blocks -> pooled `[B, D]`."""
         patches = tokens[:, :, self.layout.num_prefix :]

@@ -16,7 +16,7 @@ from pathlib import Path
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
-from stepcli.probe.models import PROBES, probe_class, probe_options
+from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_class, probe_options
 from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
     plot_confusion,
@@ -43,7 +43,7 @@ class CompareConfig:
 
     cache: Path
     out: Path
-    probes: tuple[str, ...] = tuple(PROBES)
+    probes: tuple[str, ...] = tuple(DEFAULT_PROBES)
     train: TrainConfig | None = None  # None: train-probe's defaults
     permutations: int = ShuffleConfig.permutations
     seed: int = 0

@@ -20,6 +20,9 @@ ORDER_BLIND = [
     ("linear", {"pool": "patch"}),
     ("self-attention", {}),
     ("attentive", {}),
+    ("attentive", {"depth": 2, "proj": False}),
+    ("vjepa2", {}),
+    ("ep", {}),
     ("step", {"temporal_pe": False, "cls": "mean"}),
     ("logreg", {}),
     ("knn", {}),
@@ -87,7 +90,7 @@ def test_param_groups_exempt_biases_norms_and_tokens(name: str) -> None:
     skip = {id(p) for p in no_decay["params"]}
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(probe.parameters()))
     for pname, p in probe.named_parameters():
-        exempt = pname.endswith("bias") or "norm" in pname or pname in ("query", "cls_token", "temporal_pe")
+        exempt = pname.endswith("bias") or "norm" in pname or pname in ("query", "queries", "cls_token", "temporal_pe")
         assert (id(p) in skip) == exempt, pname
     assert probe.optimizer(1e-3, 0.05).param_groups[1]["weight_decay"] == 0.0
 
@@ -146,14 +149,44 @@ def test_step_param_budget_at_vit_b() -> None:
     assert counts["step"] - ablated == 8 * 768 + 768
 
 
+def test_field_baselines_param_counts_at_vit_b() -> None:
+    """V-JEPA 2's attentive probe and EP at D=768, 12 classes, against counts derived by hand.
+
+    A pre-norm block: two LayerNorms (2 x 2D), qkv (3D^2 + 3D), proj (D^2 + D), MLP D->4D->D
+    (4D^2 + 4D + 4D^2 + D) = 12D^2 + 13D. V-JEPA 2's cross-attention block: the query (D), two
+    LayerNorms (4D), q (D^2 + D), kv (2D^2 + 2D), no proj, the MLP (8D^2 + 5D) = 11D^2 + 13D. With 3
+    blocks before it and a plain Linear head (DC + C): 47D^2 + 52D + DC + C.
+    EP with Q queries: the queries (QD), one value matrix without bias (D^2), a BatchNorm without
+    affine parameters (0) and the Linear head: D^2 + QD + DC + C.
+    """
+    d, c, q = 768, 12, 32
+    layout = TokenLayout(num_frames=8, num_prefix=1, num_patches=49, dim=d)
+    vjepa2 = build_probe("vjepa2", layout, c)
+    assert vjepa2.config()["num_heads"] == 16 and len(vjepa2.blocks) == 3
+    assert vjepa2.num_params() == 47 * d * d + 52 * d + d * c + c
+    assert build_probe("ep", layout, c).num_params() == d * d + q * d + d * c + c
+    block = 12 * d * d + 13 * d
+    assert build_probe("ep", layout, c).num_params() - (d * c + c) < block / 11  # about a twelfth of a block
+    # the order-aware controls add exactly one encoding per frame, T x D
+    for name in ("attentive", "self-attention"):
+        plain, control = (build_probe(name, layout, c, temporal_pe=pe).num_params() for pe in (False, True))
+        assert control - plain == 8 * d
+
+
+def test_vjepa2_heads_fall_back_to_a_divisor_of_d() -> None:
+    layout = TokenLayout(num_frames=T, num_prefix=P, num_patches=N, dim=120)  # 16 does not divide 120
+    assert build_probe("vjepa2", layout, C).config()["num_heads"] == 15
+
+
 def test_unknown_probe_and_option_are_one_line_errors() -> None:
-    with pytest.raises(StepcliError, match="linear, self-attention, attentive, step, logreg, knn") as err:
+    with pytest.raises(StepcliError, match="linear, self-attention, attentive, vjepa2, step, ep, logreg, knn") as err:
         build_probe("lstm", LAYOUT, C)
     assert "\n" not in str(err.value)
     with pytest.raises(StepcliError, match="temporal_pe"):
         build_probe("step", LAYOUT, C, temporal_encoding=False)
     bad = [("step", {"cls": "both"}), ("step", {"block": "mlp"}), ("linear", {"pool": "max"}), ("step", {"depth": 0}),
-           ("attentive", {"num_heads": 5}), ("self-attention", {"depth": 0})]  # fmt: skip
+           ("attentive", {"num_heads": 5}), ("self-attention", {"depth": 0}), ("ep", {"num_queries": 5}),
+           ("attentive", {"temporal_pe": "yes"}), ("vjepa2", {"depth": 0})]  # fmt: skip
     for name, options in bad:
         with pytest.raises(StepcliError, match=next(iter(options))):
             build_probe(name, LAYOUT, C, **options)
@@ -192,7 +225,27 @@ def test_declared_order_awareness_is_what_the_probe_does(name: str) -> None:
     probe, x = make(name), tokens()
     with torch.no_grad():
         changed = (probe(x.flip(1)) - probe(x)).abs().max().item() > 1e-4
-    assert changed == PROBES[name].capabilities.order_aware
+    assert changed == PROBES[name].capabilities.order_aware == probe.order_aware
+
+
+# options that change whether a probe sees frame order, with what the built probe must declare
+ORDER_OPTIONS = [
+    ("attentive", {"temporal_pe": True}, True),
+    ("self-attention", {"temporal_pe": True}, True),
+    ("vjepa2", {"temporal_pe": True}, True),
+    ("step", {"temporal_pe": False}, False),
+    ("step", {"temporal_pe": False, "cls": "frame"}, False),
+    ("step", {"cls": "mean", "block": "standard"}, True),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "aware"), ORDER_OPTIONS, ids=lambda v: str(v))
+def test_order_awareness_that_options_change_is_what_the_probe_does(name: str, options: dict, aware: bool) -> None:
+    """A temporal encoding makes an attention probe order-aware; `Probe.order_aware` says so per instance."""
+    probe, x = make(name, **options), tokens()
+    with torch.no_grad():
+        changed = (probe(x.flip(1)) - probe(x)).abs().max().item() > 1e-4
+    assert changed == aware == probe.order_aware
 
 
 @pytest.mark.parametrize("name", sorted(PROBES))

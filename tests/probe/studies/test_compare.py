@@ -13,7 +13,7 @@ from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-from stepcli.probe.models import PROBES
+from stepcli.probe.models import DEFAULT_PROBES
 from stepcli.probe.studies.report import COLUMNS
 
 PNGS = ("accuracy_vs_params.png", "order_sensitivity.png")
@@ -100,13 +100,13 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "| probe | params |" in result.output and "demo finished" in result.output
     assert (out / "cache" / "manifest.json").is_file() and (out / "cache" / "videos").is_dir()
-    rows = {r["probe"]: r for r in check_outputs(out / "compare", list(PROBES))}
+    rows = {r["probe"]: r for r in check_outputs(out / "compare", DEFAULT_PROBES)}
     for name in ("linear", "self-attention", "attentive", "logreg", "knn"):
         assert_order_blind(rows[name])
     again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses
     assert again.exit_code == 0, again.output
     assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == len(
-        PROBES
+        DEFAULT_PROBES
     )
 
 
