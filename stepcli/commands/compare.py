@@ -16,7 +16,7 @@ from stepcli.commands.common import (
     seed_option,
     verbosity_options,
 )
-from stepcli.commands.parsing import parse_seeds
+from stepcli.commands.parsing import parse_probe_specs, parse_seeds
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.layer_sweep import run_layer_sweep
 from stepcli.probe.training.config import TrainConfig
@@ -37,7 +37,11 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
 @click.command("compare")
 @click.option("--cache", required=True, type=PathArg, help="Feature cache made by `stepcli extract`.")
 @click.option("--out", required=True, type=PathArg, help="Directory for runs, tables and plots (rerun to resume).")
-@click.option("--probes", default=",".join(_default("probes")), show_default=True, help="Comma-separated probes.")
+@click.option("--probes", default=",".join(_default("probes")), show_default=True,
+              help="Comma-separated probes, each optionally with options as its own row: "
+              "'step,step[temporal_pe=false],attentive[temporal_pe=true]'. Also: ep, vjepa2.")  # fmt: skip
+@click.option("--ablation", metavar="PROBE", help="The paper's ablation of PROBE (step: each of its three switches "
+              "off in turn, and plain self-attention) as the rows, instead of --probes.")  # fmt: skip
 @click.option("--epochs", type=checks.EPOCHS, default=_train_default("epochs"), show_default=True,
               help="Epochs per gradient-trained probe.")  # fmt: skip
 @click.option("--lr", type=checks.LR, default=_train_default("lr"), show_default=True, help="Peak learning rate.")
@@ -54,9 +58,13 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
 @click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
 @verbosity_options
-def compare_command(cache, out, probes, seed_list, layers, **kwargs) -> None:
+@click.pass_context
+def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, **kwargs) -> None:
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
-    names = tuple(p.strip() for p in probes.split(",") if p.strip())
+    given = ctx.get_parameter_source("probes") is not click.core.ParameterSource.DEFAULT
+    if ablation is not None and given:
+        raise StepcliError("give --probes or --ablation, not both")
+    names = parse_probe_specs(probes, ablation)
     chosen = tuple(parse_seeds(seed_list)) if seed_list is not None else ()
     train = TrainConfig(
         cache=cache, probe="", out=out, seed=kwargs["seed"], **{k: kwargs.pop(k) for k in TRAIN_OPTIONS}

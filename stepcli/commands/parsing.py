@@ -77,3 +77,15 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise StepcliError(f"--seeds {text!r} must list at least one seed, each once")
     return seeds
+
+
+def parse_probe_specs(text: str, ablation: str | None = None) -> tuple[str, ...]:
+    """`--probes` (or `--ablation PROBE`'s rows) as spec texts, each option value checked as `--option`'s."""
+    from stepcli.probe.studies.specs import ablation_specs, parse_spec, split_specs
+
+    texts = ablation_specs(ablation) if ablation is not None else split_specs(text)
+    for spec in map(parse_spec, texts):
+        valid = probe_options(spec.name)
+        for key, value in spec.options:
+            checks.check_probe_value(spec.name, key, value, valid[key], f"--probes {spec.label}:")
+    return tuple(texts)

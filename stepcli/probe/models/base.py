@@ -61,6 +61,9 @@ class Probe(nn.Module):
     name: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
     no_weight_decay_names: tuple[str, ...] = ()
+    #: the paper's ablation of this probe, `(probe, options)` per row: itself, each switch off in turn,
+    #: and the probe it builds on; `compare --ablation NAME` runs them as one table
+    ablations: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = ()
 
     def __init__(self, layout: TokenLayout, num_classes: int, **options: Any) -> None:
         super().__init__()

@@ -80,6 +80,13 @@ class StepProbe(Probe):
     """Temporal encoding + global CLS + simplified attention; see the module docstring."""
 
     no_weight_decay_names = ("cls_token", "temporal_pe")
+    ablations = (
+        ("step", {}),
+        ("step", {"temporal_pe": False}),
+        ("step", {"cls": "frame"}),
+        ("step", {"block": "standard"}),
+        ("self-attention", {}),
+    )
 
     def __init__(
         self,

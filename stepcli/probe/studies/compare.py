@@ -16,7 +16,7 @@ from pathlib import Path
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
-from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_class, probe_options
+from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_options
 from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
     plot_confusion,
@@ -27,6 +27,7 @@ from stepcli.probe.studies.report import (
 from stepcli.probe.studies.results import ComparisonRow
 from stepcli.probe.studies.seeds import mean_row, seed_dir
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
+from stepcli.probe.studies.specs import ProbeSpec, parse_spec
 from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.data import use_memory
 from stepcli.probe.training.loop import train_probe
@@ -43,6 +44,7 @@ class CompareConfig:
 
     cache: Path
     out: Path
+    #: probe specs, each a row: a name, or a name with options (`step[cls=frame]`, see `specs.py`)
     probes: tuple[str, ...] = tuple(DEFAULT_PROBES)
     train: TrainConfig | None = None  # None: train-probe's defaults
     permutations: int = ShuffleConfig.permutations
@@ -54,6 +56,10 @@ class CompareConfig:
     @property
     def training(self) -> TrainConfig:
         return self.train or TrainConfig(cache=Path(self.cache), probe="", out=Path(self.out))
+
+    @property
+    def specs(self) -> tuple[ProbeSpec, ...]:
+        return tuple(parse_spec(p) for p in self.probes)
 
     @property
     def layer(self) -> int | None:
@@ -73,11 +79,13 @@ class Comparison:
     markdown: str
 
 
-def _train_config(cfg: CompareConfig, probe: str, seed: int | None = None) -> TrainConfig:
-    """Without `seed` (no --seeds): the run of `cfg.seed` in runs/<probe>; else runs/<probe>/seed-<s>."""
-    out = Path(cfg.out) / RUNS / probe
+def _train_config(cfg: CompareConfig, spec: ProbeSpec, seed: int | None = None) -> TrainConfig:
+    """Without `seed` (no --seeds): the run of `cfg.seed` in runs/<spec>; else runs/<spec>/seed-<s>."""
+    out = Path(cfg.out) / RUNS / spec.dirname
     out = out if seed is None else seed_dir(out, seed)
-    return replace(cfg.training, cache=Path(cfg.cache), probe=probe, out=out, seed=cfg.seed if seed is None else seed)
+    options = {**cfg.training.probe_options, **spec.option_dict}
+    return replace(cfg.training, cache=Path(cfg.cache), probe=spec.name, out=out,
+                   seed=cfg.seed if seed is None else seed, probe_options=options)  # fmt: skip
 
 
 def _resolved(tcfg: TrainConfig) -> TrainConfig:
@@ -108,9 +116,8 @@ def reuse_differences(tcfg: TrainConfig, cache: FeatureCache) -> list[str] | Non
 def check_compare_config(cfg: CompareConfig) -> None:
     if not cfg.probes:
         raise StepcliError(f"--probes names no probe; valid probes: {', '.join(PROBES)}")
-    for probe in cfg.probes:
-        probe_class(probe)  # an unknown probe is refused here, before any run
-    if len(set(cfg.probes)) != len(cfg.probes):
+    specs = cfg.specs  # an unknown probe or option is refused here, before any run
+    if len({s.dirname for s in specs}) != len(specs):
         raise StepcliError(f"--probes lists a probe twice: {','.join(cfg.probes)}")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise StepcliError(f"--seeds lists a seed twice: {','.join(map(str, cfg.seeds))}")
@@ -127,9 +134,9 @@ def check_compare_config(cfg: CompareConfig) -> None:
         )
 
 
-def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache, seed: int | None) -> Run:
-    tcfg = _train_config(cfg, name, seed)
-    which = f"[{n}/{len(cfg.probes)}] {name}" + ("" if seed is None else f" seed {seed}")
+def _trained_run(cfg: CompareConfig, spec: ProbeSpec, n: int, cache: FeatureCache, seed: int | None) -> Run:
+    tcfg = _train_config(cfg, spec, seed)
+    which = f"[{n}/{len(cfg.probes)}] {spec.label}" + ("" if seed is None else f" seed {seed}")
     diff = reuse_differences(tcfg, cache)
     if diff == []:
         log.info(f"{which}: reusing the finished run in {tcfg.out}")
@@ -154,11 +161,13 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     seeds = list(cfg.seeds) or [None]
     per_seed: dict[str, list[ComparisonRow]] = {}
     results = {}
-    for n, name in enumerate(cfg.probes, start=1):
+    specs = {spec.label: spec for spec in cfg.specs}
+    for n, (name, spec) in enumerate(specs.items(), start=1):
         for seed in seeds:
-            run = _trained_run(cfg, name, n, cache, seed)
+            run = _trained_run(cfg, spec, n, cache, seed)
             tick = time.monotonic()
             result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
+            result = replace(result, probe=name)  # the row's spec, e.g. step[cls=frame]
             shuffle_time = time.monotonic() - tick
             write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
             log.info(shuffle_markdown(result))
@@ -167,7 +176,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
             results.setdefault(name, result)  # the first seed's confusion matrix stands for the probe
     spread = None
     if cfg.seeds:
-        means = {name: mean_row(group, out / RUNS / name) for name, group in per_seed.items()}
+        means = {name: mean_row(group, out / RUNS / specs[name].dirname) for name, group in per_seed.items()}
         rows, spread = [m[0] for m in means.values()], {name: m[1] for name, m in means.items()}
     else:
         rows = [group[0] for group in per_seed.values()]
@@ -177,11 +186,12 @@ def run_compare(cfg: CompareConfig) -> Comparison:
         "order_sensitivity": plot_order_sensitivity(rows, out / "order_sensitivity.png", spread),
         "confusion": plot_confusion(
             results[best.probe].confusion_matrix, cache.class_names, pairs,
-            f"{best.probe} (best test top-1): confusion matrix on test", out / f"confusion_{best.probe}.png",
+            f"{best.probe} (best test top-1): confusion matrix on test",
+            out / f"confusion_{specs[best.probe].dirname}.png",
         ),
     }  # fmt: skip
     meta = {
-        "cache": str(cache.path.resolve()), "probes": list(cfg.probes), "epochs": cfg.training.epochs,
+        "cache": str(cache.path.resolve()), "probes": list(specs), "epochs": cfg.training.epochs,
         "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
         "pairs_source": source, "best_probe": best.probe, "plots": {k: str(v) for k, v in plots.items()},
     }  # fmt: skip
