@@ -16,7 +16,7 @@ from stepcli.commands.common import (
     seed_option,
     verbosity_options,
 )
-from stepcli.commands.parsing import parse_probe_specs, parse_seeds
+from stepcli.commands.parsing import parse_probe_specs, parse_seeds, parse_sweep
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.layer_sweep import run_layer_sweep
 from stepcli.probe.training.config import TrainConfig
@@ -31,7 +31,7 @@ def _train_default(name: str):
 
 
 # the options of compare that go into every probe's training config
-TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
+TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer")
 
 
 @click.command("compare")
@@ -45,6 +45,12 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
 @click.option("--epochs", type=checks.EPOCHS, default=_train_default("epochs"), show_default=True,
               help="Epochs per gradient-trained probe.")  # fmt: skip
 @click.option("--lr", type=checks.LR, default=_train_default("lr"), show_default=True, help="Peak learning rate.")
+@click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_train_default("weight_decay"), show_default=True,
+              help="AdamW weight decay of every gradient-trained probe.")  # fmt: skip
+@click.option("--sweep", "sweep_specs", multiple=True, metavar="KEY=V1,V2,...",
+              help="Tune every gradient-trained probe over the same grid (lr, weight_decay, warmup_epochs, clip_grad; "
+              "repeatable): one head per combination, each probe's selected on val; the table says which values "
+              "it chose, each run's sweep.json holds every head.")  # fmt: skip
 @click.option(
     "--batch-size", type=checks.BATCH, default=_train_default("batch_size"), show_default=True, help="Clips per step."
 )
@@ -59,7 +65,7 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
 @verbosity_options
 @click.pass_context
-def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, **kwargs) -> None:
+def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_specs, **kwargs) -> None:
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
     given = ctx.get_parameter_source("probes") is not click.core.ParameterSource.DEFAULT
     if ablation is not None and given:
@@ -69,7 +75,10 @@ def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, **kwar
     train = TrainConfig(
         cache=cache, probe="", out=out, seed=kwargs["seed"], **{k: kwargs.pop(k) for k in TRAIN_OPTIONS}
     )
-    cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, train=train, **kwargs)
+    sweep = parse_sweep(sweep_specs)
+    for spec in names:
+        checks.check_sweep_values(spec.partition("[")[0].strip(), sweep)
+    cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, train=train, sweep=sweep, **kwargs)
     if layers is not None:
         if cfg.layer is not None:
             raise StepcliError("give --layer or --layers, not both")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stepcli import StepcliError
@@ -28,6 +28,7 @@ from stepcli.probe.studies.results import ComparisonRow
 from stepcli.probe.studies.seeds import mean_row, seed_dir
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
 from stepcli.probe.studies.specs import ProbeSpec, parse_spec
+from stepcli.probe.studies.tuning import check_compare_sweep, selected_values, sweep_for, swept_differences
 from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.data import use_memory
 from stepcli.probe.training.loop import train_probe
@@ -52,6 +53,9 @@ class CompareConfig:
     pairs_file: Path | None = None
     #: several seeds: one run per seed in runs/<probe>/seed-<s>, the table shows mean ± std
     seeds: tuple[int, ...] = ()
+    #: `{key: [values]}`: every gradient-trained probe tunes over this grid and keeps its head
+    #: selected on val (see `tuning.py`); fitted probes train as they are
+    sweep: dict[str, list] = field(default_factory=dict)
 
     @property
     def training(self) -> TrainConfig:
@@ -93,11 +97,14 @@ def _resolved(tcfg: TrainConfig) -> TrainConfig:
     return replace(tcfg, probe_options={**probe_options(tcfg.probe), **tcfg.probe_options})
 
 
-def reuse_differences(tcfg: TrainConfig, cache: FeatureCache) -> list[str] | None:
+def reuse_differences(tcfg: TrainConfig, cache: FeatureCache, sweep: dict | None = None) -> list[str] | None:
     """None when `tcfg.out` holds no finished run; else why that run is not the one `tcfg` asks for
-    ([] when it is: the same cache and the whole training config but runtime-only fields)."""
+    ([] when it is: the same cache, sweep and the whole training config but runtime-only fields)."""
     if not (Path(tcfg.out) / CONFIG).is_file():
         return None  # not trained yet, or cut short: train it
+    tcfg, swept = swept_differences(tcfg, sweep or {})
+    if swept:
+        return swept
     try:
         recorded = read_run_config(tcfg.out)
     except StepcliError as err:  # damaged: say so rather than train over it
@@ -119,6 +126,8 @@ def check_compare_config(cfg: CompareConfig) -> None:
     specs = cfg.specs  # an unknown probe or option is refused here, before any run
     if len({s.dirname for s in specs}) != len(specs):
         raise StepcliError(f"--probes lists a probe twice: {','.join(cfg.probes)}")
+    for spec in specs:
+        check_compare_sweep(spec.name, cfg.sweep, {**cfg.training.probe_options, **spec.option_dict})
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise StepcliError(f"--seeds lists a seed twice: {','.join(map(str, cfg.seeds))}")
     if cfg.permutations < 1:
@@ -137,7 +146,8 @@ def check_compare_config(cfg: CompareConfig) -> None:
 def _trained_run(cfg: CompareConfig, spec: ProbeSpec, n: int, cache: FeatureCache, seed: int | None) -> Run:
     tcfg = _train_config(cfg, spec, seed)
     which = f"[{n}/{len(cfg.probes)}] {spec.label}" + ("" if seed is None else f" seed {seed}")
-    diff = reuse_differences(tcfg, cache)
+    sweep = sweep_for(spec.name, cfg.sweep)
+    diff = reuse_differences(tcfg, cache, sweep)
     if diff == []:
         log.info(f"{which}: reusing the finished run in {tcfg.out}")
         return load_run(tcfg.out)
@@ -145,7 +155,7 @@ def _trained_run(cfg: CompareConfig, spec: ProbeSpec, n: int, cache: FeatureCach
         log.warning(f"{which}: {tcfg.out} holds a run of other settings (recorded -> asked: {'; '.join(diff)}); "
                     "training it again")  # fmt: skip
     log.info(f"{which}: training")
-    return train_probe(tcfg, cache)
+    return train_probe(tcfg, cache, sweep=sweep)
 
 
 def run_compare(cfg: CompareConfig) -> Comparison:
@@ -172,6 +182,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
             write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
             log.info(shuffle_markdown(result))
             row = ComparisonRow.of(result, run.run_dir, run.timing.get("train_time_s"), shuffle_time)
+            row = replace(row, selected=selected_values(run.run_dir))
             per_seed.setdefault(name, []).append(row)
             results.setdefault(name, result)  # the first seed's confusion matrix stands for the probe
     spread = None
@@ -193,7 +204,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     meta = {
         "cache": str(cache.path.resolve()), "probes": list(specs), "epochs": cfg.training.epochs,
         "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
-        "pairs_source": source, "best_probe": best.probe, "plots": {k: str(v) for k, v in plots.items()},
+        "pairs_source": source, "best_probe": best.probe, **({"sweep": cfg.sweep} if cfg.sweep else {}), "plots": {k: str(v) for k, v in plots.items()},
     }  # fmt: skip
     if cfg.seeds:
         meta |= {"seeds": list(cfg.seeds), "std": spread,

@@ -31,6 +31,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("reversed_pair_top1", "sym. pairs reversed", "pct"),
     ("flip_rate", "flip rate", "pct"),
     ("train_time_s", "train time", "sec"),
+    ("selected", "selected on val", "str"),
 ]
 ORDER_COLOURS = {ORIGINAL: "#4c72b0", SHUFFLED: "#dd8452", REVERSED: "#c44e52"}
 

@@ -158,6 +158,8 @@ class ComparisonRow:
     run: str
     top5: float | None = None
     top1_ci: tuple[float | None, float | None] | None = None
+    #: `compare --sweep`: the swept values of the head selected on val (None: not tuned)
+    selected: str | None = None
 
     @classmethod
     def of(

@@ -101,7 +101,9 @@ def seeds_markdown(summary: SeedSummary | None) -> str:
 
 def mean_row(rows: list[ComparisonRow], run: Path) -> tuple[ComparisonRow, dict[str, float | None]]:
     """One probe's comparison row over seeds: the mean of every number, and their stds by key."""
-    numeric = [f.name for f in fields(ComparisonRow) if f.name not in ("probe", "run", "top1_ci", "num_params")]
+    numeric = [
+        f.name for f in fields(ComparisonRow) if f.name not in ("probe", "run", "top1_ci", "num_params", "selected")
+    ]
     stats = {k: mean_std([getattr(r, k) for r in rows]) for k in numeric}
     row = replace(rows[0], **{k: v[0] for k, v in stats.items()}, top1_ci=None, run=str(run))
     return row, {k: v[1] for k, v in stats.items()}

@@ -36,7 +36,9 @@ def check_outputs(out: Path, probes: list[str]) -> list[dict]:
     assert [line.split("|")[1].strip() for line in table[2:]] == probes
     with (out / "comparison.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["probe"] for r in rows] == probes and list(rows[0]) == [k for k, _, kind in COLUMNS if kind != "ci"]
+    assert [r["probe"] for r in rows] == probes and list(rows[0]) == [
+        k for k, _, kind in COLUMNS if kind != "ci" and k != "selected"
+    ]
     data = json.loads((out / "comparison.json").read_text())
     assert [r["probe"] for r in data["rows"]] == probes and data["best_probe"] in probes
     for png in (*PNGS, f"confusion_{data['best_probe']}.png"):
