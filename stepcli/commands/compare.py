@@ -19,6 +19,7 @@ from stepcli.commands.common import (
 from stepcli.commands.parsing import parse_probe_specs, parse_seeds, parse_sweep
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.layer_sweep import run_layer_sweep
+from stepcli.probe.studies.shots import parse_shots, run_shots
 from stepcli.probe.training.config import TrainConfig
 
 
@@ -63,9 +64,14 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
 @click.option("--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) [its first].")
 @click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
+@click.option("--shots", "shot_list", help="Low-data curve: e.g. 1,2,4,8 training clips per class (seeded, "
+              "stratified), every probe evaluated on the full test split; OUT/shots.md/.csv/.json and shots.png.")  # fmt: skip
+@click.option("--folds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --shots: draws per K (fold f draws with --seed + f); error bars are their std.")  # fmt: skip
 @verbosity_options
 @click.pass_context
-def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_specs, **kwargs) -> None:
+def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_specs, shot_list, folds,
+                    **kwargs) -> None:  # fmt: skip
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
     given = ctx.get_parameter_source("probes") is not click.core.ParameterSource.DEFAULT
     if ablation is not None and given:
@@ -79,6 +85,13 @@ def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_
     for spec in names:
         checks.check_sweep_values(spec.partition("[")[0].strip(), sweep)
     cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, train=train, sweep=sweep, **kwargs)
+    if shot_list is not None:
+        if layers is not None:
+            raise StepcliError("give --shots or --layers, not both")
+        paths = run_shots(cfg, parse_shots(shot_list), folds)
+        click.echo(paths["md"].read_text())
+        click.echo("wrote:\n" + "\n".join(f"  {p}" for p in paths.values()), err=True)
+        return
     if layers is not None:
         if cfg.layer is not None:
             raise StepcliError("give --layer or --layers, not both")
