@@ -4,6 +4,7 @@ from stepcli.commands.compare import compare_command
 from stepcli.commands.demo import demo_command
 from stepcli.commands.evaluate import evaluate_command
 from stepcli.commands.extract import extract
+from stepcli.commands.frames import frames_command
 from stepcli.commands.inspect import inspect_cache
 from stepcli.commands.pairs import pairs_command
 from stepcli.commands.predict import predict_command
@@ -21,5 +22,6 @@ COMMANDS = [
     shuffle_test_command,
     evaluate_command,
     compare_command,
+    frames_command,
     demo_command,
 ]

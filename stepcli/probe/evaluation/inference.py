@@ -34,13 +34,20 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _check_orders(frame_orders: list[np.ndarray] | None, num_frames: int) -> list[torch.Tensor | None]:
+def _check_orders(
+    frame_orders: list[np.ndarray] | None, num_frames: int, frame_maps: bool = False
+) -> list[torch.Tensor | None]:
+    """Each order as an index tensor: a permutation of `range(T)`, or with `frame_maps` any T indices
+    into it (a frame may repeat and another go missing, e.g. frame t replaced by a copy of t-1)."""
     if frame_orders is None:
         return [None]
     orders = []
     for order in frame_orders:
         order = np.asarray(order, dtype=np.int64)
-        if sorted(order.tolist()) != list(range(num_frames)):
+        if frame_maps:
+            if order.shape != (num_frames,) or order.min() < 0 or order.max() >= num_frames:
+                raise StepcliError(f"frame map {order.tolist()} needs {num_frames} indices in 0..{num_frames - 1}")
+        elif sorted(order.tolist()) != list(range(num_frames)):
             raise StepcliError(f"frame order {order.tolist()} is not a permutation of the {num_frames} frames")
         orders.append(torch.as_tensor(order.copy()))
     return orders
@@ -56,16 +63,18 @@ def head_logits(
     device: str | torch.device = "cpu",
     frame_orders: list[np.ndarray] | None = None,
     workers: int = 0,
+    frame_maps: bool = False,
 ) -> np.ndarray:
     """Logits `[H, K, len(rows), C]` float32 of H `probes` (heads of a sweep) under K `frame_orders`,
     averaged over each clip's views (see the module docstring).
 
     The one place evaluation reads tokens: each batch is read, moved and cast once for every head
-    and order. Each order is a permutation of `range(T)`: order `o` feeds frames `tokens[:, o]`.
+    and order. Each order is a permutation of `range(T)` (with `frame_maps`, any index map into it):
+    order `o` feeds frames `tokens[:, o]`.
     """
     device = torch.device(device)
     rows = np.asarray(rows, dtype=np.int64)
-    orders = _check_orders(frame_orders, cache.clip_shape[0])
+    orders = _check_orders(frame_orders, cache.clip_shape[0], frame_maps)
     num_classes = {probe.num_classes for probe in probes}
     if len(num_classes) != 1:
         raise StepcliError(f"heads evaluated together must share their classes, got {sorted(num_classes)}")
@@ -121,10 +130,11 @@ def predict_logits(
     device: str | torch.device = "cpu",
     frame_orders: list[np.ndarray] | None = None,
     workers: int = 0,
+    frame_maps: bool = False,
 ) -> np.ndarray:
     """Logits `[K, len(rows), C]` float32 for the K `frame_orders` (None: original order, K = 1)."""
     return head_logits([probe], cache, rows, batch_size=batch_size, device=device, frame_orders=frame_orders,
-                       workers=workers)[0]  # fmt: skip
+                       workers=workers, frame_maps=frame_maps)[0]  # fmt: skip
 
 
 def evaluate_heads(

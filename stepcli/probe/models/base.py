@@ -101,6 +101,11 @@ class Probe(nn.Module):
         """
         return self.capabilities.order_aware
 
+    def frame_attention(self, tokens: Tensor) -> Tensor | None:
+        """`[B, T]`: how much of its attention the probe's single readout token gives each frame's
+        tokens (summing to at most 1), or None for a probe without one such token."""
+        return None
+
     def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict:
         """Fit in closed form on cache rows `train`, selecting on `val`; returns what to log.
 

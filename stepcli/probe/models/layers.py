@@ -61,6 +61,15 @@ class Attention(nn.Module):
         out = torch.einsum("bhd,hed->bhe", pooled, w_v).reshape(b, d) + self.kv.bias[d:]
         return self.proj(out)
 
+    def first_weights(self, first: Tensor, others: Tensor) -> Tensor:
+        """The attention weights `[B, heads, 1+S]` of row 0 in `forward_first`: where that one token looks."""
+        (b, d), h = first.shape, self.num_heads
+        w_k = self.kv.weight.view(2, h, d // h, d)[0]
+        q = self.q(first).view(b, h, d // h) * (d // h) ** -0.5
+        keys = torch.einsum("bhe,hed->bhd", q, w_k)
+        scores = torch.cat([torch.einsum("bhd,bd->bh", keys, first)[..., None], keys @ others.transpose(1, 2)], -1)
+        return scores.softmax(dim=-1)
+
 
 class Mlp(nn.Module):
     """The transformer feed-forward part: `[B, L, D] -> [B, L, D]` through a GELU hidden layer."""

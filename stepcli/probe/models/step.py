@@ -120,6 +120,28 @@ class StepProbe(Probe):
         """Without its temporal encoding, STEP's attention and every pooling are permutation-blind."""
         return self.temporal_pe is not None
 
+    def _sequence(self, tokens: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
+        """The `[B, T*L, D]` tokens the blocks see (frame CLS or patches, plus the encoding), and `B, T, L, D`."""
+        patches = tokens[:, :, self.layout.num_prefix :]
+        x = torch.cat([tokens[:, :, :1], patches], dim=2) if self.cls == "frame" else patches
+        if self.temporal_pe is not None:
+            x = x + self.temporal_pe[None, :, None, :]
+        return x.flatten(1, 2), tuple(x.shape)
+
+    def frame_attention(self, tokens: Tensor) -> Tensor | None:
+        """The global CLS token's attention mass per frame at the last block, averaged over heads."""
+        if self.cls_token is None:
+            return None
+        self.check_tokens(tokens)
+        x, (b, t, length, _) = self._sequence(tokens.to(self.dtype))
+        cls = self.cls_token.expand(b, -1, -1)
+        if len(self.blocks) > 1:
+            x = self.blocks[:-1](torch.cat([cls, x], dim=1))
+            cls, x = x[:, :1], x[:, 1:]
+        last = self.blocks[-1]
+        weights = last.attn.first_weights(last.norm1(cls[:, 0]), last.norm1(x)).mean(dim=1)
+        return weights[:, 1:].view(b, t, length).sum(dim=-1)
+
     def forward_features(self, tokens: Tensor) -> Tensor:
         """`[B, T, P+N, D]` -> `[B, T*L (+1), D]` through the blocks -> pooled `[B, D]`."""
         patches = tokens[:, :, self.layout.num_prefix :]

@@ -17,6 +17,7 @@ from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
 from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_options
+from stepcli.probe.studies.plots import plot_per_pair
 from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
     plot_confusion,
@@ -201,6 +202,9 @@ def run_compare(cfg: CompareConfig) -> Comparison:
             out / f"confusion_{specs[best.probe].dirname}.png",
         ),
     }  # fmt: skip
+    if pairs:  # the paper's Figure 3: each class of a pair, every probe side by side
+        per_class = {name: {c: change.original for c, change in r.per_class.items()} for name, r in results.items()}
+        plots["per_pair"] = plot_per_pair(per_class, pairs, out / "per_pair.png")
     meta = {
         "cache": str(cache.path.resolve()), "probes": list(specs), "epochs": cfg.training.epochs,
         "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],

@@ -283,3 +283,19 @@ def test_no_module_outside_models_branches_on_a_probe_name() -> None:
                 constants = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
                 named = [c for c in constants if isinstance(c, str) and c in PROBES]
                 assert not named, f"{path.relative_to(root)}:{node.lineno} compares with probe name {named[0]!r}"
+
+
+def test_step_frame_attention_is_the_cls_rows_softmax() -> None:
+    """The CLS token's attention per frame, against softmax(q . k) of the full projections."""
+    probe, x = make("step"), tokens()
+    attn = probe.blocks[-1].attn
+    with torch.no_grad():
+        mass = probe.frame_attention(x)
+        cls = probe.blocks[-1].norm1(probe.cls_token.expand(B, 1, D))
+        seq = probe.blocks[-1].norm1(x[:, :, P:] + probe.temporal_pe[None, :, None, :]).flatten(1, 2)
+        keys = attn.kv(torch.cat([cls, seq], dim=1))[..., :D].view(B, -1, attn.num_heads, D // attn.num_heads)
+        q = attn.q(cls).view(B, 1, attn.num_heads, D // attn.num_heads)
+        weights = torch.einsum("bqhe,bshe->bhs", q, keys).mul((D // attn.num_heads) ** -0.5).softmax(-1).mean(1)
+    torch.testing.assert_close(mass, weights[:, 1:].view(B, T, N).sum(-1), atol=1e-5, rtol=1e-5)
+    assert (mass.sum(-1) < 1).all() and make("step", cls="mean").frame_attention(x) is None
+    assert make("attentive").frame_attention(x) is None

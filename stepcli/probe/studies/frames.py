@@ -1,0 +1,138 @@
+"""Which frames decide: per probe, test accuracy when one frame is replaced by a copy of its
+neighbour, and for probes with one readout token (STEP's global CLS) its attention per frame.
+
+Replacing frame t by frame t-1 (frame 0 by frame 1) keeps the clip's length and every other
+frame, and removes what frame t alone shows: an order-blind probe loses only that frame's content,
+an order-aware one may also lose the transition. Everything is computed from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stepcli import StepcliError
+from stepcli.cache.reader import FeatureCache
+from stepcli.device import resolve_device
+from stepcli.files import write_atomic
+from stepcli.pairs import Pair, partner_sets
+from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.evaluation.metrics import pair_metrics, rounded
+from stepcli.probe.studies.report import fmt, markdown_table
+from stepcli.probe.training.data import fixed_batches, iterate_batches
+from stepcli.probe.training.rundir import Run, load_run
+
+FRAMES_DIR = "frames"
+
+
+def neighbour_maps(num_frames: int) -> list[np.ndarray]:
+    """For each t, the frame index map that feeds frame t-1 (frame 1 for t = 0) in place of frame t."""
+    if num_frames < 2:
+        raise StepcliError("a clip of one frame has no neighbour to copy")
+    maps = []
+    for t in range(num_frames):
+        index = np.arange(num_frames)
+        index[t] = t - 1 if t else 1
+        maps.append(index)
+    return maps
+
+
+@dataclass(frozen=True)
+class FrameDrop:
+    """One probe's test accuracy with every frame intact, and with frame t replaced, for each t."""
+
+    probe: str
+    run: str
+    top1: float | None
+    pair_top1: float | None
+    replaced_top1: tuple[float | None, ...]
+    replaced_pair_top1: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class FrameAttention:
+    """Mean attention mass of a probe's readout token on each frame, per test class `[C][T]`."""
+
+    probe: str
+    class_names: tuple[str, ...]
+    mass: tuple[tuple[float | None, ...], ...]
+
+
+def frame_drop(run: Run, label: str, cache: FeatureCache, pairs: list[Pair], device: str) -> FrameDrop:
+    """Test accuracy of `run` with its frames intact and with each frame replaced by its neighbour."""
+    rows = run.rows(cache, "test")
+    labels = cache.labels[rows]
+    maps = [np.arange(cache.layout.num_frames), *neighbour_maps(cache.layout.num_frames)]
+    torch_device = resolve_device(device)
+    logits = predict_logits(run.probe.to(torch_device), cache, rows, device=torch_device, frame_orders=maps,
+                            frame_maps=True)  # fmt: skip
+    partners = partner_sets(pairs, run.class_names)
+    top1, pair = [], []
+    for order_logits in logits:
+        preds = order_logits.argmax(axis=1)
+        top1.append(rounded((preds == labels).mean()))
+        pair.append(pair_metrics(order_logits, labels, preds, partners)["pair_top1"])
+    return FrameDrop(label, str(run.run_dir), top1[0], pair[0], tuple(top1[1:]), tuple(pair[1:]))
+
+
+@torch.no_grad()
+def frame_attention(run: Run, label: str, cache: FeatureCache, batch_size: int = 64) -> FrameAttention | None:
+    """The readout token's attention per frame on the test clips, averaged per class; None when the
+    probe has no single readout token."""
+    rows = run.rows(cache, "test")
+    probe = run.probe.cpu().eval()
+    masses = []
+    for tokens, _ in iterate_batches(cache, fixed_batches(rows, batch_size)):
+        mass = probe.frame_attention(tokens)
+        if mass is None:
+            return None
+        masses.append(mass.float().numpy())
+    mass, labels = np.concatenate(masses), cache.labels[rows]
+    per_class = tuple(
+        tuple(rounded(v) for v in mass[labels == c].mean(axis=0)) if (labels == c).any() else (None,) * mass.shape[1]
+        for c in range(len(run.class_names))
+    )
+    return FrameAttention(label, tuple(run.class_names), per_class)
+
+
+def run_frames(compare_dir: Path, cache: Path | None = None, device: str = "auto") -> dict[str, Path]:
+    """Frame-drop curves of every probe of a comparison (its comparison.json) and the attention per
+    frame of those with a readout token; tables and plots in COMPARE/frames/."""
+    table = Path(compare_dir) / "comparison.json"
+    if not table.is_file():
+        raise StepcliError(f"{compare_dir} holds no comparison.json; run `stepcli compare --out {compare_dir}` first")
+    data = json.loads(table.read_text())
+    features = FeatureCache(cache or data["cache"])
+    pairs = [tuple(p) for p in data["pairs"]]
+    drops, attentions = [], []
+    for row in data["rows"]:
+        run = load_run(row["run"], features)
+        run.check_cache(features)
+        drops.append(frame_drop(run, row["probe"], features, pairs, device))
+        attention = frame_attention(run, row["probe"], features)
+        if attention is not None:
+            attentions.append(attention)
+    return write_frames_outputs(Path(compare_dir) / FRAMES_DIR, drops, attentions)
+
+
+def write_frames_outputs(out: Path, drops: list[FrameDrop], attentions: list[FrameAttention]) -> dict[str, Path]:
+    from stepcli.probe.studies.plots import plot_frame_attention, plot_frame_drop
+
+    out.mkdir(parents=True, exist_ok=True)
+    frames = len(drops[0].replaced_top1)
+    header = ["probe", "intact", *(f"frame {t} replaced" for t in range(frames))]
+    rows = [[d.probe, fmt(d.top1, "pct"), *(fmt(v, "pct") for v in d.replaced_top1)] for d in drops]
+    paths = {"md": out / "frames.md", "json": out / "frames.json"}
+    title = "Test top-1 with frame t replaced by a copy of frame t-1 (frame 0 by frame 1)\n\n"
+    write_atomic(paths["md"], title + markdown_table(header, rows))
+    record = {"drops": [asdict(d) for d in drops], "attention": [asdict(a) for a in attentions]}
+    write_atomic(paths["json"], json.dumps(record, indent=2) + "\n")
+    paths["frame_drop"] = plot_frame_drop(drops, out / "frame_drop.png")
+    for attention in attentions:
+        name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in attention.probe)
+        paths[f"attention_{name}"] = plot_frame_attention(attention, out / f"attention_{name}.png")
+    return paths
