@@ -50,7 +50,12 @@ def _options_help() -> str:
     "--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) to train on [its first]."
 )
 @click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE", help=_options_help())
-@click.option("--temporal-pe/--no-temporal-pe", default=None, help="step: learnable frame-wise temporal encoding [on].")
+@click.option(
+    "--temporal-pe/--no-temporal-pe",
+    default=None,
+    help="step: learnable frame-wise temporal encoding [on]; "
+    "attentive, self-attention, vjepa2: the same, as an order-aware control [off].",
+)
 @click.option("--cls", type=click.Choice(CLS_MODES), help="step: what to classify from [global].")
 @click.option("--block", type=click.Choice(list(BLOCKS)), help="step: block type [simplified].")
 @click.option("--sweep", "sweep_specs", multiple=True, metavar="KEY=V1,V2,...",

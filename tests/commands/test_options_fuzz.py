@@ -76,6 +76,7 @@ def base_args(command: str, cache: Path) -> list[str]:
         "shuffle-test": ["--run", "missing-run", "--device", "cpu"],
         "evaluate": ["--run", "missing-run", "--cache", str(cache), "--out", "out", "--device", "cpu"],
         "compare": ["--cache", "missing-cache", "--out", "out", "--device", "cpu"],
+        "frames": ["--compare", "missing-compare", "--device", "cpu"],
         "demo": ["--out", "out", "--backbone", "openclip:stepcli-no-such-model"],
     }[command]
 

@@ -20,7 +20,7 @@ def plot_per_pair(per_class: dict[str, dict[str, float | None]], pairs: list[Pai
     class, partners next to each other (`per_class`: probe -> class -> accuracy)."""
     classes = [name for pair in pairs for name in pair]
     probes = list(per_class)
-    fig = _figure(max(8.0, 0.55 * len(classes) * max(1, len(probes)) ** 0.5 + 3), 4.6)
+    fig = _figure(max(8.0, 0.9 * len(classes) + 2), 4.8)
     ax = fig.subplots()
     width = 0.8 / max(1, len(probes))
     x = np.arange(len(classes))
@@ -32,7 +32,7 @@ def plot_per_pair(per_class: dict[str, dict[str, float | None]], pairs: list[Pai
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set_ylabel("test top-1 of the class (%)")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, ncols=min(4, len(probes)))
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=8, ncols=min(6, len(probes)))
     ax.set_title("Per-class accuracy on nearly-symmetric pairs (partners side by side)")
     fig.savefig(path)
     return path

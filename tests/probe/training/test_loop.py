@@ -174,11 +174,17 @@ def test_bad_training_options_are_one_line_errors(args, demo_cache, tmp_path) ->
     fails("train-probe", "--cache", demo_cache, "--probe", "linear", "--out", tmp_path / "r", *args)
 
 
-@pytest.mark.parametrize("switch", [["--no-temporal-pe"], ["--cls", "frame"], ["--block", "standard"]])
+@pytest.mark.parametrize("switch", [["--cls", "frame"], ["--block", "standard"]])
 @pytest.mark.parametrize("probe", ["linear", "attentive", "self-attention", "logreg"])
 def test_step_switch_for_another_probe_is_an_error(switch, probe, demo_cache, tmp_path) -> None:
     args = ["train-probe", "--cache", demo_cache, "--probe", probe, "--out", tmp_path / "r", *switch]
     assert "only apply to --probe step" in fails(*args)
+
+
+@pytest.mark.parametrize("probe", ["linear", "logreg", "ep"])
+def test_temporal_pe_switch_names_the_probes_that_take_it(probe, demo_cache, tmp_path) -> None:
+    args = ["train-probe", "--cache", demo_cache, "--probe", probe, "--out", tmp_path / "r", "--temporal-pe"]
+    assert "only apply to --probe attentive, self-attention, step, vjepa2" in fails(*args)
 
 
 def test_out_that_is_not_a_run_is_refused(demo_cache, tmp_path) -> None:
@@ -200,5 +206,5 @@ def test_any_probe_option_reaches_the_probe(demo_cache: Path, tmp_path: Path, pr
 
 def test_unknown_probe_option_lists_the_valid_ones(demo_cache: Path, tmp_path: Path) -> None:
     line = fails("train-probe", "--cache", demo_cache, "--probe", "attentive", "--out", tmp_path / "r",
-                 "--option", "depth=2")  # fmt: skip
+                 "--option", "cls=frame")  # fmt: skip
     assert "valid options:" in line and "num_heads" in line and not (tmp_path / "r").exists()
