@@ -24,7 +24,7 @@ from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import pair_metrics, rounded
 from stepcli.probe.studies.report import fmt, markdown_table
 from stepcli.probe.training.data import fixed_batches, iterate_batches
-from stepcli.probe.training.rundir import Run, load_run
+from stepcli.probe.training.rundir import CONFIG, Run, load_run
 
 FRAMES_DIR = "frames"
 
@@ -110,13 +110,23 @@ def run_frames(compare_dir: Path, cache: Path | None = None, device: str = "auto
     pairs = [tuple(p) for p in data["pairs"]]
     drops, attentions = [], []
     for row in data["rows"]:
-        run = load_run(row["run"], features)
+        run = load_run(_one_run(Path(row["run"])), features)
         run.check_cache(features)
         drops.append(frame_drop(run, row["probe"], features, pairs, device))
         attention = frame_attention(run, row["probe"], features)
         if attention is not None:
             attentions.append(attention)
     return write_frames_outputs(Path(compare_dir) / FRAMES_DIR, drops, attentions)
+
+
+def _one_run(run_dir: Path) -> Path:
+    """A row's run; for a comparison over seeds (`runs/<probe>/seed-<s>`), the first seed run by name."""
+    if (run_dir / CONFIG).is_file():
+        return run_dir
+    seeds = sorted(run_dir.glob("seed-*"))
+    if not seeds:
+        raise StepcliError(f"{run_dir} holds no finished run; rerun the comparison")
+    return seeds[0]
 
 
 def write_frames_outputs(out: Path, drops: list[FrameDrop], attentions: list[FrameAttention]) -> dict[str, Path]:

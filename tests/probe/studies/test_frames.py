@@ -63,3 +63,14 @@ def test_frames_command_and_per_pair_chart(demo_cache: Path, tmp_path: Path) -> 
     for png in ("frame_drop.png", "attention_step.png"):
         check_png(out / "frames" / png)
     assert "comparison.json" in fails("frames", "--compare", tmp_path)
+
+
+def test_a_row_over_seeds_reads_one_seed_run(tmp_path: Path) -> None:
+    from stepcli.probe.studies.frames import _one_run
+
+    (tmp_path / "step" / "seed-1").mkdir(parents=True)
+    (tmp_path / "step" / "seed-1" / "config.json").write_text("{}")
+    assert _one_run(tmp_path / "step") == tmp_path / "step" / "seed-1"
+    assert _one_run(tmp_path / "step" / "seed-1") == tmp_path / "step" / "seed-1"
+    with pytest.raises(StepcliError, match="no finished run"):
+        _one_run(tmp_path)
