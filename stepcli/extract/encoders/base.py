@@ -107,6 +107,8 @@ class FrameEncoder(torch.nn.Module):
                     f"--layers: blocks {first.index} and {other.index} of {self.spec} give tokens of different shapes "
                     f"({_shape_text(first)} vs {_shape_text(other)}); cache blocks of one stage together"
                 )
+        if first.num_patches < 1:
+            raise StepcliError(f"{self.spec} gives no patch grid at {self.image_size} px; use a larger --image-size")
         self.prefix, self.grid, self.dim = first.prefix, first.grid, first.dim
         self.num_prefix = len(first.prefix)
 
@@ -123,7 +125,7 @@ class FrameEncoder(torch.nn.Module):
                 yield
         except StepcliError:
             raise
-        except (RuntimeError, ValueError, TypeError, AssertionError, NotImplementedError, IndexError) as err:
+        except Exception as err:  # noqa: BLE001 - whatever the model's own code raises on these frames
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise StepcliError(f"{self.spec} cannot encode {self.image_size} px frames: {reason}") from None
 

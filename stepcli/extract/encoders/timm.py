@@ -63,8 +63,10 @@ class TimmTokens:
         self.params = set(inspect.signature(fi).parameters)
         self._depth: int | None = None
         self.is_transformer = "return_prefix_tokens" in self.params and hasattr(model, "num_prefix_tokens")
-        head_norm = getattr(getattr(model, "head", None), "norm", None)
-        self.head_norm = None if self.is_transformer or isinstance(head_norm, torch.nn.Identity) else head_norm
+        from timm.layers import LayerNorm2d
+
+        head_norm = getattr(getattr(model, "head", None), "norm", None)  # ConvNeXt's, applied after its pool
+        self.head_norm = head_norm if isinstance(head_norm, LayerNorm2d) and not self.is_transformer else None
         # a transformer pooled after the blocks has its final norm after the pool (EVA02 at 224):
         # that norm is applied to every token instead, so the tokens are normalised as the pool is
         norm, fc_norm = getattr(model, "norm", None), getattr(model, "fc_norm", None)
@@ -90,7 +92,7 @@ class TimmTokens:
         return self._depth
 
     def _call(self, pixels: torch.Tensor, blocks: list[int] | None) -> list:
-        kwargs = {"indices": blocks, "intermediates_only": True, "norm": True, "stop_early": blocks is not None,
+        kwargs = {"indices": blocks, "intermediates_only": True, "norm": self.is_transformer, "stop_early": blocks is not None,
                   "output_fmt": "NLC" if self.is_transformer else "NCHW"}  # fmt: skip
         if self.is_transformer:
             kwargs["return_prefix_tokens"] = True
@@ -101,7 +103,8 @@ class TimmTokens:
         if not self.is_transformer:
             last = self.depth(pixels) - 1 if self.head_norm is not None else -1
             return [self._map(x, block == last) for x, block in zip(out, blocks, strict=True)]
-        grid = self._grid(pixels)
+        first = out[0][0] if isinstance(out[0], tuple) else out[0]
+        grid = self._grid(pixels, first.shape[1])
         norm = self.token_norm or (lambda x: x)
         if self.model.num_prefix_tokens:
             names = self._prefix_names()
@@ -121,11 +124,22 @@ class TimmTokens:
             return None
         return self.model.forward_head(tokens, pre_logits=True)
 
-    def _grid(self, pixels: torch.Tensor) -> tuple[int, int]:
-        embed = self.model.patch_embed
+    def _grid(self, pixels: torch.Tensor, num_patches: int) -> tuple[int, int]:
+        """The patch grid of `num_patches` tokens: the patch embedding's, else a square one."""
+        embed = getattr(self.model, "patch_embed", None)
         size = tuple(pixels.shape[-2:])
-        grid = embed.dynamic_feat_size(size) if hasattr(embed, "dynamic_feat_size") else embed.grid_size
-        return (int(grid[0]), int(grid[1]))
+        if hasattr(embed, "dynamic_feat_size"):
+            grid = tuple(int(g) for g in embed.dynamic_feat_size(size))
+        elif hasattr(embed, "grid_size"):
+            grid = tuple(int(g) for g in embed.grid_size)
+        else:
+            side = round(num_patches**0.5)
+            grid = (side, side)
+        if grid[0] * grid[1] != num_patches:
+            raise StepcliError(
+                f"{type(self.model).__name__} gives {num_patches} patch tokens, not a patch grid stepcli can read"
+            )
+        return grid
 
     def _prefix_names(self) -> tuple[str, ...]:
         total = self.model.num_prefix_tokens
