@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from stepcli import StepcliError
+from stepcli.cache.format import Manifest
 from stepcli.commands.common import PathArg, default_of, device_option, seed_option, verbosity_options
 from stepcli.probe import PROBES, probe_options
 from stepcli.probe.seeds import seeds_markdown, train_seeds
@@ -103,6 +104,8 @@ def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, tempor
         raise StepcliError(f"unknown probe '{probe}'; valid probes: {', '.join(PROBES)}")
     switches = {"temporal_pe": temporal_pe, "cls": cls, "block": block}
     options = probe_option_values(probe, option_pairs, switches)
+    if options.get("cls") == "frame":
+        require_frame_cls(cache)
     cfg = TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, **kwargs)
     sweep = parse_sweep(sweep_specs)
     if seeds is None:
@@ -110,6 +113,18 @@ def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, tempor
         return
     summary = train_seeds(cfg, parse_seeds(seeds), sweep=sweep)
     click.echo(seeds_markdown(summary))
+
+
+def require_frame_cls(cache: Path) -> None:
+    """STEP's `--cls frame` reads each frame's own CLS; a backbone without one cached a stand-in
+    (its pooled embedding or patch mean), which is refused rather than passed off as a CLS."""
+    extraction = Manifest.load(cache).extraction
+    if not extraction.frame_cls:
+        stand_in = extraction.prefix[0] if extraction.prefix else "none"
+        raise StepcliError(
+            f"--cls frame needs each frame's own CLS token, but {extraction.backbone} has none (its prefix token "
+            f"is a stand-in: {stand_in}); use --cls global or --cls mean"
+        )
 
 
 def parse_sweep(specs: tuple[str, ...]) -> dict[str, list]:
