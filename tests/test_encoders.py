@@ -12,9 +12,11 @@ import copy
 import open_clip
 import pytest
 import torch
+from conftest import ok
 from safetensors.torch import save_file
 
 from stepcli import StepcliError
+from stepcli.cache.reader import FeatureCache
 from stepcli.extract.encoders import load_backbone
 from stepcli.extract.encoders.base import ATTENTION_POOL, CLS, GLOBAL_AVERAGE, REGISTER
 
@@ -199,3 +201,24 @@ def test_frames_too_small_for_a_patch_grid_are_one_line(meta):
     with pytest.raises(StepcliError, match="cannot encode 8 px frames: .*patch size") as err:
         load_backbone("timm:vit_small_patch16_dinov3", 8, meta=meta)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def demo_videos(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo-videos")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_demo_extract_train_and_shuffle_test(case, demo_videos, tmp_path, one_thread):
+    """Each family through the whole pipeline: the demo extracted (4 clips per class: train, val and
+    test), STEP trained, its shuffle test run; linear reads the per-frame vector (CLS or stand-in)."""
+    spec, size, (prefix, grid, dim, _) = CASES[case]
+    cache = tmp_path / "cache"
+    ok("extract", "--dataset", "demo", "--size", "4", "--frames", "4", "--image-size", size, "--backbone", spec,
+       "--root", demo_videos, "--out", cache, "--workers", "0", "-q")  # fmt: skip
+    assert FeatureCache(cache).clip_shape == (4, len(prefix) + grid[0] * grid[1], dim)
+    for probe in ("step", "linear"):
+        ok("train-probe", "--cache", cache, "--probe", probe, "--out", tmp_path / probe, "--epochs", "2", "-q")
+    out = ok("shuffle-test", "--run", tmp_path / "step", "--permutations", "2", "-q").stdout
+    assert "reversed" in out
