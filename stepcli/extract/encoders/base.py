@@ -75,9 +75,10 @@ class BlockShape:
 class FrameEncoder(torch.nn.Module):
     """A frozen image model returning per-frame tokens ``[B, P+N, D]``.
 
-    Subclasses set their model, then call `_survey` (the layout) at the end of `__init__`, and
-    implement `_read(pixels, blocks)` -> per block, tokens ``[B, P+N, D]`` (P prefix tokens first,
-    then the patch grid row by row), blocks in ascending order, and `_all_blocks()` (how many).
+    Subclasses build their model, call `_survey(depth_of)` at the end of `__init__` (the depth
+    and the layout, learnt from a blank frame) and implement `_read(pixels, blocks)`: per block
+    (ascending), tokens ``[B, P+N, D]`` (P prefix tokens first, then the patch grid row by row),
+    the names of the prefix tokens and the grid.
     """
 
     family = ""  # set by the registry
@@ -133,8 +134,7 @@ class FrameEncoder(torch.nn.Module):
         """The token layout of each of `blocks` (ascending), from one forward pass of a blank frame."""
         with self._frames_fit():
             read = self._read(self._blank(), blocks)
-        return [BlockShape(b, prefix, grid, tokens.shape[-1]) for b, (tokens, prefix, grid) in zip(blocks, read,
-                                                                                                     strict=True)]  # fmt: skip
+        return [BlockShape(b, names, grid, x.shape[-1]) for b, (x, names, grid) in zip(blocks, read, strict=True)]
 
     @property
     def num_patches(self) -> int:
