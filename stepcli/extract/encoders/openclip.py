@@ -168,7 +168,7 @@ class OpenClipFamily(Family):
         import open_clip
 
         if model_name not in open_clip.list_models():
-            raise StepcliError(f"open_clip has no model {model_name!r}; see `stepcli backbones '*{model_name[:4]}*'`")
+            raise StepcliError(f"open_clip has no model {model_name!r}; list them with `stepcli backbones [PATTERN]`")
         if not weights:
             if not meta:
                 warn_random_init(spec)

@@ -220,7 +220,7 @@ class TimmFamily(Family):
         import timm
 
         if not timm.is_model(model_name):
-            raise StepcliError(f"timm has no model {model_name!r}; see `stepcli backbones '*dinov2*'`")
+            raise StepcliError(f"timm has no model {model_name!r}; list them with `stepcli backbones [PATTERN]`")
         if not weights:
             if not meta:
                 warn_random_init(spec)
