@@ -23,7 +23,7 @@ def test_listing_names_each_family_with_an_example():
 
 def test_spec_shows_layout_blocks_parameters_and_cache_size():
     out = ok("backbones", "--spec", "openclip:ViT-S-32").stdout  # the default backbone, at 224 px, 8 frames
-    assert "P=1 (cls) + N=49 (grid 7x7" in out and "D=384" in out and "after ln_post" in out
+    assert "P=1 (cls) + N=49 (grid 7x7" in out and "D=384" in out and "final norm ln_post" in out
     assert "(--layers -12..11)" in out and "0-11: P=1 + 7x7 patches, D=384" in out
     assert "300.1 KiB per clip at --frames 8" in out  # 8 x 50 x 384 x 2 B + 8 x 16 B
     assert "M in the image tower" in out

@@ -73,7 +73,7 @@ def describe_spec(encoder: FrameEncoder, num_frames: int) -> str:
             f"layers       {','.join(map(str, encoder.layers))} of {depth} blocks (--layers -{depth}..{depth - 1})",
             f"tokens       P={layout.num_prefix} ({', '.join(encoder.prefix) or 'none'}) + N={layout.num_patches} "
             f"(grid {rows}x{cols}, pool {record.pool}, tokens {record.tokens}), D={layout.dim}; "
-            f"after {encoder.final_norm}",
+            f"final norm {encoder.final_norm}",
             f"cache        {human(bytes_per_view(record))} per clip at --frames {num_frames} (one view; float16)",
             "blocks",
             *_blocks_text(encoder.block_shapes(list(range(depth)))),

@@ -43,19 +43,21 @@ from stepcli.extract.preprocess import Preprocess
 class _ViTTokens:
     """open_clip's own VisionTransformer: one CLS token, then the patch grid, after ``ln_post``."""
 
-    final_norm = "ln_post (LayerNorm)"
     optional = ("proj", "attn_pool")  # the projection and CoCa's pooler: not on the tokens' path
 
     def __init__(self, visual: torch.nn.Module, spec: str):
         self.visual = visual
         self.grid = tuple(int(g) for g in visual.grid_size)
+        # CoCa's ln_post follows its attention pool, at the output width: its tokens have no final norm
+        self.normalize = getattr(visual.ln_post, "normalized_shape", (None,))[-1] == visual.transformer.width
+        self.final_norm = "ln_post (LayerNorm)" if self.normalize else "none (ln_post follows the attention pool)"
 
     def depth(self, pixels: torch.Tensor) -> int:
         return len(self.visual.transformer.resblocks)
 
     def read(self, pixels: torch.Tensor, blocks: list[int]) -> list:
         out = self.visual.forward_intermediates(
-            pixels, indices=blocks, stop_early=True, normalize_intermediates=True,
+            pixels, indices=blocks, stop_early=True, normalize_intermediates=self.normalize,
             intermediates_only=True, output_fmt="NLC", output_extra_tokens=True,
         )  # fmt: skip
         return [(torch.cat([p, x], dim=1), (CLS,), self.grid)
@@ -104,9 +106,13 @@ class OpenClipEncoder(FrameEncoder):
 
         place = torch.device("meta") if meta else nullcontext()
         seeded = random_init_seed() if pretrained is None else nullcontext()
-        with seeded, place:
-            model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size,
-                                           device="meta" if meta else "cpu")  # fmt: skip
+        try:
+            with seeded, place:
+                model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size,
+                                               device="meta" if meta else "cpu")  # fmt: skip
+        except (RuntimeError, ValueError, KeyError, ImportError, AssertionError) as err:
+            # e.g. a text tower that needs `transformers` (mt5, nllb, roberta), a corrupt download
+            raise StepcliError(f"open_clip cannot build {model_name}: {str(err).splitlines()[0]}") from None
         visual = model.visual
         reader = _tower_readers().get(type(visual))
         if reader is None:
