@@ -53,6 +53,8 @@ class TimmTokens:
     """Reads per-block tokens ``[B, P+N, D]`` from a timm model (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, spec: str, where: str = ""):
+        from timm.layers import LayerNorm2d
+
         fi = getattr(model, "forward_intermediates", None)
         if fi is None:
             raise StepcliError(
@@ -63,8 +65,6 @@ class TimmTokens:
         self.params = set(inspect.signature(fi).parameters)
         self._depth: int | None = None
         self.is_transformer = "return_prefix_tokens" in self.params and hasattr(model, "num_prefix_tokens")
-        from timm.layers import LayerNorm2d
-
         head_norm = getattr(getattr(model, "head", None), "norm", None)  # ConvNeXt's, applied after its pool
         self.head_norm = head_norm if isinstance(head_norm, LayerNorm2d) and not self.is_transformer else None
         # a transformer pooled after the blocks has its final norm after the pool (EVA02 at 224):
@@ -92,10 +92,16 @@ class TimmTokens:
         return self._depth
 
     def _call(self, pixels: torch.Tensor, blocks: list[int] | None) -> list:
-        kwargs = {"indices": blocks, "intermediates_only": True, "norm": self.is_transformer, "stop_early": blocks is not None,
-                  "output_fmt": "NLC" if self.is_transformer else "NCHW"}  # fmt: skip
-        if self.is_transformer:
-            kwargs["return_prefix_tokens"] = True
+        """The model's own `forward_intermediates`, with the arguments it takes: a transformer's
+        tokens after the final norm with its prefix tokens, a CNN's stage maps as they are."""
+        kwargs = {
+            "indices": blocks,
+            "intermediates_only": True,
+            "stop_early": blocks is not None,
+            "norm": self.is_transformer,
+            "output_fmt": "NLC" if self.is_transformer else "NCHW",
+            "return_prefix_tokens": self.is_transformer,
+        }
         return self.model.forward_intermediates(pixels, **{k: v for k, v in kwargs.items() if k in self.params})
 
     def read(self, pixels: torch.Tensor, blocks: list[int]) -> list[tuple[torch.Tensor, tuple[str, ...], tuple]]:
