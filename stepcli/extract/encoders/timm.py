@@ -100,7 +100,7 @@ class TimmTokens:
             "stop_early": blocks is not None,
             "norm": self.is_transformer,
             "output_fmt": "NLC" if self.is_transformer else "NCHW",
-            "return_prefix_tokens": self.is_transformer,
+            "return_prefix_tokens": self.is_transformer and bool(self.model.num_prefix_tokens),
         }
         return self.model.forward_intermediates(pixels, **{k: v for k, v in kwargs.items() if k in self.params})
 
