@@ -134,7 +134,9 @@ class OpenClipEncoder(FrameEncoder):
         return self.tokens.read(pixels, blocks)
 
 
-def _load_tower(model: torch.nn.Module, tokens, state: dict, spec: str, path: str) -> None:
+def _load_tower(
+    model: torch.nn.Module, tokens: _ViTTokens | _ResNetTokens | _TrunkTokens, state: dict, spec: str, path: str
+) -> None:
     """A CLIP checkpoint, the image tower alone, or (timm trunk) the trunk alone into `model.visual`."""
     import open_clip
 
