@@ -84,6 +84,7 @@ def test_a_cnn_cache_records_its_stand_in(cnn_cache):
     assert extraction["prefix"] == ["global-average"] and extraction["grid"] == [2, 2]
     assert extraction["final_norm"].startswith("none")
     assert FeatureCache(cnn_cache).clip_shape == (4, 1 + 4, 512)
+    assert "(1 prefix [global-average] + 4 patches)" in ok("inspect", cnn_cache).stdout
 
 
 @pytest.mark.parametrize("probe", ["linear", "logreg", "knn"])
