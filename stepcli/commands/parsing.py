@@ -77,3 +77,17 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise StepcliError(f"--seeds {text!r} must list at least one seed, each once")
     return seeds
+
+
+def parse_layers(text: str | None) -> tuple[int, ...]:
+    """`-1,-4,-7` -> (-1, -4, -7); None -> () (use --layer)."""
+    if text is None:
+        return ()
+    try:
+        layers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise StepcliError(f"--layers {text!r} is not a comma-separated list of block numbers (e.g. -1,-4)") from None
+    bad = [n for n in layers if not checks.LAYER.min <= n <= checks.LAYER.max]
+    if bad:
+        raise StepcliError(f"--layers {text!r}: block {bad[0]} is outside {checks.LAYER.min}..{checks.LAYER.max}")
+    return layers

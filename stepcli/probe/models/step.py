@@ -81,6 +81,10 @@ class StepProbe(Probe):
 
     no_weight_decay_names = ("cls_token", "temporal_pe")
 
+    @classmethod
+    def reads_frame_cls(cls, options: dict) -> bool:
+        return options.get("cls") == "frame"
+
     def __init__(
         self,
         layout: TokenLayout,
