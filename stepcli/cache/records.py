@@ -99,6 +99,9 @@ class ViewsRecord:
         return cls(**_from_dict(cls, data, "views record"))
 
 
+_LATER_FIELDS = ("prefix", "grid", "final_norm")  # added after caches were written without them
+
+
 @dataclass(frozen=True)
 class ExtractionRecord:
     """Everything that decides a cache's tokens; two caches are interchangeable when these agree.
@@ -127,10 +130,21 @@ class ExtractionRecord:
     views: ViewsRecord = field(default_factory=ViewsRecord)
     pool: str = "1x1"
     tokens: str = "all"
+    # what each prefix token is ("cls", "register", or what stands in for a missing CLS, e.g.
+    # "attention-pool", "global-average"), the patch grid before pooling, and the norm the tokens
+    # come after; empty in a cache made before they were recorded
+    prefix: tuple[str, ...] = ()
+    grid: tuple[int, ...] = ()
+    final_norm: str = ""
 
     def __post_init__(self) -> None:
         if not self.layers:  # a v1 record: its one layer
             object.__setattr__(self, "layers", (self.layer,))
+
+    @property
+    def frame_cls(self) -> bool:
+        """Whether each frame's first token is the model's own CLS (older caches: every backbone had one)."""
+        return self.num_prefix >= 1 and (not self.prefix or self.prefix[0] == "cls")
 
     @property
     def layout(self) -> TokenLayout:
@@ -140,6 +154,7 @@ class ExtractionRecord:
         data = asdict(self)
         data["mean"], data["std"] = list(self.mean), list(self.std)
         data["layers"], data["views"] = list(self.layers), self.views.to_dict()
+        data["prefix"], data["grid"] = list(self.prefix), list(self.grid)
         layout = {k: data.pop(k) for k in ("num_prefix", "num_patches", "dim")}
         head = {k: data.pop(k) for k in ("layer", "num_frames", "sampler", "dtype")}
         return {**data, "token_layout": layout, **head}
@@ -151,15 +166,21 @@ class ExtractionRecord:
         flat = {**data, **data["token_layout"]}
         kwargs = _from_dict(cls, flat, "extraction record")
         kwargs["mean"], kwargs["std"] = tuple(kwargs["mean"]), tuple(kwargs["std"])
-        kwargs["layers"] = tuple(kwargs.get("layers", ()))
+        for name in ("layers", "prefix", "grid"):
+            kwargs[name] = tuple(kwargs.get(name, ()))
         if "views" in kwargs:
             kwargs["views"] = ViewsRecord.from_dict(kwargs["views"])
         return cls(**kwargs)
 
     def differences(self, other: ExtractionRecord) -> list[str]:
-        """`key: mine -> other's` for every key (as written on disk) whose value differs."""
+        """`key: mine -> other's` for every key (as written on disk) whose value differs; a key one
+        of the two records leaves empty (written before it was recorded) is not compared."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return [f"{k}: {mine[k]!r} -> {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+        return [
+            f"{k}: {mine[k]!r} -> {theirs[k]!r}"
+            for k in mine
+            if mine[k] != theirs[k] and not (k in _LATER_FIELDS and not (mine[k] and theirs[k]))
+        ]
 
 
 @dataclass(frozen=True)

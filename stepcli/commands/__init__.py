@@ -1,5 +1,6 @@
 """One module per subcommand; each defines a click command, listed here in help order."""
 
+from stepcli.commands.backbones import backbones_command
 from stepcli.commands.compare import compare_command
 from stepcli.commands.demo import demo_command
 from stepcli.commands.evaluate import evaluate_command
@@ -24,4 +25,5 @@ COMMANDS = [
     compare_command,
     frames_command,
     demo_command,
+    backbones_command,
 ]

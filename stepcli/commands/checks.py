@@ -18,13 +18,13 @@ import click
 from stepcli import StepcliError
 
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch both take
-LAYER = click.IntRange(-1000, 999)  # and inside the backbone's depth: `check_layers`
+LAYER = click.IntRange(-1000, 999)  # and inside the backbone's depth: `check_backbone`
 WORKERS = click.IntRange(0, 256)
 BATCH = click.IntRange(1, 1_000_000)
 EPOCHS = click.IntRange(1, 100_000)
 PERMUTATIONS = click.IntRange(1, 100_000)
 FRAMES = click.IntRange(1, 1024)
-IMAGE_SIZE = click.IntRange(1, 4096)  # and at least the backbone's patch size: `check_image_size`
+IMAGE_SIZE = click.IntRange(1, 4096)  # and one the backbone can encode: `check_backbone`
 CLIPS_PER_CLASS = click.IntRange(1, 1_000_000)
 
 
@@ -58,7 +58,6 @@ class NonEmptyPath(click.Path):
 
 
 PathArg = NonEmptyPath(path_type=Path)
-BACKBONE_FAMILIES = ("openclip", "timm")  # what extract/backbones.py loads
 
 
 def check_rank(rank: int | None, world_size: int | None) -> None:
@@ -66,80 +65,6 @@ def check_rank(rank: int | None, world_size: int | None) -> None:
     if rank is not None and world_size is not None and rank >= world_size:
         raise click.BadParameter(f"{rank} is not below --world-size {world_size} (range 0<=x<{world_size})",
                                  param_hint="'--rank'")  # fmt: skip
-
-
-def check_backbone(backbone: str) -> None:
-    """`--backbone` names a model open_clip or timm knows, and an existing weights file if it names
-    one: a typo is refused before the dataset is read (the demo's videos generated)."""
-    family, _, rest = backbone.partition(":")
-    name, _, weights = rest.partition(":")
-    if family not in BACKBONE_FAMILIES or not name:
-        raise click.BadParameter(f"{backbone!r} is not openclip:<model>[:<tag or file>] or timm:<model>[:<file>]",
-                                 param_hint="'--backbone'")  # fmt: skip
-    if family == "openclip":
-        import open_clip
-
-        known = name in open_clip.list_models()
-    else:
-        import timm
-
-        known = timm.is_model(name)
-    if not known:
-        raise click.BadParameter(f"{family} has no model {name!r}", param_hint="'--backbone'")
-    looks_like_file = "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
-    if looks_like_file and not Path(weights).expanduser().is_file():
-        raise click.BadParameter(f"{backbone!r}: no weights file {weights}", param_hint="'--backbone'")
-
-
-def check_image_size(backbone: str, image_size: int) -> None:
-    """`--image-size` at least the backbone's patch size, read from its config without loading weights."""
-    patch, _ = backbone_shape(backbone)
-    if patch is not None and image_size < patch:
-        raise click.BadParameter(
-            f"{image_size} is smaller than one {patch}x{patch} patch of {backbone} (range {patch}<=x<=4096)",
-            param_hint="'--image-size'",
-        )
-
-
-def check_layers(backbone: str, layers: tuple[int, ...], option: str) -> None:
-    """Each block of `--layer`/`--layers` inside the backbone's depth, and none named twice."""
-    _, depth = backbone_shape(backbone)
-    if depth is None:
-        return
-    for layer in layers:
-        if not -depth <= layer < depth:
-            raise click.BadParameter(f"{layer} is outside the {depth} blocks of {backbone} (range -{depth}<=x<={depth - 1})",
-                                     param_hint=f"'{option}'")  # fmt: skip
-    if len({n % depth for n in layers}) != len(layers):
-        raise click.BadParameter(f"{','.join(map(str, layers))} names a block twice", param_hint=f"'{option}'")
-
-
-def backbone_shape(backbone: str) -> tuple[int | None, int | None]:
-    """(patch size, blocks) of an open_clip or timm ViT named in `backbone`, from its config or a
-    weightless model on the meta device; None where unknown (the loader checks at load)."""
-    family, _, rest = backbone.partition(":")
-    name = rest.split(":", 1)[0]
-    try:
-        if family == "openclip":
-            import open_clip
-
-            vision = (open_clip.get_model_config(name) or {}).get("vision_cfg") or {}
-            patch, depth = vision.get("patch_size"), vision.get("layers")
-        elif family == "timm":
-            import timm
-            import torch
-
-            with torch.device("meta"):
-                model = timm.create_model(name, pretrained=False)
-            patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-            depth = len(model.blocks) if hasattr(model, "blocks") else None
-        else:
-            return None, None
-    except Exception:  # an unknown model: the loader says so in its own words
-        return None, None
-    if isinstance(patch, tuple | list):
-        patch = max(patch)
-    return (int(patch) if isinstance(patch, int) and patch > 0 else None), (depth if isinstance(depth, int) else None)
 
 
 def check_device(_ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -197,3 +122,12 @@ def check_probe_value(probe: str, key: str, value: Any, default: Any, flag: str 
     if not ok:
         none = " or none" if default is None else ""
         raise StepcliError(f"{flag} {key}={value!r}: probe '{probe}' needs {want}{none}")
+
+
+def check_backbone(backbone: str, image_size: int, layers: tuple[int, ...]) -> None:
+    """The backbone built on the meta device (no weights read, no compute): an unknown family or
+    model, a missing weights file, an image smaller than a patch or a block outside the model's
+    depth is refused here, in the encoder registry's own words, before any work."""
+    from stepcli.extract.encoders import load_backbone
+
+    load_backbone(backbone, image_size, layers, meta=True)

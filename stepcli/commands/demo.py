@@ -40,8 +40,7 @@ def demo_command(ctx: click.Context, quick: bool, **kwargs) -> None:
     dim, open / close, ...): one frame tells the pair, only the frame order tells the class.
     """
     start = time.monotonic()
-    checks.check_backbone(kwargs["backbone"])
-    checks.check_image_size(kwargs["backbone"], kwargs["image_size"])
+    checks.check_backbone(kwargs["backbone"], kwargs["image_size"], (-1,))
     TokenBudget.parse(kwargs["pool"])
     if quick:  # --quick changes the defaults; what the user gave still wins
         defaulted = {k for k in QUICK if ctx.get_parameter_source(k) is click.core.ParameterSource.DEFAULT}

@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from stepcli import StepcliError
 from stepcli.cache.storage import ignore_file_size_signal
 from stepcli.commands import checks
 from stepcli.commands.common import PathArg, default_of, device_option, pairs_option, verbosity_options
+from stepcli.commands.parsing import parse_layers
 from stepcli.extract.budget import TOKEN_SETS, TokenBudget
 from stepcli.extract.datasets import DatasetOptions, dataset_names
 from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
@@ -29,28 +29,11 @@ def _default(name: str):
     return default_of(ExtractConfig, name)
 
 
-def parse_layers(text: str | None) -> tuple[int, ...]:
-    """`-1,-4,-7` -> (-1, -4, -7); None -> () (use --layer)."""
-    if text is None:
-        return ()
-    try:
-        layers = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise StepcliError(f"--layers {text!r} is not a comma-separated list of block numbers (e.g. -1,-4)") from None
-    bad = [n for n in layers if not checks.LAYER.min <= n <= checks.LAYER.max]
-    if bad:
-        raise StepcliError(f"--layers {text!r}: block {bad[0]} is outside {checks.LAYER.min}..{checks.LAYER.max}")
-    return layers
-
-
 def check_extract(options: dict) -> None:
     """What click cannot check alone, before any work: rank below world size, an image no smaller
     than a patch, a parseable --pool and view options."""
     checks.check_rank(options["rank"], options["world_size"])
-    checks.check_backbone(options["backbone"])
-    checks.check_image_size(options["backbone"], options["image_size"])
-    layers = options["layers"] or (options["layer"],)
-    checks.check_layers(options["backbone"], layers, "--layers" if options["layers"] else "--layer")
+    checks.check_backbone(options["backbone"], options["image_size"], options["layers"] or (options["layer"],))
     TokenBudget.parse(options["pool"], options["tokens"])
     views_record(
         options["clips"], options["crops"], options["train_views"], options["augment"], options["augment_seed"]

@@ -23,7 +23,8 @@ def describe_cache(cache: FeatureCache) -> str:
         f"backbone     {ex.backbone}  weights {ex.weights}" + ("  (RANDOM INIT)" if ex.weights == RANDOM_INIT else ""),
         f"frames       T={T}, {ex.image_size} px, sampler {ex.sampler}",
         f"layers       {','.join(map(str, ex.layers))} (probes read {cache.layer} unless told --layer)",
-        f"tokens       [T={T}, P+N={L} ({ex.num_prefix} prefix + {ex.num_patches} patches), D={D}] {ex.dtype}, "
+        f"tokens       [T={T}, P+N={L} ({ex.num_prefix} prefix{' [' + ', '.join(ex.prefix) + ']' if ex.prefix else ''} + "
+        f"{ex.num_patches} patches), D={D}] {ex.dtype}, "
         f"pool {ex.pool}, tokens {ex.tokens}",
         f"views        {views.clips} temporal clips x {views.crops} crops"
         + (f", + {views.train_views} train views ({views.augment}, seed {views.seed})" if views.train_views else "")

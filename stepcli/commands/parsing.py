@@ -89,3 +89,17 @@ def parse_probe_specs(text: str, ablation: str | None = None) -> tuple[str, ...]
         for key, value in spec.options:
             checks.check_probe_value(spec.name, key, value, valid[key], f"--probes {spec.label}:")
     return tuple(texts)
+
+
+def parse_layers(text: str | None) -> tuple[int, ...]:
+    """`-1,-4,-7` -> (-1, -4, -7); None -> () (use --layer)."""
+    if text is None:
+        return ()
+    try:
+        layers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise StepcliError(f"--layers {text!r} is not a comma-separated list of block numbers (e.g. -1,-4)") from None
+    bad = [n for n in layers if not checks.LAYER.min <= n <= checks.LAYER.max]
+    if bad:
+        raise StepcliError(f"--layers {text!r}: block {bad[0]} is outside {checks.LAYER.min}..{checks.LAYER.max}")
+    return layers

@@ -19,12 +19,16 @@ from stepcli.extract.datasets import Clip
 log = logging.getLogger(__name__)
 
 
+def bytes_per_view(extraction: ExtractionRecord) -> int:
+    """Bytes one view of one clip takes: float16 tokens of every layer, plus frame index and time."""
+    layout = extraction.layout
+    per_view = len(extraction.layers) * layout.num_frames * layout.tokens_per_frame * layout.dim * 2
+    return per_view + layout.num_frames * (8 + 8)
+
+
 def projected_bytes(extraction: ExtractionRecord, clips: list[Clip]) -> int:
     """Bytes the shards of `clips` will take: tokens per layer and view, plus frame index and time."""
-    layout, views = extraction.layout, extraction.views
-    per_view = len(extraction.layers) * layout.num_frames * layout.tokens_per_frame * layout.dim * 2
-    per_view += layout.num_frames * (8 + 8)
-    return sum(views.views_of(c.split) for c in clips) * per_view
+    return sum(extraction.views.views_of(c.split) for c in clips) * bytes_per_view(extraction)
 
 
 def free_bytes(path: Path) -> int:

@@ -78,6 +78,7 @@ def base_args(command: str, cache: Path) -> list[str]:
         "compare": ["--cache", "missing-cache", "--out", "out", "--device", "cpu"],
         "frames": ["--compare", "missing-compare", "--device", "cpu"],
         "demo": ["--out", "out", "--backbone", "openclip:stepcli-no-such-model"],
+        "backbones": ["--spec", "openclip:stepcli-no-such-model"],
     }[command]
 
 
@@ -182,7 +183,7 @@ def test_options_through_the_console_script(command, data, tiny_cache):
 EXTRACT = ["extract", "--dataset", "demo", "--out"]
 REPORTED = [
     (["--frames", "-3"], "'--frames': -3 is not in the range 1<=x<=1024"),
-    (["--image-size", "7"], "'--image-size': 7 is smaller than one 32x32 patch of openclip:ViT-S-32"),
+    (["--image-size", "7"], "--image-size 7: openclip:ViT-S-32 cannot encode 7 px frames"),
     (["--image-size", "0"], "'--image-size': 0 is not in the range 1<=x<=4096"),
     (["--batch-size", "0"], "'--batch-size': 0 is not in the range 1<=x<=4096"),
     (["--workers", "-1"], "'--workers': -1 is not in the range 0<=x<=256"),
@@ -215,7 +216,9 @@ def test_reported_train_values_are_refused(tmp_path, tiny_cache, option, message
 
 def test_reported_values_through_the_console_script(tmp_path, tiny_cache):
     assert "-3 is not in the range" in fails_in_process(*EXTRACT, tmp_path / "out", "--frames", "-3")
-    assert "smaller than one 32x32 patch" in fails_in_process(*EXTRACT, tmp_path / "out", "--image-size", "7")
+    assert "--image-size 7: openclip:ViT-S-32 cannot encode 7 px frames" in fails_in_process(
+        *EXTRACT, tmp_path / "out", "--image-size", "7"
+    )
     line = fails_in_process("train-probe", "--cache", tiny_cache, "--probe", "step", "--out", tmp_path / "run",
                             "--option", "depth=abc")  # fmt: skip
     assert "depth='abc'" in line

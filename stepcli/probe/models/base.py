@@ -89,6 +89,12 @@ class Probe(nn.Module):
                 "(--tokens prefix); use linear or logreg, or extract with --tokens all"
             )
 
+    @classmethod
+    def reads_frame_cls(cls, options: dict[str, Any]) -> bool:
+        """True when, with `options`, the probe classifies from each frame's own CLS token, for which
+        a stand-in (a backbone's pooled embedding or patch mean) is no substitute."""
+        return False
+
     def config(self) -> dict[str, Any]:
         """The probe's own options (JSON-serialisable): `build_probe(name, layout, C, **config())`."""
         return dict(self._options)

@@ -88,6 +88,10 @@ class StepProbe(Probe):
         ("self-attention", {}),
     )
 
+    @classmethod
+    def reads_frame_cls(cls, options: dict) -> bool:
+        return options.get("cls") == "frame"
+
     def __init__(
         self,
         layout: TokenLayout,

@@ -14,6 +14,7 @@ from stepcli.cache.records import ExtractionRecord
 
 if TYPE_CHECKING:
     from stepcli.cache.reader import FeatureCache
+    from stepcli.probe.models.base import Probe
     from stepcli.probe.training.config import RunConfig
 
 # which other layers a cache holds does not change the tokens of the layer read, which is checked itself
@@ -44,6 +45,18 @@ def run_cache_differences(config: RunConfig, layer: int, cache: FeatureCache, cl
         if unknown:
             diff.append(f"{len(unknown)} class(es) the run was not trained on (e.g. {unknown[0]!r})")
     return diff
+
+
+def check_frame_cls(probe: type[Probe], options: dict, extraction: ExtractionRecord) -> None:
+    """Refuse a probe that, with `options`, classifies from each frame's own CLS token, on a cache
+    whose prefix token is a stand-in (a backbone without CLS: its pooled embedding or patch mean)."""
+    if probe.reads_frame_cls(options) and not extraction.frame_cls:
+        stand_in = extraction.prefix[0] if extraction.prefix else "none"
+        raise StepcliError(
+            f"probe '{probe.name}' with {', '.join(f'{k}={v}' for k, v in options.items())} reads each frame's own "
+            f"CLS token, but {extraction.backbone} has "
+            f"none (its prefix token is a stand-in: {stand_in}); use another option (STEP: --cls global or mean)"
+        )
 
 
 def check_run_cache(

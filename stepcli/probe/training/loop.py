@@ -29,6 +29,7 @@ from stepcli.device import resolve_device
 from stepcli.distributed import Group, process_group, processes_per_node, rank_and_world_size
 from stepcli.probe.evaluation.inference import evaluate_heads
 from stepcli.probe.models import build_probe_for_cache, probe_class
+from stepcli.probe.training.compat import check_frame_cls
 from stepcli.probe.training.config import RunConfig, Runtime, SplitRecord, TrainConfig
 from stepcli.probe.training.data import (
     Splits,
@@ -164,6 +165,8 @@ def _train(session: _Session, configs: list[tuple[dict, TrainConfig]], sweep: di
     """`train_probe` in one process: all train and evaluate, rank 0 writes and returns the run."""
     cfg, cache, splits, group = session.cfg, session.cache, session.splits, session.group
     start = time.monotonic()
+    for _, head_cfg in configs:  # every head of a sweep: `--sweep cls=global,frame` too
+        check_frame_cls(probe_class(head_cfg.probe), head_cfg.probe_options, session.cache.manifest.extraction)
     heads = _build_heads(session, configs)  # a bad probe option fails here, before --out is touched
     _prepare_out(session)
     for note in splits.notes:
