@@ -12,6 +12,13 @@ from stepcli.cache.records import TokenLayout
 from stepcli.probe.models.base import Probe
 from stepcli.probe.models.layers import Attention, Mlp, init_token, resolve_num_heads
 from stepcli.probe.models.registry import register
+from stepcli.probe.models.stacked import (
+    single_query_pool,
+    stacked_layer_norm,
+    stacked_linear,
+    stacked_mlp,
+    stacked_query,
+)
 
 
 @register("attentive")
@@ -47,3 +54,14 @@ class AttentiveProbe(Probe):
         x = x + self.attn(x, context)
         x = x + self.mlp(self.norm2(x))
         return x[:, 0]
+
+    def stacked_features(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor | None:
+        """K heads at once: each head's one query reads the shared normed tokens (`single_query_pool`)."""
+        query = params["query"].flatten(1)  # [K, D]
+        q = stacked_query(params, "attn.", query, self.attn.num_heads)
+        pooled = single_query_pool(
+            q, params["attn.kv.weight"], params["attn.kv.bias"], tokens, params["norm1.weight"], params["norm1.bias"]
+        )
+        x = query[:, None] + stacked_linear(pooled, params["attn.proj.weight"], params["attn.proj.bias"])
+        normed = stacked_layer_norm(x, params["norm2.weight"], params["norm2.bias"])
+        return x + stacked_mlp(normed, params, "mlp.")
