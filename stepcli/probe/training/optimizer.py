@@ -82,7 +82,7 @@ class Head:
         self.optimizer.step()
         self.scheduler.step()
         hits = ((logits.argmax(1) == labels).float() * weights).sum()
-        return group.sum([losses.sum().item(), hits.item()])
+        return group.sum(torch.stack([losses.detach().sum(), hits]).tolist())  # one wait for the device
 
     def keep_if_best(self, epoch: int, val: dict) -> None:
         """Keep this epoch's weights when val top-1 is the best so far (ties: lower val loss)."""

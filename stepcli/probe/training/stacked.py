@@ -1,0 +1,187 @@
+"""K heads of one probe trained as one model: a sweep's settings, or seeds, at the cost of a few runs.
+
+Heads of the same probe with the same options have parameters of the same shapes; stacked along
+a leading head axis (one `[K, P]` tensor, each head's parameters a row) they take one forward
+over the shared batch, one backward and one AdamW step with each head's own learning rate,
+weight decay, warmup, schedule and gradient-norm clip. A probe with a stacked form
+(`Probe.stacked_logits`, e.g. a one-query readout) runs all heads in about one pass over the
+tokens; the others run head by head inside the same step. Losses and hits stay on the device:
+nothing waits for the host inside a step.
+
+A head's numbers are those of its separate run up to float rounding (the same initialisation,
+batches and update rule); heads whose shapes or options differ form separate groups.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from stepcli.probe.evaluation.inference import autocast
+from stepcli.probe.models.base import Probe
+from stepcli.probe.training.optimizer import Head, warmup_cosine
+
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which a separate run uses
+
+
+def stack_key(probe: Probe) -> str:
+    """Heads with equal keys can be stacked: the same probe, options and parameter shapes."""
+    shapes = [(name, list(p.shape)) for name, p in probe.named_parameters()]
+    return json.dumps([probe.name, probe.config(), shapes], sort_keys=True, default=str)
+
+
+def group_heads(probes: list[Probe]) -> list[list[int]]:
+    """Indices of `probes` by `stack_key`, groups in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, probe in enumerate(probes):
+        groups.setdefault(stack_key(probe), []).append(i)
+    return list(groups.values())
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one named parameter of a head lies in its row of the flat `[K, P]` tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    start: int
+    size: int
+
+
+class StackedModel(nn.Module):
+    """K probes of one kind as one module: `tokens` -> logits `[K, B, C]`.
+
+    `tokens` are `[B, T, P+N, D]` shared by all heads or `[K, B, T, P+N, D]`. The parameters are
+    the rows of one `[K, P]` tensor, viewed per name without a copy.
+    """
+
+    def __init__(self, probes: list[Probe]) -> None:
+        super().__init__()
+        self._template = (probes[0],)  # a tuple, so its own parameters are not registered here
+        self.slots, start = [], 0
+        for name, p in probes[0].named_parameters():
+            self.slots.append(Slot(name, tuple(p.shape), start, p.numel()))
+            start += p.numel()
+        rows = [torch.cat([p.detach().flatten() for p in probe.parameters()]) for probe in probes]
+        self.flat = nn.Parameter(torch.stack(rows))
+        self.stacked_heads, self.num_classes = len(probes), probes[0].num_classes
+
+    @property
+    def template(self) -> Probe:
+        return self._template[0]
+
+    def params(self) -> dict[str, Tensor]:
+        """Each head's parameters by name, `[K, *shape]` views into `flat` (one split, no copies)."""
+        parts = self.flat.split([s.size for s in self.slots], dim=1)
+        return {s.name: part.view(self.stacked_heads, *s.shape) for s, part in zip(self.slots, parts, strict=True)}
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        template, k = self.template, self.stacked_heads
+        template.check_tokens(tokens if tokens.ndim == 4 else tokens[0])
+        params = self.params()
+        logits = template.stacked_logits(params, tokens)
+        if logits is not None:
+            return logits
+        per_head = tokens.ndim == 5
+        return torch.stack([
+            functional_call(template, {n: p[i] for n, p in params.items()}, (tokens[i] if per_head else tokens,))
+            for i in range(k)
+        ])  # fmt: skip
+
+    def write_back(self, probes: list[Probe]) -> None:
+        """Copy each head's row into its own probe (for its checkpoint and its run)."""
+        with torch.no_grad():
+            for row, probe in zip(self.flat, probes, strict=True):
+                for slot, p in zip(self.slots, probe.parameters(), strict=True):
+                    p.copy_(row[slot.start : slot.start + slot.size].view(slot.shape))
+
+
+class StackedHeads:
+    """The training state of K stacked heads: model, AdamW moments and every head's schedule."""
+
+    def __init__(self, heads: list[Head], device: torch.device, train_clips: int) -> None:
+        self.heads, self.device = heads, device
+        probes = [head.probe.to(device) for head in heads]
+        self.model = StackedModel(probes).to(device)
+        for head in heads:
+            head.model = head.probe
+        skip = probes[0].no_weight_decay()
+        decay = torch.cat([torch.full((s.size,), float(s.name not in skip)) for s in self.model.slots])
+        cfgs = [head.cfg for head in heads]
+        steps_per_epoch = math.ceil(train_clips / cfgs[0].batch_size)
+        total = cfgs[0].epochs * steps_per_epoch
+        factors = [warmup_cosine(min(round(c.warmup_epochs * steps_per_epoch), total - 1), total) for c in cfgs]
+        # lr of every head at every step, as the LambdaLR of a separate run sets it
+        self.lr_table = [[c.lr * f(step) for c, f in zip(cfgs, factors, strict=True)] for step in range(total + 1)]
+        self.lrs = torch.tensor(self.lr_table, dtype=torch.float32, device=device)
+        self.weight_decay = (torch.tensor([c.weight_decay for c in cfgs])[:, None] * decay).to(device)
+        self.clip = torch.tensor([c.clip_grad for c in cfgs], dtype=torch.float32, device=device)
+        self.exp_avg = torch.zeros_like(self.model.flat)
+        self.exp_avg_sq = torch.zeros_like(self.model.flat)
+        self.steps = 0
+
+    @property
+    def seeds(self) -> list[int]:
+        return [head.cfg.seed for head in self.heads]
+
+    def lr(self, k: int) -> float:
+        """Head k's learning rate now (what a separate run's optimizer holds)."""
+        return self.lr_table[self.steps][k]
+
+    def train(self) -> None:
+        self.model.train()
+
+    def step(self, tokens: Tensor, labels: Tensor, weights: Tensor, batch_size: int) -> Tensor:
+        """One optimizer step of every head; returns `[K, 2]` loss sums and hits, on the device."""
+        with autocast(self.device):
+            logits = self.model(tokens)
+        k, b, c = logits.shape
+        labels, weights = labels.expand(k, b), weights.expand(k, b)
+        losses = F.cross_entropy(logits.float().reshape(k * b, c), labels.reshape(-1), reduction="none")
+        losses = losses.view(k, b) * weights
+        self.model.flat.grad = None
+        (losses.sum() / batch_size).backward()
+        self._update()
+        hits = ((logits.argmax(-1) == labels).float() * weights).sum(1)
+        return torch.stack([losses.detach().sum(1), hits], dim=1)
+
+    @torch.no_grad()
+    def _update(self) -> None:
+        """Per-head gradient-norm clipping, then AdamW as `torch.optim.AdamW` does it, per head."""
+        flat, grad = self.model.flat, self.model.flat.grad
+        norms = torch.linalg.vector_norm(grad, dim=1)
+        grad.mul_((self.clip / (norms + 1e-6)).clamp(max=1.0)[:, None])
+        lr = self.lrs[self.steps][:, None]
+        self.steps += 1
+        flat.mul_(1 - lr * self.weight_decay)
+        self.exp_avg.lerp_(grad, 1 - BETAS[0])
+        self.exp_avg_sq.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
+        correction1, correction2 = 1 - BETAS[0] ** self.steps, 1 - BETAS[1] ** self.steps
+        denom = (self.exp_avg_sq.sqrt() / math.sqrt(correction2)).add_(EPS)
+        flat.addcdiv_(self.exp_avg * (lr / correction1), denom, value=-1.0)
+
+    def write_back(self) -> None:
+        self.model.write_back([head.probe for head in self.heads])
+
+
+def eval_modules(probes: list[Probe]) -> tuple[list[nn.Module], list[int]]:
+    """Modules that compute all `probes`' logits, stacked where they can be, and the order of the
+    heads they output (`order[j]`: which probe output j is)."""
+    modules: list[nn.Module] = []
+    order: list[int] = []
+    for group in group_heads(probes):
+        members = [probes[i] for i in group]
+        modules.append(members[0] if len(members) == 1 else StackedModel(members).to(_device(members[0])))
+        order.extend(group)
+    return modules, order
+
+
+def _device(probe: Probe) -> torch.device:
+    first = next(iter(probe.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
