@@ -25,11 +25,10 @@ from stepcli.probe.studies.report import (
     write_tables,
 )
 from stepcli.probe.studies.results import ComparisonRow
-from stepcli.probe.studies.seeds import mean_row, seed_dir
+from stepcli.probe.studies.seeds import mean_row, seed_dir, seed_runs
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
 from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.data import use_memory
-from stepcli.probe.training.loop import train_probe
 from stepcli.probe.training.rundir import CONFIG, Run, load_run, read_run_config
 
 log = logging.getLogger(__name__)
@@ -127,18 +126,23 @@ def check_compare_config(cfg: CompareConfig) -> None:
         )
 
 
-def _trained_run(cfg: CompareConfig, name: str, n: int, cache: FeatureCache, seed: int | None) -> Run:
-    tcfg = _train_config(cfg, name, seed)
-    which = f"[{n}/{len(cfg.probes)}] {name}" + ("" if seed is None else f" seed {seed}")
-    diff = reuse_differences(tcfg, cache)
-    if diff == []:
-        log.info(f"{which}: reusing the finished run in {tcfg.out}")
-        return load_run(tcfg.out)
-    if diff:
-        log.warning(f"{which}: {tcfg.out} holds a run of other settings (recorded -> asked: {'; '.join(diff)}); "
-                    "training it again")  # fmt: skip
-    log.info(f"{which}: training")
-    return train_probe(tcfg, cache)
+def _trained_runs(cfg: CompareConfig, name: str, n: int, cache: FeatureCache, seeds: list[int | None]) -> list[Run]:
+    """Probe `name`'s run of every seed: finished ones reused, the others trained (in one pass when they can)."""
+    tcfgs = [_train_config(cfg, name, seed) for seed in seeds]
+    todo = []
+    for seed, tcfg in zip(seeds, tcfgs, strict=True):
+        which = f"[{n}/{len(cfg.probes)}] {name}" + ("" if seed is None else f" seed {seed}")
+        diff = reuse_differences(tcfg, cache)
+        if diff == []:
+            log.info(f"{which}: reusing the finished run in {tcfg.out}")
+            continue
+        if diff:
+            log.warning(f"{which}: {tcfg.out} holds a run of other settings (recorded -> asked: {'; '.join(diff)}); "
+                        "training it again")  # fmt: skip
+        log.info(f"{which}: training")
+        todo.append(tcfg)
+    seed_runs(todo, cache)
+    return [load_run(tcfg.out) for tcfg in tcfgs]
 
 
 def run_compare(cfg: CompareConfig) -> Comparison:
@@ -155,8 +159,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     per_seed: dict[str, list[ComparisonRow]] = {}
     results = {}
     for n, name in enumerate(cfg.probes, start=1):
-        for seed in seeds:
-            run = _trained_run(cfg, name, n, cache, seed)
+        for run in _trained_runs(cfg, name, n, cache, seeds):
             tick = time.monotonic()
             result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
             shuffle_time = time.monotonic() - tick
