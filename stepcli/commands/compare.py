@@ -44,7 +44,8 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
 @permutations_option(CompareConfig)
 @seed_option(CompareConfig, "Seed for training and permutations.")
 @click.option("--seeds", "seed_list", help="Comma-separated training seeds: each probe once per seed (runs/<probe>/seed-<s>); "
-              "the table shows mean ± std, comparison.json the per-seed numbers.")  # fmt: skip
+              "the table shows mean ± std, comparison.json the per-seed numbers. A probe's seeds train in one pass as "
+              "stacked heads, each with its own initialisation and batch order, as a run of that seed would.")  # fmt: skip
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(TrainConfig)
 @click.option("--layer", type=int, help="Which of the cache's layers (extract --layers) [its first].")

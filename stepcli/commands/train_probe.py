@@ -50,7 +50,10 @@ def _options_help() -> str:
               help="Train one head per combination of swept values in one pass over the cache (lr, weight_decay, "
               "warmup_epochs, clip_grad or a probe option; repeatable) and keep the best on val; sweep.json holds "
               "every head's val and test numbers. Memory and time grow with the number of heads.")  # fmt: skip
-@click.option("--seeds", help="Comma-separated seeds: one run per seed in OUT/seed-<s>, mean ± std in OUT/seeds.json.")
+@click.option("--seeds", help="Comma-separated seeds: one run per seed in OUT/seed-<s>, mean ± std in OUT/seeds.json. "
+              "The seeds train in one pass as stacked heads, each with its own initialisation, batch order and views "
+              "(what a seed varies in a run of its own); seeds that draw different splits (no split in the cache, "
+              "--shots, --train-fraction) or several processes train one run after another.")  # fmt: skip
 @verbosity_options
 def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, temporal_pe, cls, block, sweep_specs,
                         seeds, **kwargs) -> None:  # fmt: skip
