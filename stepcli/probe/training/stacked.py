@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,32 +43,19 @@ def group_heads(probes: list[Probe]) -> list[list[int]]:
     return list(groups.values())
 
 
-@dataclass(frozen=True)
-class Slot:
-    """Where one named parameter of a head lies in its row of the flat `[K, P]` tensor."""
-
-    name: str
-    shape: tuple[int, ...]
-    start: int
-    size: int
-
-
 class StackedModel(nn.Module):
     """K probes of one kind as one module: `tokens` -> logits `[K, B, C]`.
 
-    `tokens` are `[B, T, P+N, D]` shared by all heads or `[K, B, T, P+N, D]`. The parameters are
-    the rows of one `[K, P]` tensor, viewed per name without a copy.
+    `tokens` are `[B, T, P+N, D]` shared by all heads or `[K, B, T, P+N, D]`. Each of the probe's
+    parameters becomes one `[K, *shape]` parameter, head k's in row k.
     """
 
     def __init__(self, probes: list[Probe]) -> None:
         super().__init__()
         self._template = (probes[0],)  # a tuple, so its own parameters are not registered here
-        self.slots, start = [], 0
-        for name, p in probes[0].named_parameters():
-            self.slots.append(Slot(name, tuple(p.shape), start, p.numel()))
-            start += p.numel()
-        rows = [torch.cat([p.detach().flatten() for p in probe.parameters()]) for probe in probes]
-        self.flat = nn.Parameter(torch.stack(rows))
+        self.names = [name for name, _ in probes[0].named_parameters()]
+        rows = zip(*(probe.parameters() for probe in probes), strict=True)
+        self.stacked = nn.ParameterList([torch.stack([p.detach() for p in row]) for row in rows])
         self.stacked_heads, self.num_classes = len(probes), probes[0].num_classes
 
     @property
@@ -77,9 +63,7 @@ class StackedModel(nn.Module):
         return self._template[0]
 
     def params(self) -> dict[str, Tensor]:
-        """Each head's parameters by name, `[K, *shape]` views into `flat` (one split, no copies)."""
-        parts = self.flat.split([s.size for s in self.slots], dim=1)
-        return {s.name: part.view(self.stacked_heads, *s.shape) for s, part in zip(self.slots, parts, strict=True)}
+        return dict(zip(self.names, self.stacked, strict=True))
 
     def forward(self, tokens: Tensor) -> Tensor:
         template, k = self.template, self.stacked_heads
@@ -95,15 +79,20 @@ class StackedModel(nn.Module):
         ])  # fmt: skip
 
     def write_back(self, probes: list[Probe]) -> None:
-        """Copy each head's row into its own probe (for its checkpoint and its run)."""
+        """Copy each head's rows into its own probe (for its checkpoint and its run)."""
         with torch.no_grad():
-            for row, probe in zip(self.flat, probes, strict=True):
-                for slot, p in zip(self.slots, probe.parameters(), strict=True):
-                    p.copy_(row[slot.start : slot.start + slot.size].view(slot.shape))
+            for k, probe in enumerate(probes):
+                for p, stacked in zip(probe.parameters(), self.stacked, strict=True):
+                    p.copy_(stacked[k])
 
 
 class StackedHeads:
-    """The training state of K stacked heads: model, AdamW moments and every head's schedule."""
+    """The training state of K stacked heads: model, AdamW moments and every head's schedule.
+
+    The update is `torch.optim.AdamW`'s fused kernel, called once per head on that head's rows
+    with its own learning rate and clipping factor; the gradients live in buffers allocated
+    once, so the rows of every tensor are views made once.
+    """
 
     def __init__(self, heads: list[Head], device: torch.device, train_clips: int) -> None:
         self.heads, self.device = heads, device
@@ -111,8 +100,6 @@ class StackedHeads:
         self.model = StackedModel(probes).to(device)
         for head in heads:
             head.model = head.probe
-        skip = probes[0].no_weight_decay()
-        decay = torch.cat([torch.full((s.size,), float(s.name not in skip)) for s in self.model.slots])
         cfgs = [head.cfg for head in heads]
         steps_per_epoch = math.ceil(train_clips / cfgs[0].batch_size)
         total = cfgs[0].epochs * steps_per_epoch
@@ -120,10 +107,17 @@ class StackedHeads:
         # lr of every head at every step, as the LambdaLR of a separate run sets it
         self.lr_table = [[c.lr * f(step) for c, f in zip(cfgs, factors, strict=True)] for step in range(total + 1)]
         self.lrs = torch.tensor(self.lr_table, dtype=torch.float32, device=device)
-        self.weight_decay = (torch.tensor([c.weight_decay for c in cfgs])[:, None] * decay).to(device)
+        self.weight_decay = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=device)
         self.clip = torch.tensor([c.clip_grad for c in cfgs], dtype=torch.float32, device=device)
-        self.exp_avg = torch.zeros_like(self.model.flat)
-        self.exp_avg_sq = torch.zeros_like(self.model.flat)
+        params = list(self.model.stacked)
+        skip = probes[0].no_weight_decay()
+        self.decayed = [p for name, p in zip(self.model.names, params, strict=True) if name not in skip]
+        self.grads = [torch.zeros_like(p) for p in params]
+        for p, grad in zip(params, self.grads, strict=True):
+            p.grad = grad  # backward accumulates into these buffers in place
+        moments = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+        self.step_counts = torch.zeros(len(heads), device=device)
+        self.rows = [[[t[k] for t in tensors] for tensors in (params, self.grads, *moments)] for k in range(len(heads))]
         self.steps = 0
 
     @property
@@ -145,7 +139,7 @@ class StackedHeads:
         labels, weights = labels.expand(k, b), weights.expand(k, b)
         losses = F.cross_entropy(logits.float().reshape(k * b, c), labels.reshape(-1), reduction="none")
         losses = losses.view(k, b) * weights
-        self.model.flat.grad = None
+        torch._foreach_zero_(self.grads)
         (losses.sum() / batch_size).backward()
         self._update()
         hits = ((logits.argmax(-1) == labels).float() * weights).sum(1)
@@ -153,18 +147,21 @@ class StackedHeads:
 
     @torch.no_grad()
     def _update(self) -> None:
-        """Per-head gradient-norm clipping, then AdamW as `torch.optim.AdamW` does it, per head."""
-        flat, grad = self.model.flat, self.model.flat.grad
-        norms = torch.linalg.vector_norm(grad, dim=1)
-        grad.mul_((self.clip / (norms + 1e-6)).clamp(max=1.0)[:, None])
-        lr = self.lrs[self.steps][:, None]
+        """Per-head gradient-norm clipping and AdamW, as `clip_grad_norm_` and `torch.optim.AdamW` do it."""
+        k = len(self.heads)
+        norms = torch.stack([torch.linalg.vector_norm(g.view(k, -1), dim=1) for g in self.grads])
+        # the fused kernel divides each gradient by its head's `grad_scale`: 1 / clip_grad_norm_'s factor
+        scales = ((torch.linalg.vector_norm(norms, dim=0) + 1e-6) / self.clip).clamp(min=1.0)
+        shrink = 1 - self.lrs[self.steps] * self.weight_decay  # decoupled weight decay, as AdamW's
+        torch._foreach_mul_(self.decayed, [shrink.view(k, *(1,) * (p.ndim - 1)) for p in self.decayed])
+        self.step_counts += 1
+        for i, (params, grads, exp_avgs, exp_avg_sqs) in enumerate(self.rows):
+            torch._fused_adamw_(
+                params, grads, exp_avgs, exp_avg_sqs, [], [self.step_counts[i]] * len(params),
+                lr=self.lr_table[self.steps][i], beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
+                amsgrad=False, maximize=False, grad_scale=scales[i : i + 1], found_inf=None,
+            )  # fmt: skip
         self.steps += 1
-        flat.mul_(1 - lr * self.weight_decay)
-        self.exp_avg.lerp_(grad, 1 - BETAS[0])
-        self.exp_avg_sq.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
-        correction1, correction2 = 1 - BETAS[0] ** self.steps, 1 - BETAS[1] ** self.steps
-        denom = (self.exp_avg_sq.sqrt() / math.sqrt(correction2)).add_(EPS)
-        flat.addcdiv_(self.exp_avg * (lr / correction1), denom, value=-1.0)
 
     def write_back(self) -> None:
         self.model.write_back([head.probe for head in self.heads])
