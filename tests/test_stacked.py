@@ -86,7 +86,7 @@ def test_heads_of_other_shapes_or_options_form_their_own_groups() -> None:
         build_probe("step", LAYOUT, 5, **o) for o in ({}, {"cls": "frame"}, {}, {"cls": "mean"}, {"cls": "frame"})
     ]
     assert group_heads(probes) == [[0, 2], [1, 4], [3]]
-    model = StackedModel([probes[0], probes[2]])
+    model = StackedModel([probes[0], probes[2]], torch.device("cpu"))
     assert sum(p.numel() for p in model.parameters()) == 2 * probes[0].num_params()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -47,16 +48,37 @@ class StackedModel(nn.Module):
     """K probes of one kind as one module: `tokens` -> logits `[K, B, C]`.
 
     `tokens` are `[B, T, P+N, D]` shared by all heads or `[K, B, T, P+N, D]`. Each of the probe's
-    parameters becomes one `[K, *shape]` parameter, head k's in row k.
+    parameters is one `[K, *shape]` parameter, head k's in row k; all of them are views into one
+    `[K, P]` tensor, `flat`, whose row k is head k's parameters end to end (those with weight
+    decay first), so that one kernel can update a head's whole row.
     """
 
-    def __init__(self, probes: list[Probe]) -> None:
+    def __init__(self, probes: list[Probe], device: torch.device) -> None:
         super().__init__()
-        self._template = (probes[0],)  # a tuple, so its own parameters are not registered here
-        self.names = [name for name, _ in probes[0].named_parameters()]
-        rows = zip(*(probe.parameters() for probe in probes), strict=True)
-        self.stacked = nn.ParameterList([torch.stack([p.detach() for p in row]) for row in rows])
-        self.stacked_heads, self.num_classes = len(probes), probes[0].num_classes
+        template = probes[0]
+        self._template = (template,)  # a tuple, so that its own parameters are not registered here
+        named = list(template.named_parameters())
+        skip = template.no_weight_decay()
+        layout = sorted(range(len(named)), key=lambda i: named[i][0] in skip)  # decayed first, stable
+        offsets, start = {}, 0
+        for i in layout:
+            offsets[i], start = start, start + named[i][1].numel()
+        self.decayed = sum(p.numel() for name, p in named if name not in skip)
+        k = len(probes)
+        self.flat = torch.empty(k, start, device=device)
+        self.views = [(offsets[i], p.numel(), tuple(p.shape)) for i, (_, p) in enumerate(named)]
+        self.names = [name for name, _ in named]
+        with torch.no_grad():
+            rows = zip(*(q.parameters() for q in probes), strict=True)
+            for (offset, size, _), row in zip(self.views, rows, strict=True):
+                self.flat[:, offset : offset + size].copy_(torch.stack([r.detach().flatten() for r in row]))
+        self.stacked = nn.ParameterList([nn.Parameter(self.view(self.flat, i)) for i in range(len(named))])
+        self.stacked_heads, self.num_classes = k, template.num_classes
+
+    def view(self, flat: Tensor, i: int) -> Tensor:
+        """Parameter i of every head, `[K, *shape]`, as a view into `flat` (or a tensor laid out alike)."""
+        offset, size, shape = self.views[i]
+        return flat[:, offset : offset + size].view(flat.shape[0], *shape)
 
     @property
     def template(self) -> Probe:
@@ -89,15 +111,15 @@ class StackedModel(nn.Module):
 class StackedHeads:
     """The training state of K stacked heads: model, AdamW moments and every head's schedule.
 
-    The update is `torch.optim.AdamW`'s fused kernel, called once per head on that head's rows
-    with its own learning rate and clipping factor; the gradients live in buffers allocated
-    once, so the rows of every tensor are views made once.
+    The gradients accumulate into one `[K, P]` buffer laid out like the parameters, so a step
+    clips every head with one norm, decays every head with one multiply, and updates each head
+    with one call of `torch.optim.AdamW`'s fused kernel (its own learning rate, its clipping
+    factor as the kernel's `grad_scale`).
     """
 
     def __init__(self, heads: list[Head], device: torch.device, train_clips: int) -> None:
         self.heads, self.device = heads, device
-        probes = [head.probe.to(device) for head in heads]
-        self.model = StackedModel(probes).to(device)
+        model = self.model = StackedModel([head.probe.to(device) for head in heads], device)
         for head in heads:
             head.model = head.probe
         cfgs = [head.cfg for head in heads]
@@ -109,15 +131,13 @@ class StackedHeads:
         self.lrs = torch.tensor(self.lr_table, dtype=torch.float32, device=device)
         self.weight_decay = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=device)
         self.clip = torch.tensor([c.clip_grad for c in cfgs], dtype=torch.float32, device=device)
-        params = list(self.model.stacked)
-        skip = probes[0].no_weight_decay()
-        self.decayed = [p for name, p in zip(self.model.names, params, strict=True) if name not in skip]
-        self.grads = [torch.zeros_like(p) for p in params]
-        for p, grad in zip(params, self.grads, strict=True):
-            p.grad = grad  # backward accumulates into these buffers in place
-        moments = [[torch.zeros_like(p) for p in params] for _ in range(2)]
-        self.step_counts = torch.zeros(len(heads), device=device)
-        self.rows = [[[t[k] for t in tensors] for tensors in (params, self.grads, *moments)] for k in range(len(heads))]
+        self.grad = torch.zeros_like(model.flat)
+        for i, p in enumerate(model.stacked):
+            p.grad = model.view(self.grad, i)  # backward accumulates here, in place
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(model.flat), torch.zeros_like(model.flat)
+        self.scales, self.step_counts = torch.ones(len(heads), device=device), torch.zeros(len(heads), device=device)
+        tensors = (model.flat, self.grad, self.exp_avg, self.exp_avg_sq, self.scales, self.step_counts)
+        self.rows = [[t[k : k + 1] for t in tensors] for k in range(len(heads))]  # views made once
         self.steps = 0
 
     @property
@@ -139,8 +159,10 @@ class StackedHeads:
         labels, weights = labels.expand(k, b), weights.expand(k, b)
         losses = F.cross_entropy(logits.float().reshape(k * b, c), labels.reshape(-1), reduction="none")
         losses = losses.view(k, b) * weights
-        torch._foreach_zero_(self.grads)
-        (losses.sum() / batch_size).backward()
+        self.grad.zero_()
+        with warnings.catch_warnings():  # the gradients are views into `grad`, strided like the parameters
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            (losses.sum() / batch_size).backward()
         self._update()
         hits = ((logits.argmax(-1) == labels).float() * weights).sum(1)
         return torch.stack([losses.detach().sum(1), hits], dim=1)
@@ -148,18 +170,17 @@ class StackedHeads:
     @torch.no_grad()
     def _update(self) -> None:
         """Per-head gradient-norm clipping and AdamW, as `clip_grad_norm_` and `torch.optim.AdamW` do it."""
-        k = len(self.heads)
-        norms = torch.stack([torch.linalg.vector_norm(g.view(k, -1), dim=1) for g in self.grads])
-        # the fused kernel divides each gradient by its head's `grad_scale`: 1 / clip_grad_norm_'s factor
-        scales = ((torch.linalg.vector_norm(norms, dim=0) + 1e-6) / self.clip).clamp(min=1.0)
+        flat = self.model.flat
+        # the fused kernel divides each head's gradient by its `grad_scale`: 1 / clip_grad_norm_'s factor
+        norms = torch.linalg.vector_norm(self.grad, dim=1)
+        torch.clamp((norms + 1e-6) / self.clip, min=1.0, out=self.scales)
         shrink = 1 - self.lrs[self.steps] * self.weight_decay  # decoupled weight decay, as AdamW's
-        torch._foreach_mul_(self.decayed, [shrink.view(k, *(1,) * (p.ndim - 1)) for p in self.decayed])
+        flat[:, : self.model.decayed].mul_(shrink[:, None])
         self.step_counts += 1
-        for i, (params, grads, exp_avgs, exp_avg_sqs) in enumerate(self.rows):
+        for lr, (param, grad, exp_avg, exp_avg_sq, scale, count) in zip(self.lr_table[self.steps], self.rows, strict=True):
             torch._fused_adamw_(
-                params, grads, exp_avgs, exp_avg_sqs, [], [self.step_counts[i]] * len(params),
-                lr=self.lr_table[self.steps][i], beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
-                amsgrad=False, maximize=False, grad_scale=scales[i : i + 1], found_inf=None,
+                [param], [grad], [exp_avg], [exp_avg_sq], [], [count], lr=lr, beta1=BETAS[0], beta2=BETAS[1],
+                weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False, grad_scale=scale, found_inf=None,
             )  # fmt: skip
         self.steps += 1
 
@@ -174,7 +195,7 @@ def eval_modules(probes: list[Probe]) -> tuple[list[nn.Module], list[int]]:
     order: list[int] = []
     for group in group_heads(probes):
         members = [probes[i] for i in group]
-        modules.append(members[0] if len(members) == 1 else StackedModel(members).to(_device(members[0])))
+        modules.append(members[0] if len(members) == 1 else StackedModel(members, _device(members[0])))
         order.extend(group)
     return modules, order
 
