@@ -155,3 +155,21 @@ def test_seed_batches_read_each_clip_view_once_per_step(demo_cache: Path) -> Non
             )
         }
         assert len(tokens) == len(pairs) <= 2 * size  # a clip view both orders hold is read once
+
+
+def test_compile_falls_back_to_eager_with_a_warning(caplog) -> None:
+    """A backend that cannot compile: the step still runs, eagerly, with the same logits, and says so once."""
+    from stepcli.probe.training.compiling import Compiled
+
+    def cannot_compile(graph, example_inputs):
+        raise RuntimeError("no compiler for this graph")
+
+    probe = build_probe("step", LAYOUT, 5)
+    tokens = torch.randn(3, *LAYOUT.clip_shape)
+    compiled = Compiled(probe, backend=cannot_compile)
+    with caplog.at_level("WARNING"):
+        first, second = compiled(tokens), compiled(tokens)
+    torch.testing.assert_close(first, probe(tokens))
+    torch.testing.assert_close(second, probe(tokens))
+    warned = [r.getMessage() for r in caplog.records if "--compile" in r.getMessage()]
+    assert compiled.failed and len(warned) == 1 and "running eagerly" in warned[0]

@@ -18,7 +18,7 @@ from stepcli.commands.common import (
 from stepcli.commands.parsing import parse_seeds
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.layer_sweep import run_layer_sweep
-from stepcli.probe.training.config import TrainConfig
+from stepcli.probe.training.config import GPU_BATCH_SIZE, TrainConfig, default_batch_size
 
 
 def _default(name: str):
@@ -40,7 +40,11 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
 @click.option("--epochs", type=int, default=_train_default("epochs"), show_default=True,
               help="Epochs per gradient-trained probe.")  # fmt: skip
 @click.option("--lr", type=float, default=_train_default("lr"), show_default=True, help="Peak learning rate.")
-@click.option("--batch-size", type=int, default=_train_default("batch_size"), show_default=True, help="Clips per step.")
+@click.option(
+    "--batch-size",
+    type=int,
+    help=f"Clips per step [{_train_default('batch_size')} on a CPU, {GPU_BATCH_SIZE} on a GPU].",
+)
 @permutations_option(CompareConfig)
 @seed_option(CompareConfig, "Seed for training and permutations.")
 @click.option("--seeds", "seed_list", help="Comma-separated training seeds: each probe once per seed (runs/<probe>/seed-<s>); "
@@ -55,6 +59,8 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "device", "layer")
 def compare_command(cache, out, probes, seed_list, layers, **kwargs) -> None:
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
     names = tuple(p.strip() for p in probes.split(",") if p.strip())
+    if kwargs["batch_size"] is None:
+        kwargs["batch_size"] = default_batch_size(kwargs["device"])
     chosen = tuple(parse_seeds(seed_list)) if seed_list is not None else ()
     train = TrainConfig(
         cache=cache, probe="", out=out, seed=kwargs["seed"], **{k: kwargs.pop(k) for k in TRAIN_OPTIONS}

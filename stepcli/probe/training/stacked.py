@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from stepcli.probe.evaluation.inference import autocast
 from stepcli.probe.models.base import Probe
+from stepcli.probe.training.compiling import forward_of
 from stepcli.probe.training.optimizer import Head, warmup_cosine
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which a separate run uses
@@ -122,6 +123,7 @@ class StackedHeads:
         model = self.model = StackedModel([head.probe.to(device) for head in heads], device)
         for head in heads:
             head.model = head.probe
+        self.forward = forward_of(model, heads[0].cfg.compile)
         cfgs = [head.cfg for head in heads]
         steps_per_epoch = math.ceil(train_clips / cfgs[0].batch_size)
         total = cfgs[0].epochs * steps_per_epoch
@@ -154,7 +156,7 @@ class StackedHeads:
     def step(self, tokens: Tensor, labels: Tensor, weights: Tensor, batch_size: int) -> Tensor:
         """One optimizer step of every head; returns `[K, 2]` loss sums and hits, on the device."""
         with autocast(self.device):
-            logits = self.model(tokens)
+            logits = self.forward(tokens)
         k, b, c = logits.shape
         labels, weights = labels.expand(k, b), weights.expand(k, b)
         losses = F.cross_entropy(logits.float().reshape(k * b, c), labels.reshape(-1), reduction="none")
@@ -177,7 +179,9 @@ class StackedHeads:
         shrink = 1 - self.lrs[self.steps] * self.weight_decay  # decoupled weight decay, as AdamW's
         flat[:, : self.model.decayed].mul_(shrink[:, None])
         self.step_counts += 1
-        for lr, (param, grad, exp_avg, exp_avg_sq, scale, count) in zip(self.lr_table[self.steps], self.rows, strict=True):
+        for lr, (param, grad, exp_avg, exp_avg_sq, scale, count) in zip(
+            self.lr_table[self.steps], self.rows, strict=True
+        ):
             torch._fused_adamw_(
                 [param], [grad], [exp_avg], [exp_avg_sq], [], [count], lr=lr, beta1=BETAS[0], beta2=BETAS[1],
                 weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False, grad_scale=scale, found_inf=None,
