@@ -123,7 +123,9 @@ def main() -> None:
                 cfg, seeds = replace(base, probe=probes[0]), list(range(args.seeds))
                 cfgs = [replace(cfg, seed=s, out=scratch / f"seed-{s}") for s in seeds]
                 stacked, separate = alternate(
-                    lambda: seed_runs(cfgs, cache), lambda: [train_probe(c) for c in cfgs], args.repeats
+                    lambda cfgs=cfgs, cache=cache: seed_runs(cfgs, cache),
+                    lambda cfgs=cfgs: [train_probe(c) for c in cfgs],
+                    args.repeats,
                 )
                 report(f"{probes[0]}, {len(seeds)} seeds", stacked, separate)
             for probe in probes:
