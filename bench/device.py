@@ -68,7 +68,7 @@ def extraction(args, work: Path, rows: list) -> Path:
     rows.append(("backbone forward only", f"{n / forward:.1f} clips/s", f"batch {batch}, {n} clips"))
     rows.append(("extract (decode + forward + write)", f"{summary.extracted / extract:.1f} clips/s",
                  f"workers {cfg.workers}; ratio to forward {summary.extracted / extract / (n / forward):.2f}"))  # fmt: skip
-    frames = torch.cat([p.flatten(0, 1) for p in pixels[:batch]]).to(device)
+    frames = torch.cat(pixels[:batch]).to(device)  # [B * T, 3, S, S]
     with torch.no_grad():
         reference = encoder.forward_layers(frames)[0].float()  # fp32, no autocast
     autocast = torch.from_numpy(np.concatenate(encoder.encode_views([p[None] for p in pixels[:batch]], device)[0]))
@@ -81,7 +81,8 @@ def extraction(args, work: Path, rows: list) -> Path:
 def training(args, cache: Path, work: Path, rows: list) -> None:
     """Rows 3-5."""
     batch = default_batch_size(args.device)
-    base = TrainConfig(cache=cache, probe="step", out=work / "run", epochs=1, device=args.device, batch_size=batch)
+    base = TrainConfig(cache=cache, probe="step", out=work / "run", epochs=1, device=args.device, batch_size=batch,
+                       train_fraction=args.train_fraction)  # fmt: skip
     seconds, run = timed(lambda: train_probe(replace(base, in_memory="no", out=work / "streamed")))
     rows.append(("streamed STEP epoch (train + val + test)", f"{seconds:.1f} s",
                  f"batch {batch}, workers {run.config.runtime.workers}, epoch {run.timing['epoch_times_s'][0]:.1f} s"))  # fmt: skip
@@ -98,6 +99,8 @@ def training(args, cache: Path, work: Path, rows: list) -> None:
     command = [str(torchrun), "--standalone", "--nproc_per_node=1", "-m", "stepcli", "train-probe", "--cache", str(cache),
                "--probe", "step", "--epochs", "1", "--device", args.device, "--batch-size", str(batch),
                "--out", str(work / "ddp"), "--quiet"]  # fmt: skip
+    if args.train_fraction:
+        command += ["--train-fraction", str(args.train_fraction)]
     seconds, done = timed(lambda: subprocess.run(command, capture_output=True, text=True, timeout=240))
     if done.returncode != 0:
         rows.append(("DDP, 1 process (torchrun)", "FAILED", (done.stderr.strip().splitlines() or ["?"])[-1][:100]))
@@ -115,12 +118,14 @@ def main() -> None:
     parser.add_argument("--clips-per-class", type=int, default=8)
     parser.add_argument("--heads", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("/tmp/device-bench"))
+    parser.add_argument("--cache", type=Path, help="train on this cache and skip rows 1-2 (a check of the script)")
+    parser.add_argument("--train-fraction", type=float)
     args = parser.parse_args()
     set_verbosity(-1)
     rows: list[tuple[str, str, str]] = []
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     try:
-        cache = extraction(args, args.out, rows)
+        cache = args.cache or extraction(args, args.out, rows)
         training(args, cache, args.out, rows)
     finally:
         width = max((len(r[0]) for r in rows), default=10)
