@@ -110,7 +110,7 @@ def _for(trainer: Trainer, tokens: torch.Tensor, labels: torch.Tensor, pick: dic
     """A trainer's share of a step's tokens: shared `[B, ...]`, or `[K, B, ...]` for heads of several seeds."""
     if pick is None:
         return tokens, labels
-    seeds = trainer.seeds if isinstance(trainer, StackedHeads) else [trainer.cfg.seed]
+    seeds = trainer.seeds
     if len(set(seeds)) == 1:
         index = torch.from_numpy(pick[seeds[0]]).to(tokens.device)
         return tokens[index], labels[index]
@@ -127,15 +127,13 @@ def run_epoch(session: _Session, trainers: list[tuple[Trainer, list[int]]], epoc
     cfg, group, device = session.cfg, session.group, session.group.device
     train = session.splits.train
     heads = sum(len(members) for _, members in trainers)
-    seeds = sorted({s for t, _ in trainers for s in (t.seeds if isinstance(t, StackedHeads) else [t.cfg.seed])})
+    seeds = sorted({s for t, _ in trainers for s in t.seeds})
     for trainer, _ in trainers:
         trainer.model.train()
     sums: list[list[float]] = [[0.0, 0.0] for _ in range(heads)]
     stacked_sums = {id(t): torch.zeros(len(m), 2, device=device) for t, m in trainers if isinstance(t, StackedHeads)}
     seen = 0
-    dtype = (
-        trainers[0][0].heads[0].probe.dtype if isinstance(trainers[0][0], StackedHeads) else trainers[0][0].probe.dtype
-    )
+    dtype = trainers[0][0].probe.dtype
     if len(seeds) == 1:
         batches = epoch_batches(train, cfg.batch_size, seeds[0], epoch)  # the same on every rank
         shards = [shard_batch(batch, group.rank, group.world_size) for batch in batches]

@@ -51,6 +51,11 @@ class Head:
     log: list[dict] = field(default_factory=list)
     forward: Callable | None = None  # `model`, compiled with --compile
 
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of this head's batch order, as a list like `StackedHeads.seeds`."""
+        return [self.cfg.seed]
+
     def prepare(self, group: Group, train_clips: int) -> None:
         """The (DDP-wrapped) model, AdamW and the warmup-cosine schedule over `train_clips` per epoch."""
         cfg, probe = self.cfg, self.probe.to(group.device)

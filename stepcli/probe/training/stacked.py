@@ -146,6 +146,11 @@ class StackedHeads:
     def seeds(self) -> list[int]:
         return [head.cfg.seed for head in self.heads]
 
+    @property
+    def probe(self) -> Probe:
+        """The first head's probe: what every head's is like."""
+        return self.heads[0].probe
+
     def lr(self, k: int) -> float:
         """Head k's learning rate now (what a separate run's optimizer holds)."""
         return self.lr_table[self.steps][k]
