@@ -3,7 +3,8 @@
 Everything random is seeded (probe init, split, low-data subset, batch order), so on CPU the same
 seed and cache give the same metrics.json. The checkpoint kept is the one with the best
 validation accuracy (ties: lower validation loss); the reported numbers are on test. A probe with
-a `fit` hook (logreg) is fitted by it instead of the gradient loop.
+a `fit` hook (logreg) is fitted by it instead of the gradient loop. Several heads (a sweep, or
+the seeds of `--seeds`) train in one pass (`train_runs`, `epochs`), stacked where they can be.
 
 Under torchrun the same loop runs in every process with DistributedDataParallel (gloo on CPU,
 nccl on GPU); `--batch-size` stays the global batch, so one and W processes take the same steps
