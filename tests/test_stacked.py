@@ -137,24 +137,33 @@ def test_seed_batches_read_each_clip_view_once_per_step(demo_cache: Path) -> Non
 
     cache = FeatureCache(demo_cache)
     train = np.flatnonzero(cache.splits == "train")
-    steps = list(seed_steps(cache, train, 8, [0, 5], epoch=1, workers=0))
+    trains = {0: train, 5: np.sort(np.random.default_rng(5).permutation(train))}  # their own subsets work alike
+    steps = list(seed_steps(cache, trains, 8, epoch=1, workers=0))
     assert len(steps) == len(epoch_batches(train, 8, 0, 1))
     for i, (size, tokens, labels, pick) in enumerate(steps):
-        for seed in (0, 5):
-            rows = epoch_batches(train, 8, seed, 1)[i]
-            views = epoch_views(cache, train, seed, 1)[rows]
+        pairs = set()
+        for seed, rows_of_seed in trains.items():
+            rows = epoch_batches(rows_of_seed, 8, seed, 1)[i]
+            views = epoch_views(cache, rows_of_seed, seed, 1)[rows]
             assert size == len(rows) and labels[pick[seed]].tolist() == cache.labels[rows].tolist()
             assert np.array_equal(tokens[pick[seed]].numpy(), cache.tokens(rows, views))
-        pairs = {
-            (int(r), int(v))
-            for seed in (0, 5)
-            for r, v in zip(
-                epoch_batches(train, 8, seed, 1)[i],
-                epoch_views(cache, train, seed, 1)[epoch_batches(train, 8, seed, 1)[i]],
-                strict=True,
-            )
-        }
+            pairs |= {(int(r), int(v)) for r, v in zip(rows, views, strict=True)}
         assert len(tokens) == len(pairs) <= 2 * size  # a clip view both orders hold is read once
+
+
+def test_seeds_with_their_own_train_subsets_train_in_one_pass(demo_cache: Path, tmp_path: Path) -> None:
+    """--train-fraction draws each seed's subset; the seeds still share one pass, each on its own subset."""
+    out, args = tmp_path / "seeds", [*FAST[:-1], "--train-fraction", "0.5"]
+    result = ok("train-probe", "--cache", demo_cache, "--probe", "attentive", "--out", out, *args, "--seeds", "0,1")
+    assert "as heads of one pass" in result.stderr
+    ok("train-probe", "--cache", demo_cache, "--probe", "attentive", "--out", tmp_path / "plain", *args, "--seed", "1")
+    mine, plain = (json.loads((d / "splits.json").read_text()) for d in (out / "seed-1", tmp_path / "plain"))
+    other = json.loads((out / "seed-0" / "splits.json").read_text())
+    assert mine["train"] != other["train"] and mine["test"] == other["test"]  # each seed its own subset
+    mine_m, plain_m = (json.loads((d / "metrics.json").read_text()) for d in (out / "seed-1", tmp_path / "plain"))
+    assert mine_m["top1"] == plain_m["top1"] and mine_m["train_clips"] == plain_m["train_clips"]
+    assert mine_m["val"]["loss"] == pytest.approx(plain_m["val"]["loss"], rel=1e-4)
+    assert mine == plain
 
 
 def test_compile_falls_back_to_eager_with_a_warning(caplog) -> None:

@@ -61,8 +61,8 @@ def _options_help() -> str:
 )
 @click.option("--seeds", help="Comma-separated seeds: one run per seed in OUT/seed-<s>, mean ± std in OUT/seeds.json. "
               "The seeds train in one pass as stacked heads, each with its own initialisation, batch order and views "
-              "(what a seed varies in a run of its own); seeds that draw different splits (no split in the cache, "
-              "--shots, --train-fraction) or several processes train one run after another.")  # fmt: skip
+              "and its own --shots / --train-fraction subset (what a seed varies in a run of its own); seeds that draw "
+              "different val/test clips (a cache without splits) or several processes train one run after another.")  # fmt: skip
 @verbosity_options
 def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, temporal_pe, cls, block, sweep_specs,
                         seeds, compile_, **kwargs) -> None:  # fmt: skip

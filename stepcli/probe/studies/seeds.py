@@ -82,8 +82,9 @@ def train_seeds(cfg: TrainConfig, seeds: list[int], sweep: dict[str, list] | Non
 
 def one_pass(cfgs: list[TrainConfig], cache: FeatureCache) -> bool:
     """Whether runs of several seeds can train as heads of one pass: a gradient-trained probe in one
-    process, and seeds that draw the same split (a cache with its own splits, no --shots or
-    --train-fraction). Each keeps its own initialisation, batch order and views."""
+    process, and seeds that draw the same val and test clips (a cache with its own splits) and as
+    many train clips (their --shots / --train-fraction subsets may differ). Each keeps its own
+    initialisation, train subset, batch order and views."""
     if len(cfgs) < 2 or probe_class(cfgs[0].probe).capabilities.fitted or rank_and_world_size()[1] > 1:
         return False
     splits = []
@@ -91,7 +92,7 @@ def one_pass(cfgs: list[TrainConfig], cache: FeatureCache) -> bool:
         split = resolve_splits(cache, cfg.seed)
         labels = cache.labels[split.train]
         train = subsample_train(split.train, labels, cache.class_names, cfg.seed, cfg.shots, cfg.train_fraction)
-        splits.append((train.tolist(), split.val.tolist(), split.test.tolist()))
+        splits.append((len(train), split.train.tolist(), split.val.tolist(), split.test.tolist()))
     return all(s == splits[0] for s in splits)
 
 

@@ -87,12 +87,14 @@ def fit_heads(session: _Session, heads: list[Head], on_epoch) -> list[float]:
 
 
 def seed_steps(
-    cache: FeatureCache, train: np.ndarray, batch_size: int, seeds: list[int], epoch: int, workers: int
+    cache: FeatureCache, trains: dict[int, np.ndarray], batch_size: int, epoch: int, workers: int
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, dict[int, np.ndarray]]]:
     """Per step: batch size, the tokens and labels of the union of every seed's batch (each cached
-    clip view read once), and each seed's rows of that union in its batch order."""
-    orders = {s: epoch_batches(train, batch_size, s, epoch) for s in seeds}
-    views = {s: epoch_views(cache, train, s, epoch) for s in seeds}
+    clip view read once), and each seed's rows of that union in its batch order. `trains` holds
+    each seed's train rows (as many for every seed)."""
+    seeds = list(trains)
+    orders = {s: epoch_batches(trains[s], batch_size, s, epoch) for s in seeds}
+    views = {s: epoch_views(cache, trains[s], s, epoch) for s in seeds}
     unions, picks = [], []
     for i in range(len(orders[seeds[0]])):
         pairs = {s: np.stack([orders[s][i], views[s][orders[s][i]]], 1) for s in seeds}
@@ -143,8 +145,8 @@ def run_epoch(session: _Session, trainers: list[tuple[Trainer, list[int]]], epoc
         steps = ((len(b), t, y, None, w) for b, (_, w), (t, y) in zip(batches, shards, loaded, strict=True))
     else:
         steps = ((n, t, y, pick, np.ones(n, dtype=np.float32))
-                 for n, t, y, pick in seed_steps(session.cache, train, cfg.batch_size, seeds, epoch,
-                                                 session.runtime.workers))  # fmt: skip
+                 for n, t, y, pick in seed_steps(session.cache, {s: session.split_of(s).train for s in seeds},
+                                                 cfg.batch_size, epoch, session.runtime.workers))  # fmt: skip
     with Progress(len(train), f"epoch {epoch}/{cfg.epochs}", enabled=group.main) as bar:
         for size, tokens, labels, pick, weights in steps:
             if device.type == "cuda":

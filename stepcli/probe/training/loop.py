@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,13 @@ class _Session:
     cache: FeatureCache
     splits: Splits
     runtime: Runtime
+    #: each seed's train rows: seeds of one pass share val and test but draw their own
+    #: --shots / --train-fraction subset (of one size)
+    trains: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def split_of(self, seed: int) -> Splits:
+        """The split a run of `seed` trained on."""
+        return replace(self.splits, train=self.trains.get(seed, self.splits.train))
 
     def say(self, message: str) -> None:
         if self.group.main:
@@ -129,24 +136,28 @@ def train_runs(
         )
     device = resolve_device(cfgs[0].device, local_rank)
     with process_group(device) as group:
-        return _train(_open_session(cfgs[0], group, cache), heads, sweep)
+        session = _open_session(cfgs[0], group, cache, sorted({cfg.seed for cfg in cfgs}))
+        return _train(session, heads, sweep)
 
 
-def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None) -> _Session:
-    """Open the cache, resolve the splits and whether to read from memory."""
+def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None, seeds: list[int]) -> _Session:
+    """Open the cache, resolve the splits (each seed's train subset) and whether to read from memory."""
     if cache is None or cache.path.resolve() != Path(cfg.cache).resolve() or cfg.layer not in (None, cache.layer):
         cache = FeatureCache(cfg.cache, layer=cfg.layer)
     probe_class(cfg.probe).check_layout(cache.layout)
     splits = resolve_splits(cache, cfg.seed)
-    splits.train = subsample_train(
-        splits.train, cache.labels[splits.train], cache.class_names, cfg.seed, cfg.shots, cfg.train_fraction
-    )
+    labels = cache.labels[splits.train]
+    trains = {
+        seed: subsample_train(splits.train, labels, cache.class_names, seed, cfg.shots, cfg.train_fraction)
+        for seed in seeds
+    }
+    splits.train = trains[cfg.seed]
     in_memory = cache.in_memory or use_memory(cache, cfg.in_memory, copies=processes_per_node(group.world_size))
     if in_memory and not cache.in_memory:
         cache.load_into_memory()
     workers = 0 if in_memory else (reader_processes(group.device) if cfg.workers is None else cfg.workers)
     runtime = Runtime(group.device.type, in_memory, workers, group.world_size)
-    return _Session(cfg, group, cache, splits, runtime)
+    return _Session(cfg, group, cache, splits, runtime, trains)
 
 
 def _prepare_out(session: _Session, outs: list[Path]) -> None:
@@ -205,9 +216,10 @@ def _train(session: _Session, configs: list[tuple[dict, TrainConfig]], sweep: di
     for out, members in outs.items():
         chosen = members[select_head([vals[i] for i in members])]
         head, test = heads[chosen], tests[chosen]
+        split = session.split_of(head.cfg.seed)
         metrics = {"probe": head.probe.name, "num_params": head.probe.num_params(),
                    **(extra or {"best_epoch": head.best_epoch, "epochs": cfg.epochs}),
-                   "train_clips": len(splits.train), **test, "val": vals[chosen]}  # fmt: skip
+                   "train_clips": len(split.train), **test, "val": vals[chosen]}  # fmt: skip
         timing = {"train_time_s": round(train_time, 3), "epoch_times_s": [round(t, 3) for t in epoch_times]}
         if sweep:
             session.write_log(out, head.log, mode="w")  # the run is the selected head's: its log alone
@@ -217,7 +229,7 @@ def _train(session: _Session, configs: list[tuple[dict, TrainConfig]], sweep: di
             session.say(f"sweep: selected head {members.index(chosen)} {head.values} on val top-1 "
                         f"{vals[chosen]['top1']:.4f}; every head's numbers in {path}")  # fmt: skip
         save_run(out, probe=head.probe.cpu(), config=_run_config(session, head), metrics=metrics, timing=timing,
-                 split_ids=splits.clip_ids(cache))  # fmt: skip
+                 split_ids=split.clip_ids(cache))  # fmt: skip
         session.say(
             f"{head.probe.name}: test top-1 {test['top1']:.4f}, mean per-class {test['mean_class_accuracy']:.4f}, "
             f"{metrics['num_params']:,} params, {train_time:.1f}s; run in {out}"
@@ -249,7 +261,7 @@ def _epoch_logger(session: _Session, heads: list[Head], outs: dict[Path, list[in
 
 
 def _run_config(session: _Session, head: Head) -> RunConfig:
-    splits, probe = session.splits, head.probe
+    splits, probe = session.split_of(head.cfg.seed), head.probe
     return RunConfig(
         probe=probe.name, layout=probe.layout, num_classes=probe.num_classes, probe_options=probe.config(),
         train=head.cfg, runtime=session.runtime, cache=cache_ref(session.cache),
