@@ -89,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, action="append", required=True, help="repeatable")
     parser.add_argument("--probes", default="step,attentive")
-    parser.add_argument("--heads", default="6,20", help="comma-separated K values")
+    parser.add_argument("--heads", default="6,20", help="comma-separated K values (empty: seeds only)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the first probe (0: none)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-fraction", type=float, default=0.25)
@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     set_verbosity(-1)  # the runs' own progress lines would bury the figures
-    probes, ks = args.probes.split(","), [int(v) for v in args.heads.split(",")]
+    probes, ks = args.probes.split(","), [int(v) for v in args.heads.split(",") if v]
     scratch = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     print(f"{torch.get_num_threads()} threads, {os.cpu_count()} cores, {load()}; epochs {args.epochs}, train fraction "
           f"{args.train_fraction}, in memory {args.in_memory}, repeats {args.repeats}", flush=True)  # fmt: skip
