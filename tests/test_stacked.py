@@ -182,3 +182,17 @@ def test_compile_falls_back_to_eager_with_a_warning(caplog) -> None:
     torch.testing.assert_close(second, probe(tokens))
     warned = [r.getMessage() for r in caplog.records if "--compile" in r.getMessage()]
     assert compiled.failed and len(warned) == 1 and "running eagerly" in warned[0]
+
+
+def test_seeds_times_a_sweep_in_one_pass(demo_cache: Path, tmp_path: Path) -> None:
+    """Every seed a sweep of its own, all heads in one pass: each seed's run selects among its own heads."""
+    out = tmp_path / "seeds"
+    ok("train-probe", "--cache", demo_cache, "--probe", "step", "--out", out, *FAST, "--seeds", "0,1",
+       "--sweep", "lr=1e-3,3e-3")  # fmt: skip
+    summary = json.loads((out / "seeds.json").read_text())
+    for seed in (0, 1):
+        record = SweepRecord.load(out / f"seed-{seed}")
+        assert [h.values for h in record.heads] == [{"lr": 1e-3}, {"lr": 3e-3}]
+        metrics = json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
+        assert metrics["top1"] == record.heads[record.selected].test["top1"] == summary["per_seed"]["top1"][seed]
+        assert json.loads((out / f"seed-{seed}" / "config.json").read_text())["train"]["seed"] == seed
