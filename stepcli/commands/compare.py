@@ -20,7 +20,7 @@ from stepcli.commands.parsing import parse_probe_specs, parse_seeds, parse_sweep
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.layer_sweep import run_layer_sweep
 from stepcli.probe.studies.shots import parse_shots, run_shots
-from stepcli.probe.training.config import TrainConfig
+from stepcli.probe.training.config import GPU_BATCH_SIZE, TrainConfig, default_batch_size
 
 
 def _default(name: str):
@@ -53,12 +53,15 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
               "repeatable): one head per combination, each probe's selected on val; the table says which values "
               "it chose, each run's sweep.json holds every head.")  # fmt: skip
 @click.option(
-    "--batch-size", type=checks.BATCH, default=_train_default("batch_size"), show_default=True, help="Clips per step."
+    "--batch-size",
+    type=checks.BATCH,
+    help=f"Clips per step [{_train_default('batch_size')} on a CPU, {GPU_BATCH_SIZE} on a GPU].",
 )
 @permutations_option(CompareConfig)
 @seed_option(CompareConfig, "Seed for training and permutations.")
 @click.option("--seeds", "seed_list", help="Comma-separated training seeds: each probe once per seed (runs/<probe>/seed-<s>); "
-              "the table shows mean ± std, comparison.json the per-seed numbers.")  # fmt: skip
+              "the table shows mean ± std, comparison.json the per-seed numbers. A probe's seeds train in one pass as "
+              "stacked heads, each with its own initialisation and batch order, as a run of that seed would.")  # fmt: skip
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(TrainConfig)
 @click.option("--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) [its first].")
@@ -77,6 +80,8 @@ def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_
     if ablation is not None and given:
         raise StepcliError("give --probes or --ablation, not both")
     names = parse_probe_specs(probes, ablation)
+    if kwargs["batch_size"] is None:
+        kwargs["batch_size"] = default_batch_size(kwargs["device"])
     chosen = tuple(parse_seeds(seed_list)) if seed_list is not None else ()
     train = TrainConfig(
         cache=cache, probe="", out=out, seed=kwargs["seed"], **{k: kwargs.pop(k) for k in TRAIN_OPTIONS}

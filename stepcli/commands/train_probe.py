@@ -12,6 +12,7 @@ from stepcli.commands.parsing import parse_seeds, parse_sweep, probe_option_valu
 from stepcli.probe.models import PROBES, probe_class, probe_options
 from stepcli.probe.models.step import BLOCKS, CLS_MODES
 from stepcli.probe.studies.seeds import seeds_markdown, train_seeds
+from stepcli.probe.training.config import GPU_BATCH_SIZE, default_batch_size
 from stepcli.probe.training.loop import TrainConfig, train_probe
 
 
@@ -32,7 +33,9 @@ def _options_help() -> str:
 @click.option("--lr", type=checks.LR, default=_default("lr"), show_default=True, help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_default("weight_decay"), show_default=True)
 @click.option(
-    "--batch-size", type=checks.BATCH, default=_default("batch_size"), show_default=True, help="Clips per step."
+    "--batch-size",
+    type=checks.BATCH,
+    help=f"Clips per step [{_default('batch_size')} on a CPU, {GPU_BATCH_SIZE} on a GPU].",
 )
 @click.option("--warmup-epochs", type=checks.NON_NEGATIVE, default=_default("warmup_epochs"), show_default=True)
 @click.option("--clip-grad", type=checks.POSITIVE, default=_default("clip_grad"), show_default=True,
@@ -62,15 +65,26 @@ def _options_help() -> str:
               help="Train one head per combination of swept values in one pass over the cache (lr, weight_decay, "
               "warmup_epochs, clip_grad or a probe option; repeatable) and keep the best on val; sweep.json holds "
               "every head's val and test numbers. Memory and time grow with the number of heads.")  # fmt: skip
-@click.option("--seeds", help="Comma-separated seeds: one run per seed in OUT/seed-<s>, mean ± std in OUT/seeds.json.")
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="torch.compile the probe's forward (worth it on a GPU); where it cannot compile, a warning and eager.",
+)
+@click.option("--seeds", help="Comma-separated seeds: one run per seed in OUT/seed-<s>, mean ± std in OUT/seeds.json. "
+              "The seeds train in one pass as stacked heads, each with its own initialisation, batch order and views "
+              "and its own --shots / --train-fraction subset (what a seed varies in a run of its own); seeds that draw "
+              "different val/test clips (a cache without splits) or several processes train one run after another.")  # fmt: skip
 @verbosity_options
 def train_probe_command(cache: Path, probe: str, out: Path, option_pairs, temporal_pe, cls, block, sweep_specs,
-                        seeds, **kwargs) -> None:  # fmt: skip
+                        seeds, compile_, **kwargs) -> None:  # fmt: skip
     """Train a probe on cached tokens; keep the best-on-val checkpoint, report test metrics."""
     probe_class(probe)  # an unknown probe is refused before anything else
     switches = {"temporal_pe": temporal_pe, "cls": cls, "block": block}
     options = probe_option_values(probe, option_pairs, switches)
-    cfg = TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, **kwargs)
+    if kwargs["batch_size"] is None:
+        kwargs["batch_size"] = default_batch_size(kwargs["device"])
+    cfg = TrainConfig(cache=cache, probe=probe, out=out, probe_options=options, compile=compile_, **kwargs)
     sweep = parse_sweep(sweep_specs)
     checks.check_sweep_values(probe, sweep)
     if seeds is None:

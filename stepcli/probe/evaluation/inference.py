@@ -100,8 +100,11 @@ def _item_logits(
     probes: list[nn.Module], cache: FeatureCache, rows: np.ndarray, views: np.ndarray | None, batch_size: int,
     device: torch.device, orders: list[torch.Tensor | None], workers: int,
 ) -> np.ndarray:  # fmt: skip
-    """Logits `[H, K, len(rows), C]` of one view per row (`views`, or view 0) under each frame order."""
-    out = np.empty((len(probes), len(orders), len(rows), probes[0].num_classes), dtype=np.float32)
+    """Logits `[H, K, len(rows), C]` of one view per row (`views`, or view 0) under each frame order;
+    a module of K stacked heads (`stacked_heads`) fills K of the H."""
+    widths = [getattr(probe, "stacked_heads", 1) for probe in probes]  # a stacked module outputs `[K, B, C]`
+    out = np.empty((sum(widths), len(orders), len(rows), probes[0].num_classes), dtype=np.float32)
+    firsts = np.cumsum([0, *widths[:-1]])
     modes = [probe.training for probe in probes]
     for probe in probes:
         probe.eval()
@@ -111,10 +114,10 @@ def _item_logits(
         tokens = tokens.to(device, non_blocking=True)
         for k, order in enumerate(orders):
             x = tokens if order is None else tokens[:, order.to(device)]
-            for h, probe in enumerate(probes):
+            for h, width, probe in zip(firsts, widths, probes, strict=True):
                 with autocast(device):
                     logits = probe(x)
-                out[h, k, start : start + len(tokens)] = logits.float().cpu().numpy()
+                out[h : h + width, k, start : start + len(tokens)] = logits.float().cpu().numpy()
         start += len(tokens)
     for probe, mode in zip(probes, modes, strict=True):
         probe.train(mode)

@@ -21,6 +21,13 @@ from stepcli.probe.models.layers import (
     temporal_encoding,
 )
 from stepcli.probe.models.registry import register
+from stepcli.probe.models.stacked import (
+    single_query_pool,
+    stacked_layer_norm,
+    stacked_linear,
+    stacked_mlp,
+    stacked_query,
+)
 
 
 @register("attentive")
@@ -69,6 +76,21 @@ class AttentiveProbe(Probe):
         x = x + self.attn(x, context)
         x = x + self.mlp(self.norm2(x))
         return x[:, 0]
+
+    def stacked_features(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor | None:
+        """K heads at once: each head's one query reads the shared normed tokens (`single_query_pool`).
+        Only the plain probe has this form: no blocks before the query, no temporal encoding, an
+        output projection (so not `vjepa2`, nor the order-aware control)."""
+        if len(self.blocks) or self.temporal_pe is not None or "attn.proj.weight" not in params:
+            return None
+        query = params["query"].flatten(1)  # [K, D]
+        q = stacked_query(params, "attn.", query, self.attn.num_heads)
+        pooled = single_query_pool(
+            q, params["attn.kv.weight"], params["attn.kv.bias"], tokens, params["norm1.weight"], params["norm1.bias"]
+        )
+        x = query[:, None] + stacked_linear(pooled, params["attn.proj.weight"], params["attn.proj.bias"])
+        normed = stacked_layer_norm(x, params["norm2.weight"], params["norm2.bias"])
+        return x + stacked_mlp(normed, params, "mlp.")
 
 
 @register("vjepa2", default=False, head_norm=False)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
+from stepcli.probe.models.stacked import stacked_layer_norm, stacked_linear
 
 if TYPE_CHECKING:
     from stepcli.cache.reader import FeatureCache
@@ -122,6 +123,22 @@ class Probe(nn.Module):
     def forward_features(self, tokens: Tensor) -> Tensor:
         """Pool `[B, T, P+N, D]` tokens to one clip embedding `[B, D]`."""
         raise NotImplementedError
+
+    def stacked_features(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor | None:
+        """K heads of this probe at once: `forward_features` of the parameters `params` (each `[K, ...]`,
+        named as in `named_parameters`) on tokens `[B, T, P+N, D]` shared by all heads or `[K, B, T,
+        P+N, D]`, as `[K, B, D]`. None (the default): this probe, with these options, has no stacked
+        form, and its heads are run one by one."""
+        return None
+
+    def stacked_logits(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor | None:
+        """Logits `[K, B, C]` of K heads through `stacked_features` and the shared head; None without one."""
+        features = self.stacked_features(params, tokens.to(self.dtype))
+        if features is None:
+            return None
+        if self.capabilities.head_norm:
+            features = stacked_layer_norm(features, params["norm.weight"], params["norm.bias"])
+        return stacked_linear(features, params["fc.weight"], params["fc.bias"])
 
     def check_tokens(self, tokens: Tensor) -> None:
         """A ValueError naming the expected shape when `tokens` are not `[B, T, P+N, D]` of this layout."""

@@ -31,13 +31,18 @@ class Standardize(nn.BatchNorm1d):
         return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
 
 
+QUERIES = 32  # efficient probing's default number of queries
+
+
 @register("ep", default=False, head_norm=False)
 class EfficientProbe(Probe):
     """softmax(queries . tokens^T / sqrt(D)) per query over its chunk of V(tokens) -> concat -> BN -> Linear."""
 
     no_weight_decay_names = ("queries",)
 
-    def __init__(self, layout: TokenLayout, num_classes: int, *, num_queries: int = 32) -> None:
+    def __init__(self, layout: TokenLayout, num_classes: int, *, num_queries: int | None = None) -> None:
+        if num_queries is None:  # EP's 32 where D allows it, else the largest divisor of D below 32
+            num_queries = next(q for q in range(min(QUERIES, layout.dim), 0, -1) if layout.dim % q == 0)
         super().__init__(layout, num_classes, num_queries=num_queries)
         if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
             raise StepcliError(f"ep probe: num_queries must be a positive integer, got {num_queries!r}")

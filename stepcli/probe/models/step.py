@@ -35,6 +35,13 @@ from stepcli.cache.records import TokenLayout
 from stepcli.probe.models.base import Probe
 from stepcli.probe.models.layers import Attention, TransformerBlock, init_token, resolve_num_heads
 from stepcli.probe.models.registry import register
+from stepcli.probe.models.stacked import (
+    single_query_pool,
+    stacked_layer_norm,
+    stacked_linear,
+    stacked_mlp,
+    stacked_query,
+)
 
 CLS_MODES = ("global", "frame", "mean")
 
@@ -114,7 +121,7 @@ class StepProbe(Probe):
             raise StepcliError("step probe: cls='frame' needs per-frame CLS tokens (num_prefix >= 1)")
         if not isinstance(temporal_pe, bool) or depth < 1:
             raise StepcliError(f"step probe: need temporal_pe a bool and depth >= 1, got {temporal_pe!r}, {depth}")
-        self.cls = cls
+        self.cls, self.block = cls, block
         self.temporal_pe = init_token(layout.num_frames, layout.dim) if temporal_pe else None
         self.cls_token = init_token(1, 1, layout.dim) if cls == "global" else None
         self.blocks = nn.Sequential(*(BLOCKS[block](layout.dim, num_heads) for _ in range(depth)))
@@ -164,3 +171,27 @@ class StepProbe(Probe):
         if self.cls == "frame":
             return x.view(b, t, length, d)[:, :, 0].mean(dim=1)
         return x.mean(dim=1)
+
+    def stacked_features(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor | None:
+        """K heads' global-CLS readout at once (`single_query_pool`): one block, whose one output
+        row is all the head reads. Other layouts (frame CLS, mean pooling, depth > 1) have none."""
+        if self.cls != "global" or len(self.blocks) != 1:
+            return None
+        block, prefix = self.blocks[0], "blocks.0."
+        cls = params["cls_token"].flatten(1)  # [K, D]
+        first = stacked_layer_norm(cls, params[f"{prefix}norm1.weight"], params[f"{prefix}norm1.bias"])
+        query = stacked_query(params, f"{prefix}attn.", first, block.attn.num_heads)
+        patches = tokens[..., self.layout.num_prefix :, :]
+        pooled = single_query_pool(
+            query, params[f"{prefix}attn.kv.weight"], params[f"{prefix}attn.kv.bias"], patches,
+            params[f"{prefix}norm1.weight"], params[f"{prefix}norm1.bias"], params.get("temporal_pe"), first,
+        )  # fmt: skip
+        x = cls[:, None] + stacked_linear(
+            pooled, params[f"{prefix}attn.proj.weight"], params[f"{prefix}attn.proj.bias"]
+        )
+        if self.block == "no-ff":
+            return stacked_layer_norm(x, params[f"{prefix}norm2.weight"], params[f"{prefix}norm2.bias"])
+        if self.block == "standard":
+            normed = stacked_layer_norm(x, params[f"{prefix}norm2.weight"], params[f"{prefix}norm2.bias"])
+            return x + stacked_mlp(normed, params, f"{prefix}mlp.")
+        return x

@@ -26,13 +26,12 @@ from stepcli.probe.studies.report import (
     write_tables,
 )
 from stepcli.probe.studies.results import ComparisonRow
-from stepcli.probe.studies.seeds import mean_row, seed_dir
+from stepcli.probe.studies.seeds import mean_row, seed_dir, seed_runs
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
 from stepcli.probe.studies.specs import ProbeSpec, parse_spec
 from stepcli.probe.studies.tuning import check_compare_sweep, selected_values, sweep_for, swept_differences
 from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.data import use_memory
-from stepcli.probe.training.loop import train_probe
 from stepcli.probe.training.rundir import CONFIG, Run, load_run, read_run_config
 
 log = logging.getLogger(__name__)
@@ -144,19 +143,28 @@ def check_compare_config(cfg: CompareConfig) -> None:
         )
 
 
-def _trained_run(cfg: CompareConfig, spec: ProbeSpec, n: int, cache: FeatureCache, seed: int | None) -> Run:
-    tcfg = _train_config(cfg, spec, seed)
-    which = f"[{n}/{len(cfg.probes)}] {spec.label}" + ("" if seed is None else f" seed {seed}")
+def _trained_runs(
+    cfg: CompareConfig, spec: ProbeSpec, n: int, cache: FeatureCache, seeds: list[int | None]
+) -> list[Run]:
+    """The run of `spec` for every seed: finished ones reused, the others trained (the seeds in one
+    pass when they can be)."""
+    tcfgs = [_train_config(cfg, spec, seed) for seed in seeds]
     sweep = sweep_for(spec.name, cfg.sweep)
-    diff = reuse_differences(tcfg, cache, sweep)
-    if diff == []:
-        log.info(f"{which}: reusing the finished run in {tcfg.out}")
-        return load_run(tcfg.out)
-    if diff:
-        log.warning(f"{which}: {tcfg.out} holds a run of other settings (recorded -> asked: {'; '.join(diff)}); "
-                    "training it again")  # fmt: skip
-    log.info(f"{which}: training")
-    return train_probe(tcfg, cache, sweep=sweep)
+    todo = []
+    for seed, tcfg in zip(seeds, tcfgs, strict=True):
+        which = f"[{n}/{len(cfg.probes)}] {spec.label}" + ("" if seed is None else f" seed {seed}")
+        diff = reuse_differences(tcfg, cache, sweep)
+        if diff == []:
+            log.info(f"{which}: reusing the finished run in {tcfg.out}")
+            continue
+        if diff:
+            log.warning(f"{which}: {tcfg.out} holds a run of other settings (recorded -> asked: {'; '.join(diff)}); "
+                        "training it again")  # fmt: skip
+        log.info(f"{which}: training")
+        todo.append(tcfg)
+    if todo:
+        seed_runs(todo, cache, sweep=sweep)
+    return [load_run(tcfg.out) for tcfg in tcfgs]
 
 
 def run_compare(cfg: CompareConfig) -> Comparison:
@@ -174,8 +182,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     results = {}
     specs = {spec.label: spec for spec in cfg.specs}
     for n, (name, spec) in enumerate(specs.items(), start=1):
-        for seed in seeds:
-            run = _trained_run(cfg, spec, n, cache, seed)
+        for run in _trained_runs(cfg, spec, n, cache, seeds):
             tick = time.monotonic()
             result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
             result = replace(result, probe=name)  # the row's spec, e.g. step[cls=frame]

@@ -8,18 +8,23 @@ standard deviation over seeds (ddof=1; 0 for one seed).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.distributed import rank_and_world_size
 from stepcli.files import write_atomic
 from stepcli.probe.evaluation.metrics import STD_NAME, mean_std
+from stepcli.probe.models import probe_class
 from stepcli.probe.studies.results import ComparisonRow
 from stepcli.probe.training.config import TrainConfig
-from stepcli.probe.training.rundir import CONFIG
+from stepcli.probe.training.data import resolve_splits, subsample_train
+from stepcli.probe.training.rundir import CONFIG, Run
 
+log = logging.getLogger(__name__)
 SEEDS = "seeds.json"
 SUMMARY_KEYS = ("top1", "top5", "mean_class_accuracy")
 
@@ -60,24 +65,51 @@ class SeedSummary:
 def train_seeds(cfg: TrainConfig, seeds: list[int], sweep: dict[str, list] | None = None) -> SeedSummary | None:
     """`train-probe --seeds`: one run (or sweep) per seed in OUT/seed-<s>, the summary in OUT/seeds.json.
 
-    The cache is opened once (and loaded into memory once when it fits) for every seed. Under
-    torchrun only rank 0 gets the summary; the others return None."""
-    from stepcli.probe.training.loop import train_probe
-
+    The cache is opened once (and loaded into memory once when it fits) for every seed, and the
+    seeds train in one pass as stacked heads when they can (`seed_runs`). Under torchrun only
+    rank 0 gets the summary; the others return None."""
     out = Path(cfg.out)
     if (out / CONFIG).exists():
         raise StepcliError(f"--out {out} is a single run; give a new --out for a run per seed")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
-    runs, metrics = [], []
-    for seed in seeds:
-        run = train_probe(replace(cfg, seed=seed, out=seed_dir(out, seed)), cache, sweep=sweep)
-        if run is None:
-            return None
-        runs.append(run.run_dir)
-        metrics.append(run.metrics)
-    summary = SeedSummary.of(cfg.probe, seeds, runs, metrics)
+    runs = seed_runs([replace(cfg, seed=seed, out=seed_dir(out, seed)) for seed in seeds], cache, sweep)
+    if runs is None:
+        return None
+    summary = SeedSummary.of(cfg.probe, seeds, [run.run_dir for run in runs], [run.metrics for run in runs])
     write_atomic(out / SEEDS, json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
+
+
+def one_pass(cfgs: list[TrainConfig], cache: FeatureCache) -> bool:
+    """Whether runs of several seeds can train as heads of one pass: a gradient-trained probe in one
+    process, and seeds that draw the same val and test clips (a cache with its own splits) and as
+    many train clips (their --shots / --train-fraction subsets may differ). Each keeps its own
+    initialisation, train subset, batch order and views."""
+    if len(cfgs) < 2 or probe_class(cfgs[0].probe).capabilities.fitted or rank_and_world_size()[1] > 1:
+        return False
+    splits = []
+    for cfg in cfgs:
+        split = resolve_splits(cache, cfg.seed)
+        labels = cache.labels[split.train]
+        train = subsample_train(split.train, labels, cache.class_names, cfg.seed, cfg.shots, cfg.train_fraction)
+        splits.append((len(train), split.train.tolist(), split.val.tolist(), split.test.tolist()))
+    return all(s == splits[0] for s in splits)
+
+
+def seed_runs(cfgs: list[TrainConfig], cache: FeatureCache, sweep: dict[str, list] | None = None) -> list[Run] | None:
+    """The runs of `cfgs` (one per seed): in one pass when `one_pass` allows, else one after another."""
+    from stepcli.probe.training.loop import train_probe, train_runs
+
+    if one_pass(cfgs, cache):
+        log.info(f"{cfgs[0].probe}: seeds {', '.join(str(c.seed) for c in cfgs)} as heads of one pass")
+        return train_runs(cfgs, cache, sweep)
+    runs = []
+    for cfg in cfgs:
+        run = train_probe(cfg, cache, sweep=sweep)
+        if run is None:
+            return None
+        runs.append(run)
+    return runs
 
 
 def pm(mean: float | None, std: float | None) -> str:

@@ -11,7 +11,9 @@ from stepcli import StepcliError
 from stepcli.cache.records import DatasetRecord, ExtractionRecord, TokenLayout
 
 # where and how a run ran, not what it trained: two runs differing only in these are the same run
-RUNTIME_FIELDS = ("out", "device", "in_memory", "workers")
+RUNTIME_FIELDS = ("out", "device", "in_memory", "workers", "compile")
+#: `--batch-size` when none is given on a GPU: many small steps leave it idle, so it takes more clips each
+GPU_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class TrainConfig:
     workers: int | None = None  # HDF5 reader processes when streaming; None: one rule in `train.reader_processes`
     layer: int | None = None  # which of the cache's layers; None: its first (the one `extract --layer` named)
     probe_options: dict = field(default_factory=dict)
+    compile: bool = False  # torch.compile the probe's forward; falls back to eager (with a warning) where it cannot
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -67,6 +70,14 @@ class TrainConfig:
         for key in ("cache", "out"):
             kwargs[key] = Path(kwargs[key])
         return cls(**kwargs)
+
+
+def default_batch_size(device: str) -> int:
+    """`--batch-size` when none is given: `TrainConfig`'s on a CPU, `GPU_BATCH_SIZE` where `device`
+    resolves to a GPU. The number is written into the run's config like a given one."""
+    from stepcli.device import resolve_device
+
+    return GPU_BATCH_SIZE if resolve_device(device).type == "cuda" else TrainConfig.batch_size
 
 
 @dataclass(frozen=True)

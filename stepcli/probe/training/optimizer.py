@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from stepcli.distributed import Group
 from stepcli.probe.evaluation.inference import autocast
 from stepcli.probe.models.base import Probe
+from stepcli.probe.training.compiling import forward_of
 from stepcli.probe.training.config import TrainConfig
 
 
@@ -48,6 +49,12 @@ class Head:
     best_state: dict | None = None
     best_epoch: int = 0
     log: list[dict] = field(default_factory=list)
+    forward: Callable | None = None  # `model`, compiled with --compile
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of this head's batch order, as a list like `StackedHeads.seeds`."""
+        return [self.cfg.seed]
 
     def prepare(self, group: Group, train_clips: int) -> None:
         """The (DDP-wrapped) model, AdamW and the warmup-cosine schedule over `train_clips` per epoch."""
@@ -65,13 +72,14 @@ class Head:
         warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
         self.optimizer = probe.optimizer(cfg.lr, cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(warmup, total))
+        self.forward = forward_of(self.model, cfg.compile)
 
     def step(
         self, group: Group, tokens: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, batch_size: int
     ) -> list[float]:
         """One optimizer step on this process's share of a batch; returns loss sum and hits over all processes."""
         with autocast(group.device):
-            logits = self.model(tokens)
+            logits = self.forward(tokens)
         losses = F.cross_entropy(logits.float(), labels, reduction="none") * weights
         # DDP averages gradients over the W processes; scaling each one's loss sum by
         # W / (global batch) makes that average the gradient of the global batch's mean loss
@@ -82,7 +90,7 @@ class Head:
         self.optimizer.step()
         self.scheduler.step()
         hits = ((logits.argmax(1) == labels).float() * weights).sum()
-        return group.sum([losses.sum().item(), hits.item()])
+        return group.sum(torch.stack([losses.detach().sum(), hits]).tolist())  # one wait for the device
 
     def keep_if_best(self, epoch: int, val: dict) -> None:
         """Keep this epoch's weights when val top-1 is the best so far (ties: lower val loss)."""

@@ -2,7 +2,8 @@
 
 `train-probe --sweep lr=3e-4,1e-3 --sweep weight_decay=0.01,0.05` trains four heads on the same
 batches (each batch read, moved and cast once for all of them), each with its own seeded
-initialisation, optimizer and schedule. The head with the best validation accuracy is selected
+initialisation, optimizer and schedule; heads of the same probe options train as one stacked
+model (`stacked`), which costs about what a few runs do. The head with the best validation accuracy is selected
 (ties: lower validation loss, then the earlier head) and its run is written as an ordinary run;
 sweep.json keeps every head's best validation and test numbers, so nobody needs to select on test.
 Only what leaves the batches alone can be swept: the optimizer's settings and the probe's options.

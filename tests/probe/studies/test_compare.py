@@ -15,6 +15,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
 from stepcli.probe.models import DEFAULT_PROBES
 from stepcli.probe.studies.report import COLUMNS
+from stepcli.probe.training.rundir import load_run
 
 PNGS = ("accuracy_vs_params.png", "order_sensitivity.png")
 
@@ -128,6 +129,8 @@ def test_compare_over_seeds_shows_mean_and_std(demo_cache: Path, tmp_path: Path)
         assert row["top1"] == pytest.approx(np.mean(tops), abs=1e-6)
         assert data["std"][row["probe"]]["top1"] == pytest.approx(np.std(tops, ddof=1), abs=1e-6)
         assert all("ci95" in m and "top5" in m for m in metrics)
+        timings = [load_run(r).timing for r in runs]
+        assert timings[0] == timings[1]  # a probe's seeds trained in one pass, as stacked heads
     table = (out / "comparison.md").read_text()
     assert table.count(" ± ") >= 2 * 8 and "95% CI" not in table  # every number of both probes
     for png in PNGS:

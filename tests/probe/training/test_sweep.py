@@ -116,8 +116,15 @@ def test_train_probe_over_seeds(demo_cache: Path, tmp_path: Path) -> None:
     assert summary["mean"]["top1"] == pytest.approx(np.mean(tops), abs=1e-6)
     assert summary["std"]["top1"] == pytest.approx(np.std(tops, ddof=1), abs=1e-6)
     assert "mean ± sample std (n-1)" in result.stdout
-    train(demo_cache, tmp_path / "plain", "--seed", "1")  # a seed's run is the plain run of that seed
-    assert (out / "seed-1/metrics.json").read_bytes() == (tmp_path / "plain/metrics.json").read_bytes()
+    # a seed's run is the plain run of that seed, up to float rounding (the seeds trained as stacked heads)
+    train(demo_cache, tmp_path / "plain", "--seed", "1")
+    mine, plain = (json.loads((d / "metrics.json").read_text()) for d in (out / "seed-1", tmp_path / "plain"))
+    assert (mine["top1"], mine["best_epoch"], mine["val"]["top1"]) == (
+        plain["top1"],
+        plain["best_epoch"],
+        plain["val"]["top1"],
+    )
+    assert mine["loss"] == pytest.approx(plain["loss"], rel=1e-4)
     assert "each once" in fails("train-probe", "--cache", demo_cache, "--probe", "step", "--out", out, "--seeds", "1,1")
 
 
