@@ -6,10 +6,7 @@
 Each item is one clip's frames, float32 [T, 3, S, S] (4.8 MB at T=8, S=224), made by a worker
 that does nothing else, so the figure is the transfer alone: items per second for each path,
 measured in child processes, the pipe one under a file-size limit that shared memory cannot pass.
-
-On the 2-core development machine (load ~6): shared memory 175-198 items/s (~850 MiB/s), pipe
-61-65 items/s (~290 MiB/s): the fallback costs about 3x in transfer, still above what a CPU
-backbone encodes, so it is a fallback with a warning, not a stop.
+The figures are in the README's Benchmarks section.
 """
 
 from __future__ import annotations

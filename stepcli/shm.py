@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+from stepcli.extract.size import human
+
 SHM = "/dev/shm"
 # what torch and the kernel say when a shared-memory file cannot be made as large as a tensor
 _SHM_WORDS = ("shared memory", "/torch_", "no space left", "file too large", "unable to resize file")
@@ -16,7 +18,7 @@ def shm_state(path: str = SHM) -> str:
         usage = shutil.disk_usage(path)
     except OSError:
         return f"no {path} on this machine"
-    return f"{path}: {_size(usage.total)}, {_size(usage.free)} free"
+    return f"{path}: {human(usage.total)}, {human(usage.free)} free"
 
 
 def shm_failure(reason: str) -> str:
@@ -25,11 +27,3 @@ def shm_failure(reason: str) -> str:
         return ""
     return (f": shared memory is full or too small ({shm_state()}, or a file size limit: ulimit -f); "
             "rerun with --workers 0, or with a larger /dev/shm (docker run --shm-size=...)")  # fmt: skip
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
