@@ -16,6 +16,7 @@ from stepcli.probe.models.layers import (
     Attention,
     Mlp,
     TransformerBlock,
+    add_temporal_encoding,
     init_token,
     resolve_num_heads,
     temporal_encoding,
@@ -69,8 +70,7 @@ class AttentiveProbe(Probe):
 
     def forward_features(self, tokens: Tensor) -> Tensor:
         """`[B, T, P+N, D]` -> `[B, D]`."""
-        if self.temporal_pe is not None:
-            tokens = tokens + self.temporal_pe[None, :, None, :]
+        tokens = add_temporal_encoding(tokens, self.temporal_pe)
         context = self.norm1(self.blocks(tokens.flatten(1, 2)))
         x = self.query.expand(context.shape[0], -1, -1)
         x = x + self.attn(x, context)

@@ -109,6 +109,12 @@ def temporal_encoding(enabled: bool, num_frames: int, dim: int) -> nn.Parameter 
     return init_token(num_frames, dim) if enabled else None
 
 
+def add_temporal_encoding(tokens: Tensor, encoding: Tensor | None) -> Tensor:
+    """`tokens [B, T, L, D]` with frame t's encoding (`encoding [T, D]`) added to each of its tokens;
+    as they are when there is none."""
+    return tokens if encoding is None else tokens + encoding[None, :, None, :]
+
+
 def init_token(*shape: int) -> nn.Parameter:
     """A learned token / embedding, initialised as in ViT and V-JEPA (truncated normal, std .02)."""
     return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
 from stepcli.probe.models.base import Probe
-from stepcli.probe.models.layers import TransformerBlock, resolve_num_heads, temporal_encoding
+from stepcli.probe.models.layers import TransformerBlock, add_temporal_encoding, resolve_num_heads, temporal_encoding
 from stepcli.probe.models.registry import register
 
 
@@ -50,6 +50,5 @@ class SelfAttentionProbe(Probe):
 
     def forward_features(self, tokens: Tensor) -> Tensor:
         """`[B, T, P+N, D]` -> `[B, T*(P+N), D]` through the blocks -> mean `[B, D]`."""
-        if self.temporal_pe is not None:
-            tokens = tokens + self.temporal_pe[None, :, None, :]
+        tokens = add_temporal_encoding(tokens, self.temporal_pe)
         return self.blocks(tokens.flatten(1, 2)).mean(dim=1)

@@ -33,7 +33,13 @@ from torch import Tensor, nn
 from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
 from stepcli.probe.models.base import Probe
-from stepcli.probe.models.layers import Attention, TransformerBlock, init_token, resolve_num_heads
+from stepcli.probe.models.layers import (
+    Attention,
+    TransformerBlock,
+    add_temporal_encoding,
+    init_token,
+    resolve_num_heads,
+)
 from stepcli.probe.models.registry import register
 from stepcli.probe.models.stacked import (
     single_query_pool,
@@ -135,9 +141,15 @@ class StepProbe(Probe):
         """The `[B, T*L, D]` tokens the blocks see (frame CLS or patches, plus the encoding), and `B, T, L, D`."""
         patches = tokens[:, :, self.layout.num_prefix :]
         x = torch.cat([tokens[:, :, :1], patches], dim=2) if self.cls == "frame" else patches
-        if self.temporal_pe is not None:
-            x = x + self.temporal_pe[None, :, None, :]
+        x = add_temporal_encoding(x, self.temporal_pe)
         return x.flatten(1, 2), tuple(x.shape)
+
+    def _through_all_but_last(self, cls: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The global CLS `[B, 1, D]` and tokens `[B, S, D]` after every block but the last."""
+        if len(self.blocks) > 1:
+            x = self.blocks[:-1](torch.cat([cls, x], dim=1))
+            cls, x = x[:, :1], x[:, 1:]
+        return cls, x
 
     def frame_attention(self, tokens: Tensor) -> Tensor | None:
         """The global CLS token's attention mass per frame at the last block, averaged over heads."""
@@ -145,27 +157,16 @@ class StepProbe(Probe):
             return None
         self.check_tokens(tokens)
         x, (b, t, length, _) = self._sequence(tokens.to(self.dtype))
-        cls = self.cls_token.expand(b, -1, -1)
-        if len(self.blocks) > 1:
-            x = self.blocks[:-1](torch.cat([cls, x], dim=1))
-            cls, x = x[:, :1], x[:, 1:]
+        cls, x = self._through_all_but_last(self.cls_token.expand(b, -1, -1), x)
         last = self.blocks[-1]
         weights = last.attn.first_weights(last.norm1(cls[:, 0]), last.norm1(x)).mean(dim=1)
         return weights[:, 1:].view(b, t, length).sum(dim=-1)
 
     def forward_features(self, tokens: Tensor) -> Tensor:
         """`[B, T, P+N, D]` -> `[B, T*L (+1), D]` through the blocks -> pooled `[B, D]`."""
-        patches = tokens[:, :, self.layout.num_prefix :]
-        x = torch.cat([tokens[:, :, :1], patches], dim=2) if self.cls == "frame" else patches
-        if self.temporal_pe is not None:
-            x = x + self.temporal_pe[None, :, None, :]
-        b, t, length, d = x.shape
-        x = x.flatten(1, 2)
+        x, (b, t, length, d) = self._sequence(tokens)
         if self.cls_token is not None:  # only the CLS row of the last block is read: compute just that row
-            cls = self.cls_token.expand(b, -1, -1)
-            if len(self.blocks) > 1:
-                x = self.blocks[:-1](torch.cat([cls, x], dim=1))
-                cls, x = x[:, :1], x[:, 1:]
+            cls, x = self._through_all_but_last(self.cls_token.expand(b, -1, -1), x)
             return self.blocks[-1].forward_first(cls[:, 0], x)
         x = self.blocks(x)
         if self.cls == "frame":
