@@ -32,7 +32,7 @@ def _train_default(name: str):
 
 
 # the options of compare that go into every probe's training config
-TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer")
+TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer", "in_memory")
 
 
 @click.command("compare")
@@ -64,6 +64,9 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
               "stacked heads, each with its own initialisation and batch order, as a run of that seed would.")  # fmt: skip
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(TrainConfig)
+@click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=_train_default("in_memory"),
+              show_default=True, help="Load the cache into RAM once for every probe (auto: if it takes at most "
+              "half the available memory) or stream it from HDF5.")  # fmt: skip
 @click.option("--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) [its first].")
 @click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip

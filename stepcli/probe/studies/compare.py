@@ -172,7 +172,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     check_compare_config(cfg)
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
     pairs, source = pairs_for(cache, cfg.pairs_file)
-    if use_memory(cache, "auto"):
+    if use_memory(cache, cfg.training.in_memory):
         cache.load_into_memory()
     shuffle_cfg = ShuffleConfig(permutations=cfg.permutations, seed=cfg.seed, device=cfg.device)
     out = Path(cfg.out)
