@@ -148,14 +148,53 @@ def commands(cache: Path, work: Path, epochs: int, permutations: int, batch_size
         "train knn": train("knn", "knn"),
         "train step (streamed)": train("step", "step"),
         "train step (in memory)": train("step", "step-memory", "yes"),
-        f"shuffle-test K={permutations}": [*stepcli, "shuffle-test", "--run", str(step), "--permutations",
-                                           str(permutations), "--batch-size", "256", "--device", "cpu"],  # fmt: skip
-        "evaluate": [*stepcli, "evaluate", "--run", str(step), "--cache", str(cache), "--out", str(work / "evaluate"),
-                     "--batch-size", "256", "--device", "cpu"],  # fmt: skip
+        f"shuffle-test K={permutations}": [
+            *stepcli,
+            "shuffle-test",
+            "--run",
+            str(step),
+            "--permutations",
+            str(permutations),
+            "--batch-size",
+            "256",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        "evaluate": [
+            *stepcli,
+            "evaluate",
+            "--run",
+            str(step),
+            "--cache",
+            str(cache),
+            "--out",
+            str(work / "evaluate"),
+            "--batch-size",
+            "256",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
         "pairs --from-run": [*stepcli, "pairs", "--from-run", str(step), "--out", str(work / "pairs")],
-        "compare": [*stepcli, "compare", "--cache", str(cache), "--out", str(work / "compare"), "--probes",
-                    "linear,logreg,knn,step", "--epochs", str(epochs), "--batch-size", str(batch_size),
-                    "--permutations", str(permutations), "--in-memory", "no", "--device", "cpu"],  # fmt: skip
+        "compare": [
+            *stepcli,
+            "compare",
+            "--cache",
+            str(cache),
+            "--out",
+            str(work / "compare"),
+            "--probes",
+            "linear,logreg,knn,step",
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            str(batch_size),
+            "--permutations",
+            str(permutations),
+            "--in-memory",
+            "no",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
     }
 
 

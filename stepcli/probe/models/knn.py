@@ -10,6 +10,8 @@ with the run like any weights, so a knn run is loaded, evaluated and shuffle-tes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,9 @@ from stepcli.probe.models.registry import register
 
 K_GRID = (1, 5, 10, 20, 50, 100, 200)
 TEMPERATURE_GRID = (0.01, 0.03, 0.07, 0.1, 0.2)  # DINOv2 uses 0.07
+# bytes of query-to-bank similarities held at once: at SSv2 size (169k train clips) all 24,777 val
+# queries at once would take 16.7 GB, recomputed for every (k, temperature)
+SIMILARITY_BYTES = 256 << 20
 
 
 @register("knn", needs_patches=False, needs_cls=True, fitted=True, has_head=False)
@@ -59,19 +64,29 @@ class KnnProbe(Probe):
                           int(self.k), float(self.temperature))  # fmt: skip
 
     def fit(self, cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int, seed: int) -> dict:
-        """Store the train features as the memory bank, choose k and the temperature on `val`."""
+        """Store the train features as the memory bank, choose k and the temperature on `val`.
+
+        The validation clips go through the bank in chunks; each chunk's similarities are computed
+        once and its `max(K_GRID)` nearest neighbours serve every (k, temperature) of the grid.
+        """
         bank = F.normalize(torch.from_numpy(cls_features(cache, train, workers=workers)).float(), dim=-1)
         queries = F.normalize(torch.from_numpy(cls_features(cache, val, workers=workers)).float(), dim=-1)
         labels = torch.from_numpy(cache.labels[train])
         truth = torch.from_numpy(cache.labels[val])
+        ks = sorted({min(k, len(bank)) for k in K_GRID})
+        correct = dict.fromkeys(((k, t) for k in ks for t in TEMPERATURE_GRID), 0)
+        for rows, similarity, index in nearest(queries, bank, ks[-1]):
+            for k in ks:
+                for temperature in TEMPERATURE_GRID:
+                    votes = vote_logits(similarity[:, :k], labels[index[:, :k]], self.num_classes, temperature)
+                    correct[k, temperature] += int((votes.argmax(dim=1) == truth[rows]).sum())
         sweep, best = [], None
-        for k in sorted({min(k, len(bank)) for k in K_GRID}):
-            for temperature in TEMPERATURE_GRID:
-                preds = knn_logits(queries, bank, labels, self.num_classes, k, temperature).argmax(dim=1)
-                accuracy = round(float((preds == truth).float().mean()), 6)
-                sweep.append({"k": k, "temperature": temperature, "val_top1": accuracy})
-                if best is None or accuracy > best[0]:
-                    best = (accuracy, k, temperature)
+        for (k, temperature), right in correct.items():
+            # as the mean of a float32 tensor of hits, which is what the sweep has always recorded
+            accuracy = round(float(torch.tensor(right, dtype=torch.float32) / len(val)), 6)
+            sweep.append({"k": k, "temperature": temperature, "val_top1": accuracy})
+            if best is None or accuracy > best[0]:
+                best = (accuracy, k, temperature)
         _, k, temperature = best
         self.bank, self.bank_labels = bank, labels
         self.k, self.temperature = torch.tensor(k), torch.tensor(temperature)
@@ -79,10 +94,41 @@ class KnnProbe(Probe):
         return {"k": k, "temperature": temperature, "sweep": sweep}
 
 
-def knn_logits(queries: Tensor, bank: Tensor, labels: Tensor, num_classes: int, k: int, temperature: float) -> Tensor:
-    """`[B, C]` log vote shares of normalised `queries [B, D]` among their `k` nearest rows of `bank [N, D]`."""
-    similarity, index = (queries @ bank.T).topk(min(k, len(bank)), dim=1)
+def query_chunk(bank_size: int) -> int:
+    """Queries per chunk: their similarities to the whole bank take at most SIMILARITY_BYTES."""
+    return max(1, SIMILARITY_BYTES // (4 * max(1, bank_size)))
+
+
+def nearest(queries: Tensor, bank: Tensor, k: int, chunk: int | None = None) -> Iterator[tuple[slice, Tensor, Tensor]]:
+    """`(rows, similarity [b, k], index [b, k])` per chunk of `queries [B, D]`: the `k` most similar
+    rows of `bank [N, D]`, most similar first; `chunk` queries at a time (default: `query_chunk`)."""
+    chunk = query_chunk(len(bank)) if chunk is None else chunk
+    for start in range(0, len(queries), chunk):
+        rows = slice(start, start + chunk)
+        similarity, index = (queries[rows] @ bank.T).topk(min(k, len(bank)), dim=1)
+        yield rows, similarity, index
+
+
+def vote_logits(similarity: Tensor, voters: Tensor, num_classes: int, temperature: float) -> Tensor:
+    """`[b, C]` log vote shares of neighbours with `similarity [b, k]` (most similar first) and labels `voters [b, k]`."""
     weights = torch.exp((similarity - similarity[:, :1]) / temperature)  # shifted: the same shares, no overflow
-    votes = torch.zeros(len(queries), num_classes, dtype=weights.dtype, device=weights.device)
-    votes.scatter_add_(1, labels[index], weights)
+    votes = torch.zeros(len(similarity), num_classes, dtype=weights.dtype, device=weights.device)
+    votes.scatter_add_(1, voters, weights)
     return torch.log(votes / votes.sum(dim=1, keepdim=True) + 1e-12)
+
+
+def knn_logits(
+    queries: Tensor,
+    bank: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+    chunk: int | None = None,
+) -> Tensor:
+    """`[B, C]` log vote shares of normalised `queries [B, D]` among their `k` nearest rows of `bank [N, D]`."""
+    parts = [
+        vote_logits(similarity, labels[index], num_classes, temperature)
+        for _, similarity, index in nearest(queries, bank, k, chunk)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, num_classes, device=queries.device)

@@ -35,6 +35,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("selected", "selected on val", "str"),
 ]
 ORDER_COLOURS = {ORIGINAL: "#4c72b0", SHUFFLED: "#dd8452", REVERSED: "#c44e52"}
+LABELLED_CLASSES = 30  # confusion matrices with at most this many classes get counts and class names
 
 
 def fmt(value: object, kind: str) -> str:
@@ -225,7 +226,9 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], pairs: li
     matrix = np.asarray(confusion, dtype=float)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
-    size = max(5.0, 0.45 * n + 2.5)
+    # cells are labelled up to LABELLED_CLASSES; past that the figure stops growing (at SSv2's 174
+    # classes it would be about 9000 pixels square and take gigabytes to draw)
+    size = max(5.0, 0.45 * min(n, LABELLED_CLASSES) + 2.5)
     fig = new_figure(size + 1, size)
     ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -234,7 +237,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], pairs: li
     for a, b in pairs:
         for r, c in ((index[a], index[b]), (index[b], index[a])):
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.8))
-    if n <= 30:
+    if n <= LABELLED_CLASSES:
         for r in range(n):
             for c in range(n):
                 if matrix[r, c]:

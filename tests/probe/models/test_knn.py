@@ -49,3 +49,44 @@ def test_knn_trains_on_a_prefix_only_cache(tiny_openclip, tmp_path: Path) -> Non
     ok("train-probe", "--cache", cache, "--probe", "knn", "--out", tmp_path / "knn", "--quiet")
     run = load_run(tmp_path / "knn", FeatureCache(cache))
     assert run.metrics["num_params"] == 0 and len(run.probe.bank) == run.metrics["train_clips"]
+
+
+def _reference_sweep(queries, bank, labels, truth, num_classes: int) -> list[dict]:
+    """The grid as computed before chunking: every query against the whole bank, once per (k, temperature)."""
+    sweep = []
+    for k in sorted({min(k, len(bank)) for k in K_GRID}):
+        for temperature in TEMPERATURE_GRID:
+            similarity, index = (queries @ bank.T).topk(k, dim=1)
+            weights = torch.exp((similarity - similarity[:, :1]) / temperature)
+            votes = torch.zeros(len(queries), num_classes).scatter_add_(1, labels[index], weights)
+            accuracy = round(float((votes.argmax(dim=1) == truth).float().mean()), 6)
+            sweep.append({"k": k, "temperature": temperature, "val_top1": accuracy})
+    return sweep
+
+
+def test_knn_in_chunks_chooses_and_predicts_as_all_at_once(demo_cache: Path, monkeypatch) -> None:
+    """Chunking the queries changes neither the sweep, nor the chosen k and temperature, nor a logit."""
+    from stepcli.probe.models import knn
+
+    cache = FeatureCache(demo_cache)
+    train, val, test = cache.rows("train"), cache.rows("val"), cache.rows("test")
+    whole = knn.KnnProbe(cache.layout, len(cache.class_names))
+    fitted = whole.fit(cache, train, val, workers=0, seed=0)
+    monkeypatch.setattr(knn, "SIMILARITY_BYTES", 4 * len(train) * 5)  # 5 queries per chunk: several, one short
+    assert knn.query_chunk(len(train)) == 5 and len(val) % 5 != 0
+    chunked = knn.KnnProbe(cache.layout, len(cache.class_names))
+    assert chunked.fit(cache, train, val, workers=0, seed=0) == fitted
+    queries = chunked.forward_features(torch.from_numpy(cache.tokens(val)))
+    truth = torch.from_numpy(cache.labels[val])
+    assert fitted["sweep"] == _reference_sweep(queries, whole.bank, whole.bank_labels, truth, whole.num_classes)
+    tokens = torch.from_numpy(cache.tokens(test))
+    torch.testing.assert_close(chunked(tokens), whole(tokens), rtol=0, atol=0)
+    rng = np.random.default_rng(0)  # and on many more queries than a chunk, against the one-matrix formula
+    bank = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((50, 6))).float(), dim=-1)
+    many = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((23, 6))).float(), dim=-1)
+    labels = torch.from_numpy(rng.integers(0, 4, 50))
+    similarity, index = (many @ bank.T).topk(7, dim=1)
+    expected = knn.vote_logits(similarity, labels[index], 4, 0.1)
+    found = knn_logits(many, bank, labels, 4, 7, 0.1, chunk=4)
+    assert torch.equal(found.argmax(dim=1), expected.argmax(dim=1))  # BLAS may round a product by one ulp
+    torch.testing.assert_close(found, expected, rtol=0, atol=1e-6)
