@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stepcli.cache.chunks import chunk_offsets, copy_chunks, map_file
+from stepcli.cache.chunks import chunk_offsets, copy_chunks, open_file
 from stepcli.cache.failures import read_failures
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
@@ -72,7 +72,7 @@ class FeatureCache:
         self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]
         self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
-        self._maps: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._maps: dict[int, tuple[int, np.ndarray] | None] = {}  # shard -> (descriptor, chunk offsets)
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
 
@@ -162,7 +162,7 @@ class FeatureCache:
             stored = self._tokens(shards[k])
             out[k] = stored[rows[k]] if stored.ndim == 4 else stored[rows[k], views[k]]
             return k + 1
-        mapped, offsets = direct
+        fd, offsets = direct
         size, first = out[0].nbytes, int(offsets[rows[k], views[k]])
         end = k + 1
         while (
@@ -172,17 +172,17 @@ class FeatureCache:
         ):
             end += 1
         try:
-            copy_chunks(mapped, first, end - k, out[k:end])
+            copy_chunks(fd, first, end - k, out[k:end])
         except OSError as err:
             raise StepcliError(f"shard {self.shard_paths[shards[k]]} cannot be read ({err})") from None
         return end
 
-    def _direct(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(mapped file, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
+    def _direct(self, shard: int) -> tuple[int, np.ndarray] | None:
+        """`(file descriptor, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
         self._handle(shard)  # resets both caches after a fork
         if shard not in self._maps:
             offsets = chunk_offsets(self._tokens(shard))
-            self._maps[shard] = None if offsets is None else (map_file(self.shard_paths[shard]), offsets)
+            self._maps[shard] = None if offsets is None else (open_file(self.shard_paths[shard]), offsets)
         return self._maps[shard]
 
     def timing(self, row: int, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -207,4 +207,7 @@ class FeatureCache:
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        self._handles, self._maps = {}, {}  # a mapping is unmapped when its last array goes
+        for direct in self._maps.values():
+            if direct is not None:
+                os.close(direct[0])
+        self._handles, self._maps = {}, {}

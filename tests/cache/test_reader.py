@@ -8,6 +8,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from conftest import DATA, make_demo_cache
 
 from stepcli.cache.reader import FeatureCache
@@ -59,3 +60,36 @@ def test_a_compressed_shard_is_read_through_h5py(tmp_path):
     cache = FeatureCache(copy)
     np.testing.assert_array_equal(cache.tokens(np.arange(10)), expected)
     assert list(cache._maps.values()) == [None]
+
+
+def _resident_file_kib() -> int:
+    """Resident pages of this process that are backed by files (mapped shards count here)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="resident memory by kind is read from /proc")
+def test_a_streamed_pass_does_not_keep_the_cache_resident(tmp_path):
+    """Reading every clip once (a streamed epoch) must not leave the cache's pages in our resident
+    memory: at SSv2's size that is the whole 7 GB cache in RSS, without --in-memory yes."""
+    from stepcli.cache.format import Manifest
+    from stepcli.cache.records import DatasetRecord, ExtractionRecord
+    from stepcli.cache.writer import ShardWriter
+
+    rng = np.random.default_rng(0)
+    with ShardWriter(tmp_path, clips_per_shard=200) as writer:
+        for i in range(600):  # [T=8, 1+4, 384] float16: 30 KiB a clip, 18 MiB in all
+            writer.add(f"{i:04d}", i % 3, "train", [rng.standard_normal((1, 8, 5, 384))], np.arange(8)[None],
+                       np.arange(8)[None] / 8.0)  # fmt: skip
+    extraction = ExtractionRecord(
+        backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
+        layer=-1, num_frames=8, sampler="all", dtype="float16", num_prefix=1, num_patches=4, dim=384,
+    )  # fmt: skip
+    Manifest(extraction=extraction, dataset=DatasetRecord("synthetic", ("a", "b", "c"), (), ("train",))).save(tmp_path)
+    cache = FeatureCache(tmp_path)
+    before = _resident_file_kib()
+    for tokens, _ in iterate_batches(cache, fixed_batches(rng.permutation(len(cache)), 16)):
+        assert tokens.shape == (len(tokens), 8, 5, 384)
+    assert all(direct is not None for direct in cache._maps.values())  # read directly, not through h5py
+    grown = _resident_file_kib() - before
+    assert grown < cache.nbytes // 1024 // 4, f"{grown} KiB of file pages resident after reading {cache.nbytes} bytes"
