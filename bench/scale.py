@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from stepcli.cache.format import Manifest
+from stepcli.cache.reader import FeatureCache
 from stepcli.cache.records import DatasetRecord, ExtractionRecord
 from stepcli.cache.writer import ShardWriter
 
@@ -206,19 +207,28 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64, help="Clips per training step.")
     parser.add_argument("--only", help="Comma-separated command names to measure (default: all).")
+    parser.add_argument("--reuse-cache", action="store_true", help="Keep OUT/cache if it is there (no write row).")
     args = parser.parse_args()
     if args.clips < 3 * NUM_CLASSES:
         sys.exit(f"--clips must be at least {3 * NUM_CLASSES} (one clip per class and split)")
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
     cache, log = args.out / "cache", args.out / "commands.log"
-    tick = time.perf_counter()
-    clips = write_cache(cache, args.clips)
-    wall = time.perf_counter() - tick
+    results = {}
+    if args.reuse_cache and (cache / "manifest.json").is_file():
+        for entry in args.out.iterdir():  # every earlier output but the cache
+            if entry != cache:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        clips = len(FeatureCache(cache))
+        print(f"reusing {cache}: {clips} clips", flush=True)
+    else:
+        shutil.rmtree(args.out, ignore_errors=True)
+        args.out.mkdir(parents=True)
+        tick = time.perf_counter()
+        clips = write_cache(cache, args.clips)
+        wall = time.perf_counter() - tick
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        results["write"] = Measured(round(wall, 3), round(1000 * wall / clips, 4), round(peak, 1))
+        print(f"wrote {clips} clips in {wall:.1f} s", flush=True)
     size = sum(p.stat().st_size for p in (cache / "shards").glob("*.h5"))
-    print(f"wrote {clips} clips, {size / 2**30:.2f} GiB, in {wall:.1f} s", flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    results = {"write": Measured(round(wall, 3), round(1000 * wall / clips, 4), round(peak, 1))}
     todo = commands(cache, args.out, args.epochs, args.permutations, args.batch_size)
     only = None if args.only is None else set(args.only.split(","))
     for name, command in todo.items():
