@@ -10,6 +10,7 @@ Under torchrun every process draws the same batches and `shard_batch` gives each
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from stepcli.cache.format import SPLITS
 from stepcli.cache.reader import FeatureCache
 from stepcli.errors import StepcliError
 from stepcli.workers import Watch, watched_items
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 VAL_FROM_TRAIN = 0.2  # share of each class's train clips held out when the dataset has no val split
@@ -122,12 +125,20 @@ def available_memory() -> int:
 
 def use_memory(cache: FeatureCache, in_memory: str, copies: int = 1) -> bool:
     """`auto`: load the cache when `copies` of it (one per process on this machine) take at most
-    half of the available RAM."""
+    half of the available RAM; otherwise stream it, and say so, since streaming is slower."""
     if in_memory not in ("auto", "yes", "no"):
         raise StepcliError(f"--in-memory must be auto, yes or no, got {in_memory!r}")
-    if in_memory == "auto":
-        return cache.nbytes * copies <= available_memory() // 2
-    return in_memory == "yes"
+    if in_memory != "auto":
+        return in_memory == "yes"
+    needed, available = cache.nbytes * copies, available_memory()
+    if needed <= available // 2:
+        return True
+    each = f" ({copies} processes, one copy each)" if copies > 1 else ""
+    log.info(
+        f"--in-memory auto: the cache's tokens take {needed / 2**30:.1f} GiB{each}, more than half of the "
+        f"{available / 2**30:.1f} GiB of memory available: streaming them from {cache.path} instead"
+    )
+    return False
 
 
 class _RowBatches(Dataset):

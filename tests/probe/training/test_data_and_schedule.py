@@ -107,3 +107,19 @@ def test_logreg_on_two_classes_matches_scikit_learn(tmp_path: Path) -> None:
     expected = model.predict(scaler.transform(features(rows)))
     assert np.array_equal(logits.argmax(1), expected)
     assert metrics["top1"] == pytest.approx(float((expected == cache.labels[rows]).mean()))
+
+
+def test_in_memory_auto_streams_a_cache_larger_than_memory_and_says_so(tmp_path: Path, caplog) -> None:
+    """Copies of the cache that would not fit in half the available RAM are streamed, with a line
+    that says why; a cache that fits is loaded silently; yes and no are obeyed as given."""
+    from stepcli.probe.data import available_memory, use_memory
+
+    cache = FeatureCache(write_synthetic_cache(tmp_path / "c", [0, 1] * 6, ["train", "val", "test"] * 4, ["a", "b"]))
+    too_many = available_memory() // cache.nbytes + 1  # one process per copy: more than all of the RAM
+    with caplog.at_level("INFO", logger="stepcli"):
+        assert use_memory(cache, "auto") and not caplog.records
+        assert not use_memory(cache, "auto", copies=too_many)
+        assert use_memory(cache, "yes", copies=too_many) and not use_memory(cache, "no")
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "streaming" in message and f"{too_many} processes" in message and str(cache.path) in message
