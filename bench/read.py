@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -47,6 +49,26 @@ def drop_from_page_cache(paths: list[Path]) -> bool:
         finally:
             os.close(fd)
     return True
+
+
+def resident_bytes(paths: list[Path]) -> int | None:
+    """Bytes of the files now in the page cache, as util-linux's `fincore` counts them; None without it."""
+    if shutil.which("fincore") is None:
+        return None
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES", *map(str, paths)],
+                          capture_output=True, text=True)  # fmt: skip
+    return sum(int(x) for x in done.stdout.split()) if done.returncode == 0 else None
+
+
+def check_drop(paths: list[Path]) -> str:
+    """Whether dropping the files from the page cache works here: their resident bytes before and after."""
+    sequential_read(paths)
+    before = resident_bytes(paths)
+    drop_from_page_cache(paths)
+    after = resident_bytes(paths)
+    if before is None or after is None:
+        return "cold: page-cache drop not checked (no fincore)"
+    return f"cold: posix_fadvise(DONTNEED) leaves {after / 2**20:.1f} of {before / 2**20:.1f} MiB of the shards in the page cache"
 
 
 def sequential_read(paths: list[Path], reuse: bool = False) -> float:
@@ -118,6 +140,7 @@ def main() -> None:
     warm = statistics.median(ratios(args.cache, paths, args.batch_size, args.repeats, cold=False))
     print(f"warm: streamed shuffled reads / sequential read = {warm:.2f} (median of {args.repeats})")
     if not args.no_cold and drop_from_page_cache(paths):
+        print(check_drop(paths))
         cold = statistics.median(ratios(args.cache, paths, args.batch_size, args.repeats, cold=True))
         print(f"cold: streamed shuffled reads / sequential read = {cold:.2f} (median of {args.repeats})")
 

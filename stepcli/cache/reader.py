@@ -14,7 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stepcli.cache.chunks import chunk_offsets, copy_chunks, open_file
+from stepcli.cache import chunks
+from stepcli.cache.chunks import chunk_offsets, copy_chunks, map_file, release
 from stepcli.cache.failures import read_failures
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
@@ -72,7 +73,9 @@ class FeatureCache:
         self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]
         self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
-        self._maps: dict[int, tuple[int, np.ndarray] | None] = {}  # shard -> (descriptor, chunk offsets)
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}  # shard -> (mapped file, offsets)
+        self._mappings: list = []  # the mmaps behind `_maps`, released every chunks.RESIDENT_BYTES copied
+        self._copied = 0
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
 
@@ -162,7 +165,7 @@ class FeatureCache:
             stored = self._tokens(shards[k])
             out[k] = stored[rows[k]] if stored.ndim == 4 else stored[rows[k], views[k]]
             return k + 1
-        fd, offsets = direct
+        mapped, offsets = direct
         size, first = out[0].nbytes, int(offsets[rows[k], views[k]])
         end = k + 1
         while (
@@ -172,17 +175,27 @@ class FeatureCache:
         ):
             end += 1
         try:
-            copy_chunks(fd, first, end - k, out[k:end])
+            copy_chunks(mapped, first, end - k, out[k:end])
         except OSError as err:
             raise StepcliError(f"shard {self.shard_paths[shards[k]]} cannot be read ({err})") from None
+        self._copied += (end - k) * size
+        if self._copied >= chunks.RESIDENT_BYTES:  # keep RSS bounded: read pages back to the page cache
+            for mapping in self._mappings:
+                release(mapping)
+            self._copied = 0
         return end
 
-    def _direct(self, shard: int) -> tuple[int, np.ndarray] | None:
-        """`(file descriptor, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
+    def _direct(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(mapped file, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
         self._handle(shard)  # resets both caches after a fork
         if shard not in self._maps:
             offsets = chunk_offsets(self._tokens(shard))
-            self._maps[shard] = None if offsets is None else (open_file(self.shard_paths[shard]), offsets)
+            if offsets is None:
+                self._maps[shard] = None
+            else:
+                mapping, mapped = map_file(self.shard_paths[shard])
+                self._mappings.append(mapping)
+                self._maps[shard] = (mapped, offsets)
         return self._maps[shard]
 
     def timing(self, row: int, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +211,7 @@ class FeatureCache:
 
     def _handle(self, shard: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a worker: parent's handles are not ours to use
-            self._handles, self._maps = {}, {}
+            self._handles, self._maps, self._mappings = {}, {}, []
             self._pid = os.getpid()
         if shard not in self._handles:
             self._handles[shard] = h5py.File(self.shard_paths[shard], "r")
@@ -207,7 +220,4 @@ class FeatureCache:
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        for direct in self._maps.values():
-            if direct is not None:
-                os.close(direct[0])
-        self._handles, self._maps = {}, {}
+        self._handles, self._maps, self._mappings = {}, {}, []  # a mapping is unmapped when its last array goes

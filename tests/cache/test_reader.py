@@ -69,9 +69,10 @@ def _resident_file_kib() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="resident memory by kind is read from /proc")
-def test_a_streamed_pass_does_not_keep_the_cache_resident(tmp_path):
+def test_a_streamed_pass_does_not_keep_the_cache_resident(tmp_path, monkeypatch):
     """Reading every clip once (a streamed epoch) must not leave the cache's pages in our resident
     memory: at SSv2's size that is the whole 7 GB cache in RSS, without --in-memory yes."""
+    from stepcli.cache import chunks
     from stepcli.cache.format import Manifest
     from stepcli.cache.records import DatasetRecord, ExtractionRecord
     from stepcli.cache.writer import ShardWriter
@@ -86,6 +87,7 @@ def test_a_streamed_pass_does_not_keep_the_cache_resident(tmp_path):
         layer=-1, num_frames=8, sampler="all", dtype="float16", num_prefix=1, num_patches=4, dim=384,
     )  # fmt: skip
     Manifest(extraction=extraction, dataset=DatasetRecord("synthetic", ("a", "b", "c"), (), ("train",))).save(tmp_path)
+    monkeypatch.setattr(chunks, "RESIDENT_BYTES", 1 << 20)  # released every MiB read, not every 256 MiB
     cache = FeatureCache(tmp_path)
     before = _resident_file_kib()
     for tokens, _ in iterate_batches(cache, fixed_batches(rng.permutation(len(cache)), 16)):
