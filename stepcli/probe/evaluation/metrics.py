@@ -22,6 +22,9 @@ TOP5_MIN_CLASSES = 6  # top-5 is only informative with more than 5 classes
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
 BOOTSTRAP_SEED = 0
+# resampled clip indices held at once (int64): all 1000 resamples of 27,157 SSv2 test clips take 217 MB,
+# and as many again for each array made from them
+BOOTSTRAP_DRAW_BYTES = 16 << 20
 STD_DDOF = 1  # sample std: the spread of a few seeds or permutations estimates that of all of them
 STD_NAME = "sample std (n-1)"
 
@@ -102,13 +105,19 @@ def bootstrap_intervals(
     n = len(correct)
     if n == 0:
         return {"top1": [None, None], "mean_class_accuracy": [None, None]}
-    draws = np.random.default_rng([seed, n]).integers(0, n, size=(samples, n))
-    top = correct[draws].mean(axis=1)
-    # per resample and class: hits and clips, [samples, C]
-    offsets = (np.arange(samples)[:, None] * num_classes + labels[draws]).ravel()
-    size = samples * num_classes
-    hits = np.bincount(offsets, weights=correct[draws].ravel(), minlength=size).reshape(samples, num_classes)
-    clips = np.bincount(offsets, minlength=size).reshape(samples, num_classes)
+    rng = np.random.default_rng([seed, n])
+    top, hits = np.empty(samples), np.empty((samples, num_classes))
+    clips = np.empty((samples, num_classes), dtype=np.int64)
+    step = max(1, BOOTSTRAP_DRAW_BYTES // (8 * n))  # resamples drawn at once: the same stream as all at once
+    for start in range(0, samples, step):
+        m = min(step, samples - start)
+        draws = rng.integers(0, n, size=(m, n))
+        top[start : start + m] = correct[draws].mean(axis=1)
+        # per resample and class: hits and clips, [m, C]
+        offsets = (np.arange(m)[:, None] * num_classes + labels[draws]).ravel()
+        size = m * num_classes
+        hits[start : start + m] = np.bincount(offsets, weights=correct[draws].ravel(), minlength=size).reshape(m, -1)
+        clips[start : start + m] = np.bincount(offsets, minlength=size).reshape(m, -1)
     with np.errstate(invalid="ignore"):
         per_class = np.nanmean(np.where(clips > 0, hits / np.maximum(clips, 1), np.nan), axis=1)
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]

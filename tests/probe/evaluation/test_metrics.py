@@ -59,6 +59,27 @@ def test_bootstrap_matches_a_plain_loop_and_is_seeded() -> None:
     assert ci["top1"][0] < correct.mean() < ci["top1"][1]
 
 
+def test_bootstrap_of_ssv2_test_split_in_bounded_memory(monkeypatch) -> None:
+    """SSv2's 27,157 test clips: 1000 resamples drawn all at once held over a gigabyte; drawn a
+    few at a time from the same stream, they give the same intervals in bounded memory."""
+    import tracemalloc
+
+    from stepcli.probe.evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 174, 27_157)
+    correct = (rng.random(len(labels)) < 0.6).astype(float)
+    tracemalloc.start()
+    ci = bootstrap_intervals(correct, labels, 174)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 150 << 20, f"{peak / 2**20:.0f} MiB traced"
+    small = (rng.random(40) < 0.5).astype(float), rng.integers(0, 3, 40)
+    whole = bootstrap_intervals(*small, 3)
+    monkeypatch.setattr(metrics, "BOOTSTRAP_DRAW_BYTES", 8 * 40 * 7)  # 7 resamples at a time, the last 6
+    assert bootstrap_intervals(*small, 3) == whole and ci == bootstrap_intervals(correct, labels, 174)
+
+
 def test_bootstrap_narrows_with_more_clips() -> None:
     small = np.tile([1.0, 0.0], 10)
     large = np.tile([1.0, 0.0], 1000)
