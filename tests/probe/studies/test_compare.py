@@ -166,3 +166,14 @@ def test_compare_reuses_a_run_that_differs_only_at_runtime(demo_cache: Path, tmp
                 "--permutations", "1", "-v")  # fmt: skip
     assert "reusing the finished run" in result.stderr
     assert (placed / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_compare_in_memory_is_the_users_choice(demo_cache: Path, tmp_path: Path) -> None:
+    """`compare --in-memory no` streams every probe's run from HDF5 (a large cache's RSS stays
+    bounded); the default, auto, loads a demo-sized cache."""
+    for choice, loaded in (("no", False), ("auto", True)):
+        out = tmp_path / choice
+        ok("compare", "--cache", demo_cache, "--out", out, "--probes", "knn", "--permutations", "1",
+           "--in-memory", choice, "--quiet")  # fmt: skip
+        runtime = json.loads((out / "runs" / "knn" / "config.json").read_text())["runtime"]
+        assert runtime["in_memory"] is loaded, choice
