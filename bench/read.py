@@ -14,7 +14,8 @@ the machine is shared and noisy.
 Warm: the files are in the page cache (a first read put them there). Cold: before every pass
 each shard file is dropped from the page cache with posix_fadvise(DONTNEED), where the platform
 has it, and the streamed pass opens the cache afresh; the kernel may keep pages another process
-holds, so the cold figure is a best effort.
+holds, so the cold figure is a best effort; where util-linux's `fincore` is installed, the script
+first prints how much of the shards a drop leaves in the page cache, to show that it works here.
 
     python bench/read.py --cache demo-output/cache [--batch-size 8] [--repeats 5] [--no-cold]
 """
