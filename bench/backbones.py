@@ -18,7 +18,7 @@ import time
 import traceback
 import warnings
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.extract.encoders import load_backbone
 
 SMALL = 64  # px, for a model built for real

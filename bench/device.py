@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.extract.backbones import load_backbone
 from stepcli.extract.datasets import DatasetOptions, load_dataset
+from stepcli.extract.encoders import load_backbone
 from stepcli.extract.pipeline import ExtractConfig, run_extract
 from stepcli.extract.video import sample_clip
 from stepcli.log import set_verbosity
+from stepcli.probe.config import TrainConfig, default_batch_size
 from stepcli.probe.studies.seeds import seed_runs
-from stepcli.probe.training.config import TrainConfig, default_batch_size
 from stepcli.probe.training.loop import train_probe
 
 BACKBONE = "openclip:ViT-S-32"

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stepcli.extract.backbones import load_backbone
 from stepcli.extract.datasets import DatasetOptions, load_dataset
+from stepcli.extract.encoders import load_backbone
 from stepcli.extract.pipeline import ExtractConfig, run_extract
 from stepcli.extract.video import sample_clip
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.training.data import epoch_batches, epoch_views, iterate_batches
+from stepcli.probe.data import epoch_batches, epoch_views, iterate_batches
 
 BLOCK = 4 << 20
 

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.extract import backbones, pipeline
+from stepcli.extract import encoders, pipeline
 from stepcli.extract.datasets import DatasetOptions
 from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.runs.rundir import load_run
 from stepcli.probe.studies.shuffle import ShuffleConfig, shuffle_test
 from stepcli.probe.training.loop import TrainConfig, train_probe
-from stepcli.probe.training.rundir import load_run
 
 
 class BackboneCalls:
@@ -46,9 +46,9 @@ class BackboneCalls:
         setattr(owner, name, counted)
 
     def __enter__(self) -> BackboneCalls:
-        self._wrap(backbones, "load_backbone")
+        self._wrap(encoders, "load_backbone")
         self._wrap(pipeline, "load_backbone")
-        for cls in (backbones.FrameEncoder, *backbones.FrameEncoder.__subclasses__()):
+        for cls in (encoders.FrameEncoder, *encoders.FrameEncoder.__subclasses__()):
             self._wrap(cls, "forward")
         return self
 

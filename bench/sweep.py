@@ -32,9 +32,9 @@ from torch.profiler import ProfilerActivity, profile
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import Group
 from stepcli.log import set_verbosity
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.models import build_probe_for_cache
 from stepcli.probe.studies.seeds import seed_runs
-from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.loop import train_probe
 from stepcli.probe.training.optimizer import Head
 from stepcli.probe.training.stacked import StackedHeads

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.extract.backbones import load_backbone
 from stepcli.extract.datasets import DatasetOptions, load_dataset
+from stepcli.extract.encoders import load_backbone
 from stepcli.extract.video import sample_clip
+from stepcli.probe.data import iterate_batches
 from stepcli.probe.models import build_probe_for_cache
-from stepcli.probe.training.data import iterate_batches
 from stepcli.probe.training.loop import reader_processes
 
 

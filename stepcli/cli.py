@@ -12,8 +12,10 @@ import sys
 
 import click
 
-from stepcli import StepcliError, __version__
+from stepcli.commands import COMMANDS
+from stepcli.errors import StepcliError
 from stepcli.log import set_verbosity
+from stepcli.version import __version__
 
 _HELP_ERRORS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
@@ -61,14 +63,8 @@ def cli(quiet: bool, verbose: int) -> None:
     set_verbosity(-1 if quiet else min(verbose, 1))
 
 
-def _register() -> None:
-    from stepcli.commands import COMMANDS
-
-    for command in COMMANDS:
-        cli.add_command(command)
-
-
-_register()
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 
 def rank_and_world_size(rank: int | None = None, world_size: int | None = None) -> tuple[int, int, int]:

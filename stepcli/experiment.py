@@ -14,8 +14,8 @@ from pathlib import Path
 from stepcli.extract.datasets import DatasetOptions
 from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
 from stepcli.extract.pipeline import ExtractConfig, ExtractSummary, run_extract
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.studies.compare import CompareConfig, Comparison, run_compare
-from stepcli.probe.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 
 def read_text(path: Path | str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.files import read_text
 
 Pair = tuple[str, str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from stepcli.extract.size import human
+from stepcli.units import human
 
 SHM = "/dev/shm"
 # what torch and the kernel say when a shared-memory file cannot be made as large as a tensor

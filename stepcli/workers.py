@@ -16,7 +16,7 @@ worker is doing, and never stops the run.
 from __future__ import annotations
 
 import logging
-import multiprocessing.queues
+import multiprocessing
 import os
 import signal
 import threading
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
-from torch.utils.data._utils.collate import default_convert
+from torch.utils.data import DataLoader, Dataset, default_convert, get_worker_info
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
+from stepcli.private import is_loader_timeout, loader_processes, on_queue_feeder_error, shutdown_loader
 from stepcli.shm import shm_failure, shm_state
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _worker_init(worker: int) -> None:
     def feeder_failed(err: BaseException, _obj: object) -> None:
         board.fail(worker, f"{type(err).__name__}: {' '.join(str(err).split())}")
 
-    multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(feeder_failed)  # type: ignore[method-assign]
+    on_queue_feeder_error(feeder_failed)
 
 
 def _hand_over(item: Any) -> Any:
@@ -225,7 +225,7 @@ def watched_items(dataset: Dataset, workers: int, watch: Watch, prefetch: int | 
             yield item
     finally:
         dog.stop.set()
-        it._shutdown_workers()  # type: ignore[attr-defined]
+        shutdown_loader(it)
 
 
 def _next(it: Any, board: WorkerBoard, index: int, watch: Watch) -> Any:
@@ -236,7 +236,7 @@ def _next(it: Any, board: WorkerBoard, index: int, watch: Watch) -> Any:
         except StopIteration:
             raise
         except Exception as err:  # a timeout, a dead worker, or a transfer cut short by one (ConnectionReset)
-            timed_out = isinstance(err, RuntimeError) and str(err).startswith("DataLoader timed out")
+            timed_out = is_loader_timeout(err)
             dead = _dead_workers(it, wait=0.0 if timed_out else 2.0)
             if dead:
                 raise StepcliError(_death(dead[0], board, watch)) from None
@@ -261,7 +261,7 @@ def _dead_workers(it: Any, wait: float) -> list[tuple[int, Any]]:
     """The workers that exited, waiting up to `wait` s for one: a transfer fails before its sender is reaped."""
     deadline = time.monotonic() + wait
     while True:
-        dead = [(w, p) for w, p in enumerate(getattr(it, "_workers", [])) if p.exitcode is not None]
+        dead = [(w, p) for w, p in enumerate(loader_processes(it)) if p.exitcode is not None]
         if dead or time.monotonic() >= deadline:
             return dead
         time.sleep(0.05)

@@ -20,9 +20,9 @@ import pytest
 from conftest import TINY_BACKBONE, TINY_CLI, TINY_IMAGE_SIZE, cache_tokens, child_env, error_line, invoke
 from torch.utils.data import Dataset
 
-from stepcli import StepcliError
 from stepcli.cache.lock import is_held
 from stepcli.cache.verify import verify_cache
+from stepcli.errors import StepcliError
 from stepcli.workers import Watch, watched_items
 
 # one clip's decoded frames are 8 x 3 x 64 x 64 float32 = 384 KiB of shared memory

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stepcli import StepcliError
 from stepcli.cache.records import DatasetRecord, ExtractionRecord, TokenLayout
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.pairs import Pair
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 LOCK_PREFIX = ".lock.r"
 _HELD: set[int] = set()  # descriptors of the locks this process holds

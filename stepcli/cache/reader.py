@@ -14,10 +14,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stepcli import StepcliError
 from stepcli.cache.chunks import chunk_offsets, copy_chunks, map_file
+from stepcli.cache.failures import read_failures
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
 
 
 class FeatureCache:
@@ -119,8 +120,6 @@ class FeatureCache:
 
     def failures(self) -> list[dict]:
         """Clips whose latest extraction attempt failed and that are not in the cache since."""
-        from stepcli.cache.failures import read_failures
-
         present = set(self.clip_ids)
         return [r for r in read_failures(self.path / FAILURES) if r["clip_id"] not in present]
 

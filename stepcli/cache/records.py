@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.pairs import Pair
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 NO_SPACE = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file size limit reached (ulimit -f)",
             errno.EDQUOT: "disk quota exceeded"}  # fmt: skip

@@ -15,7 +15,8 @@ from stepcli.commands.parsing import parse_layers
 from stepcli.extract.budget import TokenBudget
 from stepcli.extract.encoders import FAMILIES, RANDOM_INIT, BlockShape, FrameEncoder, load_backbone
 from stepcli.extract.pipeline import SAMPLER, ExtractConfig
-from stepcli.extract.size import bytes_per_view, human
+from stepcli.extract.size import bytes_per_view
+from stepcli.units import human
 
 
 def _default(name: str):

@@ -15,7 +15,10 @@ from typing import Any
 
 import click
 
-from stepcli import StepcliError
+from stepcli.device import resolve_device
+from stepcli.errors import StepcliError
+from stepcli.extract.encoders import load_backbone
+from stepcli.probe.models import PROBES, probe_class, probe_options
 
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch both take
 LAYER = click.IntRange(-1000, 999)  # and inside the backbone's depth: `check_backbone`
@@ -69,8 +72,6 @@ def check_rank(rank: int | None, world_size: int | None) -> None:
 
 def check_device(_ctx: click.Context, param: click.Parameter, value: str) -> str:
     """`--device cuda` needs a GPU now, not after the cache directory is made."""
-    from stepcli.device import resolve_device
-
     try:
         resolve_device(value)
     except StepcliError as err:
@@ -80,8 +81,6 @@ def check_device(_ctx: click.Context, param: click.Parameter, value: str) -> str
 
 def check_sweep_values(probe: str, sweep: dict[str, list]) -> None:
     """Each `--sweep KEY=V1,V2` value in the range of KEY's own option (the keys are checked later)."""
-    from stepcli.probe.models import PROBES, probe_options
-
     ranges = {"lr": LR, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE, "clip_grad": POSITIVE}
     options = probe_options(probe) if probe in PROBES else {}
     for key, values in sweep.items():
@@ -99,10 +98,7 @@ def check_sweep_values(probe: str, sweep: dict[str, list]) -> None:
 def check_probe_value(probe: str, key: str, value: Any, default: Any, flag: str = "--option") -> None:
     """A `--option KEY=VALUE` of the type of the probe's default, and in range: counts and
     ratios positive and finite, switches true or false, names one of the probe's choices."""
-    from stepcli.probe.models.linear import POOLS
-    from stepcli.probe.models.step import BLOCKS, CLS_MODES
-
-    choices = {"cls": CLS_MODES, "block": tuple(BLOCKS), "pool": POOLS}
+    choices = probe_class(probe).choices
     expected = int if default is None else type(default)  # None: num_heads, picked from the token width
     if value is None and default is None:
         return
@@ -128,6 +124,4 @@ def check_backbone(backbone: str, image_size: int, layers: tuple[int, ...]) -> N
     """The backbone built on the meta device (no weights read, no compute): an unknown family or
     model, a missing weights file, an image smaller than a patch or a block outside the model's
     depth is refused here, in the encoder registry's own words, before any work."""
-    from stepcli.extract.encoders import load_backbone
-
     load_backbone(backbone, image_size, layers, meta=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from stepcli import StepcliError
 from stepcli.commands import checks
 from stepcli.commands.common import (
     PathArg,
@@ -17,10 +16,11 @@ from stepcli.commands.common import (
     verbosity_options,
 )
 from stepcli.commands.parsing import parse_probe_specs, parse_seeds, parse_sweep
+from stepcli.errors import StepcliError
+from stepcli.probe.config import GPU_BATCH_SIZE, TrainConfig, default_batch_size
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.layer_sweep import run_layer_sweep
 from stepcli.probe.studies.shots import parse_shots, run_shots
-from stepcli.probe.training.config import GPU_BATCH_SIZE, TrainConfig, default_batch_size
 
 
 def _default(name: str):

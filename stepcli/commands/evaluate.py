@@ -16,7 +16,7 @@ from stepcli.commands.common import (
     seed_option,
     verbosity_options,
 )
-from stepcli.probe.evaluation.cross_cache import EVAL_SPLITS, EvaluateConfig, evaluate_run
+from stepcli.probe.studies.cross_cache import EVAL_SPLITS, EvaluateConfig, evaluate_run
 
 
 @click.command("evaluate")

@@ -8,7 +8,7 @@ import click
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.commands.common import PathArg, verbosity_options
-from stepcli.extract.backbones import RANDOM_INIT
+from stepcli.extract.encoders import RANDOM_INIT
 
 
 def describe_cache(cache: FeatureCache) -> str:

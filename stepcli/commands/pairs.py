@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from stepcli import StepcliError
 from stepcli.commands.common import PathArg, default_of, verbosity_options
+from stepcli.errors import StepcliError
 from stepcli.extract.datasets import dataset_names
 from stepcli.extract.datasets.csv_list import read_class_list
 from stepcli.extract.datasets.pairs import OFFICIAL_CLASSES, known_pairs, table

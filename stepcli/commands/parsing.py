@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from stepcli import StepcliError
 from stepcli.commands import checks
+from stepcli.errors import StepcliError
 from stepcli.probe.models import PROBES, probe_options
+from stepcli.probe.models.specs import ablation_specs, parse_spec, parse_value, split_specs
 
 # the STEP ablation switches of the paper, kept as flags; each is also reachable as --option KEY=VALUE
 SWITCHES = {"temporal_pe": "--temporal-pe/--no-temporal-pe", "cls": "--cls", "block": "--block"}
-
-
-def parse_value(text: str) -> bool | int | float | str | None:
-    """`true`/`false`, `none`, integers and floats become Python values; anything else stays a string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def probe_option_values(probe: str, pairs: tuple[str, ...], switches: dict) -> dict:
@@ -81,8 +67,6 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_probe_specs(text: str, ablation: str | None = None) -> tuple[str, ...]:
     """`--probes` (or `--ablation PROBE`'s rows) as spec texts, each option value checked as `--option`'s."""
-    from stepcli.probe.studies.specs import ablation_specs, parse_spec, split_specs
-
     texts = ablation_specs(ablation) if ablation is not None else split_specs(text)
     for spec in map(parse_spec, texts):
         valid = probe_options(spec.name)

@@ -9,10 +9,10 @@ import click
 from stepcli.commands import checks
 from stepcli.commands.common import PathArg, default_of, device_option, seed_option, verbosity_options
 from stepcli.commands.parsing import parse_seeds, parse_sweep, probe_option_values
+from stepcli.probe.config import GPU_BATCH_SIZE, default_batch_size
 from stepcli.probe.models import PROBES, probe_class, probe_options
 from stepcli.probe.models.step import BLOCKS, CLS_MODES
 from stepcli.probe.studies.seeds import seeds_markdown, train_seeds
-from stepcli.probe.training.config import GPU_BATCH_SIZE, default_batch_size
 from stepcli.probe.training.loop import TrainConfig, train_probe
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 TOKEN_SETS = ("all", "prefix")
 _POOL = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stepcli import StepcliError, __version__
 from stepcli.cache.failures import append_failure
 from stepcli.cache.format import FAILURES, MANIFEST, SHARDS, Manifest
 from stepcli.cache.lock import CacheLock
@@ -30,15 +29,17 @@ from stepcli.cache.verify import non_finite_reason
 from stepcli.cache.writer import ShardWriter
 from stepcli.device import resolve_device
 from stepcli.distributed import rank_and_world_size
-from stepcli.extract.backbones import FrameEncoder, load_backbone
+from stepcli.errors import StepcliError
 from stepcli.extract.budget import TokenBudget
 from stepcli.extract.datasets import Clip, DatasetOptions, load_dataset
 from stepcli.extract.datasets import Dataset as ClipList
+from stepcli.extract.encoders import FrameEncoder, load_backbone
 from stepcli.extract.preprocess import Preprocess
 from stepcli.extract.size import WontFit, check_disk
 from stepcli.extract.video import sample_clip
 from stepcli.extract.views import clip_views, views_record
 from stepcli.progress import Progress
+from stepcli.version import __version__
 from stepcli.workers import STALL_SECONDS, Watch, watched_items
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,8 @@ class _ClipFrames(Dataset):
 
 
 def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset: ClipList) -> Manifest:
-    import open_clip
-    import timm
+    import open_clip  # deferred: only their versions are read, for the manifest
+    import timm  # deferred: only their versions are read, for the manifest
 
     views = views_record(cfg.clips, cfg.crops, cfg.train_views, cfg.augment, cfg.augment_seed)
     extraction = ExtractionRecord(

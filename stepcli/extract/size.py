@@ -12,9 +12,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from stepcli import StepcliError
 from stepcli.cache.records import ExtractionRecord
+from stepcli.errors import StepcliError
 from stepcli.extract.datasets import Clip
+from stepcli.units import human
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ def free_bytes(path: Path) -> int:
     while not path.exists():
         path = path.parent
     return shutil.disk_usage(path).free
-
-
-def human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1024
-    return f"{nbytes:.1f} TiB"
 
 
 class WontFit(StepcliError):

@@ -16,8 +16,8 @@ import zlib
 import numpy as np
 import torch
 
-from stepcli import StepcliError
 from stepcli.cache.records import ViewsRecord
+from stepcli.errors import StepcliError
 from stepcli.extract.preprocess import Preprocess
 
 #: crop positions along the long side per `--crops` (0: left or top, 0.5: centre, 1: right or bottom)

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, TINY_OPENCLIP, cache_tokens, fails, make_demo_cache, ok
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.cache.records import ViewsRecord
+from stepcli.errors import StepcliError
 from stepcli.extract.video import sample_clip, write_video
 from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.runs.rundir import load_run
 from stepcli.probe.studies.shuffle import ShuffleConfig, shuffle_test
-from stepcli.probe.training.rundir import load_run
 
 FRAMES = 4
 HEIGHT, WIDTH = 48, 80  # wide, so that the left, centre and right crops differ
@@ -138,7 +138,7 @@ def test_train_views_are_augmented_on_train_only(tmp_path, wide_videos):
 
 
 def test_training_draws_one_seeded_view_per_clip_per_epoch(views_cache):
-    from stepcli.probe.training.data import epoch_views
+    from stepcli.probe.data import epoch_views
 
     cache = FeatureCache(views_cache)
     train = cache.rows("train")

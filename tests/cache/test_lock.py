@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import TINY_BACKBONE, TINY_CLI, TINY_IMAGE_SIZE, cache_tokens, child_env, error_line
 
-from stepcli import StepcliError
 from stepcli.cache.lock import CacheLock, is_held, lock_path
 from stepcli.cache.verify import verify_cache
+from stepcli.errors import StepcliError
 
 
 def _args(out: Path, videos: Path, size: int = 6) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 from conftest import DATA, make_demo_cache
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.training.data import fixed_batches, iterate_batches
+from stepcli.probe.data import fixed_batches, iterate_batches
 
 V1 = DATA / "cache_v1"
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import fails, invoke
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.errors import StepcliError
 
 
 def _copy(demo_cache: Path, tmp_path: Path) -> Path:

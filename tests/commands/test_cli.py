@@ -15,10 +15,10 @@ from stepcli.cli import cli
 from stepcli.experiment import DemoConfig
 from stepcli.extract.datasets import DatasetOptions
 from stepcli.extract.pipeline import ExtractConfig
-from stepcli.probe.evaluation.cross_cache import EvaluateConfig
 from stepcli.probe.evaluation.predict import PredictConfig
 from stepcli.probe.models import build_probe
 from stepcli.probe.studies.compare import CompareConfig
+from stepcli.probe.studies.cross_cache import EvaluateConfig
 from stepcli.probe.studies.shuffle import ShuffleConfig
 from stepcli.probe.training.loop import TrainConfig
 

@@ -12,9 +12,9 @@ import torch
 from conftest import TINY_IMAGE_SIZE, TINY_OPENCLIP, make_demo_cache
 from safetensors.torch import save_file
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
-from stepcli.extract.backbones import load_backbone
+from stepcli.errors import StepcliError
+from stepcli.extract.encoders import load_backbone
 from stepcli.extract.video import sample_clip
 
 DINO = "vit_small_patch14_reg4_dinov2"

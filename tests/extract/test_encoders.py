@@ -15,8 +15,8 @@ import torch
 from conftest import ok
 from safetensors.torch import save_file
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.errors import StepcliError
 from stepcli.extract.encoders import load_backbone
 from stepcli.extract.encoders.base import ATTENTION_POOL, CLS, GLOBAL_AVERAGE, REGISTER
 

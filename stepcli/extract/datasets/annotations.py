@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.files import read_text
 
 SPLIT_NAMES = {

@@ -12,8 +12,9 @@ import io
 import math
 from pathlib import Path
 
-from stepcli import StepcliError
-from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, Rejected, register_dataset
+from stepcli.errors import StepcliError
+from stepcli.extract.datasets.base import Clip, Dataset, DatasetOptions, Rejected
+from stepcli.extract.datasets.registry import register_dataset
 from stepcli.files import read_text
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
+from stepcli.extract.datasets.base import Clip, Dataset, DatasetOptions
+from stepcli.extract.datasets.registry import register_dataset
 from stepcli.extract.demo import PAIRS, generate_demo
 
 # Enough clips per class that a probe on a randomly initialised backbone's tokens learns the motion

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepcli import StepcliError
-from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
+from stepcli.errors import StepcliError
 from stepcli.extract.datasets.annotations import (
     Layout,
     entry_fields,
@@ -38,6 +37,8 @@ from stepcli.extract.datasets.annotations import (
     restrict_classes,
     video_name,
 )
+from stepcli.extract.datasets.base import Clip, Dataset, DatasetOptions
+from stepcli.extract.datasets.registry import register_dataset
 
 VOCAB = "Diving48_vocab.json"
 LISTS = {"train": "Diving48_V2_train.json", "test": "Diving48_V2_test.json"}

@@ -34,9 +34,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stepcli import StepcliError
-from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
+from stepcli.errors import StepcliError
 from stepcli.extract.datasets.annotations import csv_rows, frame_range, restrict_classes, video_name
+from stepcli.extract.datasets.base import Clip, Dataset, DatasetOptions
+from stepcli.extract.datasets.registry import register_dataset
 
 COLUMNS = ["participant_id", "file_id", "annotation_id", "frame_start", "frame_end", "activity", "chunk_id"]
 # camera view -> frame rate of its recordings (frames per second), which the annotation frame

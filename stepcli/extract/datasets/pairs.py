@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from stepcli.extract.demo import PAIRS
 from stepcli.pairs import Pair
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,6 @@ DRIVE_ACT_PAIRS: list[Pair] = [
 
 
 def _demo_pairs() -> list[Pair]:
-    from stepcli.extract.demo import PAIRS
-
     return list(PAIRS)
 
 

@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepcli import StepcliError
-from stepcli.extract.datasets import Clip, Dataset, DatasetOptions, register_dataset
+from stepcli.errors import StepcliError
 from stepcli.extract.datasets.annotations import (
     Layout,
     entry_fields,
@@ -43,6 +42,8 @@ from stepcli.extract.datasets.annotations import (
     restrict_classes,
     video_name,
 )
+from stepcli.extract.datasets.base import Clip, Dataset, DatasetOptions
+from stepcli.extract.datasets.registry import register_dataset
 from stepcli.files import read_text
 
 log = logging.getLogger(__name__)

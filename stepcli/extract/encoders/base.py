@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.extract.budget import TokenBudget
 from stepcli.extract.preprocess import Preprocess
 
@@ -47,15 +47,6 @@ class Family:
               budget: TokenBudget | None, meta: bool) -> FrameEncoder:  # fmt: skip
         """The encoder; `meta`: on the meta device, no weights loaded (layout and size only, free)."""
         raise NotImplementedError
-
-
-FAMILIES: dict[str, type[Family]] = {}
-
-
-def register(family: type[Family]) -> type[Family]:
-    """Class decorator: `family` answers specs that start with ``family.name:``."""
-    FAMILIES[family.name] = family
-    return family
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.extract.budget import TokenBudget
-from stepcli.extract.encoders.base import CLS, GLOBAL_AVERAGE, Family, FrameEncoder, map_tokens, register
+from stepcli.extract.encoders.base import CLS, GLOBAL_AVERAGE, Family, FrameEncoder, map_tokens
+from stepcli.extract.encoders.registry import register
 from stepcli.extract.encoders.timm import TimmTokens, classifier_prefixes
 from stepcli.extract.encoders.weights import (
     RANDOM_INIT,
@@ -91,6 +92,7 @@ class _TrunkTokens(TimmTokens):
 
 
 def _tower_readers() -> dict[type, type]:
+    # deferred: open_clip takes seconds to import; only an openclip backbone needs it
     from open_clip.modified_resnet import ModifiedResNet
     from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
@@ -102,7 +104,7 @@ class OpenClipEncoder(FrameEncoder):
     def __init__(self, spec: str, model_name: str, pretrained: str | None, weights: str, image_size: int,
                  layers: tuple[int, ...], budget: TokenBudget | None, path: str | None = None,
                  meta: bool = False):  # fmt: skip
-        import open_clip
+        import open_clip  # deferred: open_clip takes seconds to import; only an openclip backbone needs it
 
         place = torch.device("meta") if meta else nullcontext()
         seeded = random_init_seed() if pretrained is None else nullcontext()
@@ -138,7 +140,7 @@ def _load_tower(
     model: torch.nn.Module, tokens: _ViTTokens | _ResNetTokens | _TrunkTokens, state: dict, spec: str, path: str
 ) -> None:
     """A CLIP checkpoint, the image tower alone, or (timm trunk) the trunk alone into `model.visual`."""
-    import open_clip
+    import open_clip  # deferred: open_clip takes seconds to import; only an openclip backbone needs it
 
     visual = model.visual
     if any(k.startswith("visual.") for k in state):
@@ -166,14 +168,14 @@ class OpenClipFamily(Family):
 
     @classmethod
     def models(cls, pattern: str = "*") -> list[str]:
-        import open_clip
+        import open_clip  # deferred: open_clip takes seconds to import; only an openclip backbone needs it
 
         return [n for n in open_clip.list_models() if fnmatch.fnmatch(n.lower(), pattern.lower())]
 
     @classmethod
     def build(cls, spec: str, model_name: str, weights: str, image_size: int, layers: tuple[int, ...],
               budget: TokenBudget | None, meta: bool) -> FrameEncoder:  # fmt: skip
-        import open_clip
+        import open_clip  # deferred: open_clip takes seconds to import; only an openclip backbone needs it
 
         if model_name not in open_clip.list_models():
             raise StepcliError(f"open_clip has no model {model_name!r}; list them with `stepcli backbones [PATTERN]`")

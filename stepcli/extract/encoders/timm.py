@@ -20,7 +20,7 @@ from contextlib import nullcontext
 
 import torch
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.extract.budget import TokenBudget
 from stepcli.extract.encoders.base import (
     ATTENTION_POOL,
@@ -30,9 +30,9 @@ from stepcli.extract.encoders.base import (
     Family,
     FrameEncoder,
     map_tokens,
-    register,
     with_stand_in,
 )
+from stepcli.extract.encoders.registry import register
 from stepcli.extract.encoders.weights import (
     RANDOM_INIT,
     apply_filter,
@@ -53,7 +53,7 @@ class TimmTokens:
     """Reads per-block tokens ``[B, P+N, D]`` from a timm model (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, spec: str, where: str = ""):
-        from timm.layers import LayerNorm2d
+        from timm.layers import LayerNorm2d  # deferred: timm takes seconds to import; only a timm backbone needs it
 
         fi = getattr(model, "forward_intermediates", None)
         if fi is None:
@@ -159,7 +159,7 @@ class TimmTokens:
 class TimmEncoder(FrameEncoder):
     def __init__(self, spec: str, model_name: str, path: str | None, use_hub: bool, weights: str, image_size: int,
                  layers: tuple[int, ...], budget: TokenBudget | None, meta: bool = False):  # fmt: skip
-        import timm
+        import timm  # deferred: timm takes seconds to import; only a timm backbone needs it
 
         model, image_size = create_timm(model_name, image_size, use_hub, meta)
         if path and not meta:
@@ -181,7 +181,7 @@ class TimmEncoder(FrameEncoder):
 
 def create_timm(model_name: str, image_size: int, use_hub: bool, meta: bool) -> tuple[torch.nn.Module, int]:
     """The model without its classifier, at `image_size` if it takes one (CNNs take any size)."""
-    import timm
+    import timm  # deferred: timm takes seconds to import; only a timm backbone needs it
 
     kwargs = {"pretrained": use_hub and not meta, "num_classes": 0}
     place = torch.device("meta") if meta else nullcontext()
@@ -216,14 +216,14 @@ class TimmFamily(Family):
 
     @classmethod
     def models(cls, pattern: str = "*") -> list[str]:
-        import timm
+        import timm  # deferred: timm takes seconds to import; only a timm backbone needs it
 
         return [n for n in timm.list_models() if fnmatch.fnmatch(n.lower(), pattern.lower())]
 
     @classmethod
     def build(cls, spec: str, model_name: str, weights: str, image_size: int, layers: tuple[int, ...],
               budget: TokenBudget | None, meta: bool) -> FrameEncoder:  # fmt: skip
-        import timm
+        import timm  # deferred: timm takes seconds to import; only a timm backbone needs it
 
         if not timm.is_model(model_name):
             raise StepcliError(f"timm has no model {model_name!r}; list them with `stepcli backbones [PATTERN]`")

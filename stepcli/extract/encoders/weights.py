@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     DDP's ``module.`` prefix."""
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # deferred: only loading a weights file needs it
 
             state = load_file(path)
         else:
@@ -117,7 +117,7 @@ def cached_hub_file(hf_hub: str) -> str | None:
     """A file open_clip downloaded before, so a known tag works offline once fetched."""
     if not hf_hub:
         return None
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # deferred: only a pretrained tag looks in the hub cache
 
     repo_id = hf_hub.rstrip("/")
     for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import Group
+from stepcli.errors import StepcliError
+from stepcli.probe.data import fixed_batches, iterate_batches
 from stepcli.probe.evaluation.metrics import classification_metrics
-from stepcli.probe.training.data import fixed_batches, iterate_batches
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

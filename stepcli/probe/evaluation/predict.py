@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stepcli import StepcliError
 from stepcli.device import resolve_device
-from stepcli.extract.backbones import RANDOM_INIT, FrameEncoder, load_backbone
+from stepcli.errors import StepcliError
 from stepcli.extract.budget import TokenBudget
+from stepcli.extract.encoders import RANDOM_INIT, FrameEncoder, load_backbone
 from stepcli.extract.video import VideoError, sample_clip
 from stepcli.extract.views import clip_views
 from stepcli.probe.evaluation.inference import average_views
-from stepcli.probe.training.rundir import Run, load_run
+from stepcli.probe.runs.rundir import Run, load_run
 
 
 @dataclass(frozen=True)

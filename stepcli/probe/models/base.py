@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
 from stepcli.probe.models.stacked import stacked_layer_norm, stacked_linear
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ class Probe(nn.Module):
     #: the paper's ablation of this probe, `(probe, options)` per row: itself, each switch off in turn,
     #: and the probe it builds on; `compare --ablation NAME` runs them as one table
     ablations: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = ()
+    #: the allowed values of each option that names one of several choices (checked before training)
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, layout: TokenLayout, num_classes: int, **options: Any) -> None:
         super().__init__()

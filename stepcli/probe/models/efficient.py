@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
 from stepcli.probe.models.base import Probe
 from stepcli.probe.models.layers import init_token
 from stepcli.probe.models.registry import register

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 
 
 def resolve_num_heads(dim: int, num_heads: int | None, preferred: int = 12) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
 from stepcli.probe.models.base import Probe
 from stepcli.probe.models.registry import register
 
@@ -20,6 +20,8 @@ class LinearProbe(Probe):
         pool: "cls" pools the first prefix token of each frame; "patch" pools the N patch tokens,
             for backbones whose CLS token is weak or missing (P = 0).
     """
+
+    choices = {"pool": POOLS}
 
     def __init__(
         self,

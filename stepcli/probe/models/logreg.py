@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
+from stepcli.probe.data import fixed_batches, iterate_batches
 from stepcli.probe.models.base import Probe
 from stepcli.probe.models.registry import register
-from stepcli.probe.training.data import fixed_batches, iterate_batches
 
 C_GRID = tuple(10.0**k for k in range(-3, 4))  # 1e-3 ... 1e3
 
@@ -68,9 +68,13 @@ def cls_features(cache: FeatureCache, rows: np.ndarray, batch_size: int = 64, wo
 
 def fit_logreg(cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, workers: int = 0, seed: int = 0):
     """The fitted scaler, the best-on-val scikit-learn model and the sweep over `C_GRID`."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
+    from sklearn.linear_model import (
+        LogisticRegression,  # deferred: scikit-learn takes a second to import; only fitting logreg needs it
+    )
+    from sklearn.preprocessing import (
+        StandardScaler,  # deferred: scikit-learn takes a second to import; only fitting logreg needs it
+    )
+    from threadpoolctl import threadpool_limits  # deferred: only fitting logreg needs it
 
     x_train, x_val = cls_features(cache, train, workers=workers), cls_features(cache, val, workers=workers)
     y_train, y_val = cache.labels[train], cache.labels[val]

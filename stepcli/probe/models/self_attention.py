@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
 from stepcli.probe.models.base import Probe
 from stepcli.probe.models.layers import TransformerBlock, add_temporal_encoding, resolve_num_heads, temporal_encoding
 from stepcli.probe.models.registry import register

@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
 from stepcli.probe.models.base import Probe
 from stepcli.probe.models.layers import (
     Attention,
@@ -91,6 +91,8 @@ BLOCKS: dict[str, type[nn.Module]] = {
 @register("step", order_aware=True)
 class StepProbe(Probe):
     """Temporal encoding + global CLS + simplified attention; see the module docstring."""
+
+    choices = {"cls": CLS_MODES, "block": tuple(BLOCKS)}
 
     no_weight_decay_names = ("cls_token", "temporal_pe")
     ablations = (

@@ -13,10 +13,14 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
+from stepcli.errors import StepcliError
+from stepcli.probe.config import TrainConfig
+from stepcli.probe.data import use_memory
 from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_options
+from stepcli.probe.models.specs import ProbeSpec, parse_spec
+from stepcli.probe.runs.rundir import CONFIG, Run, load_run, read_run_config
 from stepcli.probe.studies.plots import plot_per_pair
 from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
@@ -28,11 +32,7 @@ from stepcli.probe.studies.report import (
 from stepcli.probe.studies.results import ComparisonRow
 from stepcli.probe.studies.seeds import mean_row, seed_dir, seed_runs
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
-from stepcli.probe.studies.specs import ProbeSpec, parse_spec
 from stepcli.probe.studies.tuning import check_compare_sweep, selected_values, sweep_for, swept_differences
-from stepcli.probe.training.config import TrainConfig
-from stepcli.probe.training.data import use_memory
-from stepcli.probe.training.rundir import CONFIG, Run, load_run, read_run_config
 
 log = logging.getLogger(__name__)
 RUNS = "runs"

@@ -9,22 +9,24 @@ an order-aware one may also lose the transition. Everything is computed from the
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.pairs import Pair, partner_sets
+from stepcli.probe.data import fixed_batches, iterate_batches
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import pair_metrics, rounded
+from stepcli.probe.runs.rundir import CONFIG, Run, load_run
+from stepcli.probe.studies.plots import plot_frame_attention, plot_frame_drop
 from stepcli.probe.studies.report import fmt, markdown_table
-from stepcli.probe.training.data import fixed_batches, iterate_batches
-from stepcli.probe.training.rundir import CONFIG, Run, load_run
+from stepcli.probe.studies.results import FrameAttention, FrameDrop
 
 FRAMES_DIR = "frames"
 
@@ -39,27 +41,6 @@ def neighbour_maps(num_frames: int) -> list[np.ndarray]:
         index[t] = t - 1 if t else 1
         maps.append(index)
     return maps
-
-
-@dataclass(frozen=True)
-class FrameDrop:
-    """One probe's test accuracy with every frame intact, and with frame t replaced, for each t."""
-
-    probe: str
-    run: str
-    top1: float | None
-    pair_top1: float | None
-    replaced_top1: tuple[float | None, ...]
-    replaced_pair_top1: tuple[float | None, ...]
-
-
-@dataclass(frozen=True)
-class FrameAttention:
-    """Mean attention mass of a probe's readout token on each frame, per test class `[C][T]`."""
-
-    probe: str
-    class_names: tuple[str, ...]
-    mass: tuple[tuple[float | None, ...], ...]
 
 
 def frame_drop(run: Run, label: str, cache: FeatureCache, pairs: list[Pair], device: str) -> FrameDrop:
@@ -130,8 +111,6 @@ def _one_run(run_dir: Path) -> Path:
 
 
 def write_frames_outputs(out: Path, drops: list[FrameDrop], attentions: list[FrameAttention]) -> dict[str, Path]:
-    from stepcli.probe.studies.plots import plot_frame_attention, plot_frame_drop
-
     out.mkdir(parents=True, exist_ok=True)
     frames = len(drops[0].replaced_top1)
     header = ["probe", "intact", *(f"frame {t} replaced" for t in range(frames))]

@@ -15,11 +15,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from stepcli import StepcliError
 from stepcli.cache.format import Manifest
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.probe.studies.compare import CompareConfig, run_compare
-from stepcli.probe.studies.report import _figure, fmt, markdown_table
+from stepcli.probe.studies.figures import new_figure
+from stepcli.probe.studies.report import fmt, markdown_table
 from stepcli.probe.studies.results import ComparisonRow
 
 KEYS = (("top1", "top-1"), ("reversed_flip_rate", "reversal flip rate"))
@@ -69,7 +70,7 @@ def write_layer_outputs(out: Path, rows: dict[int, list[ComparisonRow]]) -> dict
 
 
 def plot_layers(rows: dict, probes: list[str], by: dict, path: Path) -> Path:
-    fig = _figure(4.0 * len(KEYS), 3.2)
+    fig = new_figure(4.0 * len(KEYS), 3.2)
     layers = list(rows)
     for ax, (key, label) in zip(fig.subplots(1, len(KEYS)), KEYS, strict=True):
         for probe in probes:

@@ -22,7 +22,7 @@ from stepcli.files import write_atomic
 from stepcli.pairs import Pair
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import confusion_matrix
-from stepcli.probe.training.rundir import Run, load_run
+from stepcli.probe.runs.rundir import Run, load_run
 
 PAIRS_TXT, PAIRS_JSON, PAIRS_PNG = "pairs.txt", "pairs.json", "pairs.png"
 
@@ -94,7 +94,7 @@ def write_pairs(candidates: list[CandidatePair], top: int, out: Path, title: str
 
 def plot_pairs(candidates: list[CandidatePair], path: Path) -> Path:
     """Horizontal bars: per candidate pair, the clips moved a -> b and b -> a, as shares of the pair's clips."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib takes a second to import; only plots need it
 
     fig = Figure(figsize=(7.0, max(2.5, 0.35 * len(candidates) + 1.2)), dpi=110, layout="constrained")
     ax = fig.subplots()

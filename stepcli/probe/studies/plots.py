@@ -4,15 +4,12 @@ curves and a readout token's attention per frame."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stepcli.pairs import Pair
-from stepcli.probe.studies.report import _figure, _val
-
-if TYPE_CHECKING:
-    from stepcli.probe.studies.frames import FrameAttention, FrameDrop
+from stepcli.probe.studies.figures import new_figure, plotted
+from stepcli.probe.studies.results import FrameAttention, FrameDrop
 
 
 def plot_per_pair(per_class: dict[str, dict[str, float | None]], pairs: list[Pair], path: Path) -> Path:
@@ -20,12 +17,12 @@ def plot_per_pair(per_class: dict[str, dict[str, float | None]], pairs: list[Pai
     class, partners next to each other (`per_class`: probe -> class -> accuracy)."""
     classes = [name for pair in pairs for name in pair]
     probes = list(per_class)
-    fig = _figure(max(8.0, 0.9 * len(classes) + 2), 4.8)
+    fig = new_figure(max(8.0, 0.9 * len(classes) + 2), 4.8)
     ax = fig.subplots()
     width = 0.8 / max(1, len(probes))
     x = np.arange(len(classes))
     for i, probe in enumerate(probes):
-        values = [100 * _val(per_class[probe].get(name)) for name in classes]
+        values = [100 * plotted(per_class[probe].get(name)) for name in classes]
         ax.bar(x + (i - (len(probes) - 1) / 2) * width, values, width, label=probe)
     for boundary in range(2, len(classes), 2):  # a thin line between pairs
         ax.axvline(boundary - 0.5, color="grey", lw=0.6, alpha=0.5)
@@ -40,12 +37,12 @@ def plot_per_pair(per_class: dict[str, dict[str, float | None]], pairs: list[Pai
 
 def plot_frame_drop(drops: list[FrameDrop], path: Path) -> Path:
     """Test top-1 with frame t replaced by its neighbour, one line per probe; dotted: frames intact."""
-    fig = _figure(8, 4.4)
+    fig = new_figure(8, 4.4)
     ax = fig.subplots()
     for drop in drops:
         frames = np.arange(len(drop.replaced_top1))
-        line = ax.plot(frames, [100 * _val(v) for v in drop.replaced_top1], marker="o", label=drop.probe)[0]
-        ax.axhline(100 * _val(drop.top1), color=line.get_color(), ls=":", lw=1)
+        line = ax.plot(frames, [100 * plotted(v) for v in drop.replaced_top1], marker="o", label=drop.probe)[0]
+        ax.axhline(100 * plotted(drop.top1), color=line.get_color(), ls=":", lw=1)
     ax.set_xticks(np.arange(len(drops[0].replaced_top1)))
     ax.set_xlabel("frame t replaced by a copy of frame t-1 (frame 0 by frame 1)")
     ax.set_ylabel("test top-1 (%)")
@@ -58,8 +55,8 @@ def plot_frame_drop(drops: list[FrameDrop], path: Path) -> Path:
 
 def plot_frame_attention(attention: FrameAttention, path: Path) -> Path:
     """A class x frame heatmap of the readout token's mean attention mass per frame on test clips."""
-    mass = np.asarray([[_val(v) for v in row] for row in attention.mass])
-    fig = _figure(7, 0.35 * len(attention.class_names) + 2)
+    mass = np.asarray([[plotted(v) for v in row] for row in attention.mass])
+    fig = new_figure(7, 0.35 * len(attention.class_names) + 2)
     ax = fig.subplots()
     image = ax.imshow(mass, aspect="auto", cmap="viridis")
     ax.set_xticks(np.arange(mass.shape[1]))

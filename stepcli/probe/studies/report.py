@@ -15,6 +15,7 @@ import numpy as np
 
 from stepcli.files import write_atomic
 from stepcli.probe.evaluation.metrics import STD_NAME
+from stepcli.probe.studies.figures import new_figure, plotted
 from stepcli.probe.studies.results import ORIGINAL, REVERSED, SHUFFLED, ComparisonRow, ShuffleResult
 
 # (key in a comparison row, column title, how to show it)
@@ -124,12 +125,6 @@ def write_tables(
     return paths
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
-
-
 def _label_bars(ax, bars, values, vertical: bool = False, above: list[float] | None = None) -> None:
     """Print each bar's value on top of it, or on top of its error bar (`above`: the error sizes)."""
     for bar, value, extra in zip(bars, values, above or [0.0] * len(values), strict=True):
@@ -140,15 +135,11 @@ def _label_bars(ax, bars, values, vertical: bool = False, above: list[float] | N
                         textcoords="offset points", rotation=90 if vertical else 0)  # fmt: skip
 
 
-def _val(x: float | None) -> float:
-    return np.nan if x is None else float(x)
-
-
 def plot_shuffle(result: ShuffleResult, path: Path) -> Path:
     """Figure-1 style: accuracy with original, shuffled and reversed frames, all clips and pairs."""
     summary = {ORIGINAL: result.original, SHUFFLED: result.shuffled, REVERSED: result.reversed}
     groups = [("all test clips", "top1"), ("nearly-symmetric pairs", "pair_top1")]
-    fig = _figure(6.4, 4.0)
+    fig = new_figure(6.4, 4.0)
     ax = fig.subplots()
     x = np.arange(len(groups))
     width = 0.26
@@ -156,8 +147,8 @@ def plot_shuffle(result: ShuffleResult, path: Path) -> Path:
         if order == SHUFFLED and not result.permutations:
             continue
         stats = [getattr(summary[order], k) for _, k in groups]
-        values = [_val(v.mean if order == SHUFFLED else v) for v in stats]
-        errors = [_val(v.std) for v in stats] if order == SHUFFLED else None
+        values = [plotted(v.mean if order == SHUFFLED else v) for v in stats]
+        errors = [plotted(v.std) for v in stats] if order == SHUFFLED else None
         label = f"shuffled (mean ± {STD_NAME} of {result.permutations})" if order == SHUFFLED else order
         bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=3, label=label,
                       color=ORDER_COLOURS[order])  # fmt: skip
@@ -175,21 +166,21 @@ def _errors(rows: list[ComparisonRow], key: str, spread: dict[str, dict] | None)
     """Each row's std of `key` over seeds (None without seeds)."""
     if not spread:
         return None
-    return [_val(spread.get(r.probe, {}).get(key)) for r in rows]
+    return [plotted(spread.get(r.probe, {}).get(key)) for r in rows]
 
 
 def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path, spread: dict[str, dict] | None = None) -> Path:
     """Accuracy (all clips and nearly-symmetric pairs) against trainable parameters, log x;
     with `spread` (std over seeds per probe and key) the points carry error bars."""
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.subplots()
     # a probe with nothing to train (knn) sits at 1 on the log axis
     params = np.maximum(np.asarray([r.num_params for r in rows], dtype=float), 1)
     for key, label, marker in (("top1", "test top-1", "o"), ("pair_top1", "nearly-symmetric pairs", "^")):
-        ax.errorbar(params, [_val(getattr(r, key)) for r in rows], yerr=_errors(rows, key, spread), fmt=marker,
+        ax.errorbar(params, [plotted(getattr(r, key)) for r in rows], yerr=_errors(rows, key, spread), fmt=marker,
                     markersize=7, capsize=3, label=label)  # fmt: skip
-    for i, r in enumerate(sorted(rows, key=lambda r: (r.num_params, _val(r.top1)))):
-        ax.annotate(r.probe, (max(r.num_params, 1), _val(r.top1)), xytext=(6, 5 if i % 2 else -11),
+    for i, r in enumerate(sorted(rows, key=lambda r: (r.num_params, plotted(r.top1)))):
+        ax.annotate(r.probe, (max(r.num_params, 1), plotted(r.top1)), xytext=(6, 5 if i % 2 else -11),
                     textcoords="offset points", fontsize=8)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
@@ -204,7 +195,7 @@ def plot_accuracy_vs_params(rows: list[ComparisonRow], path: Path, spread: dict[
 def plot_order_sensitivity(rows: list[ComparisonRow], path: Path, spread: dict[str, dict] | None = None) -> Path:
     """Per probe: accuracy with frames ordered, shuffled and reversed (Figure 1 for every probe);
     with `spread` the bars carry the std over seeds."""
-    fig = _figure(max(6.4, 1.3 * len(rows) + 2), 4.2)
+    fig = new_figure(max(6.4, 1.3 * len(rows) + 2), 4.2)
     axes = fig.subplots(1, 2, sharey=True)
     x = np.arange(len(rows))
     width = 0.26
@@ -212,7 +203,7 @@ def plot_order_sensitivity(rows: list[ComparisonRow], path: Path, spread: dict[s
     for ax, (panel, prefix) in zip(axes, panels, strict=True):
         for i, order in enumerate((ORIGINAL, SHUFFLED, REVERSED)):
             field = f"{prefix}top1" if order == ORIGINAL else f"{order}_{prefix}top1"
-            values = [_val(getattr(r, field)) for r in rows]
+            values = [plotted(getattr(r, field)) for r in rows]
             errors = _errors(rows, field, spread)
             bars = ax.bar(x + (i - 1) * width, values, width, yerr=errors, capsize=2, label=order,
                           color=ORDER_COLOURS[order])  # fmt: skip
@@ -229,13 +220,13 @@ def plot_order_sensitivity(rows: list[ComparisonRow], path: Path, spread: dict[s
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], pairs: list, title: str, path: Path) -> Path:
     """Row-normalised confusion matrix; red boxes mark each class's nearly-symmetric partner cell."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # deferred: matplotlib takes a second to import; only plots need it
 
     matrix = np.asarray(confusion, dtype=float)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     size = max(5.0, 0.45 * n + 2.5)
-    fig = _figure(size + 1, size)
+    fig = new_figure(size + 1, size)
     ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")

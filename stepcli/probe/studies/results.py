@@ -182,3 +182,24 @@ class ComparisonRow:
 
 
 _TYPED = {"pairs", "class_names", "original", "reversed", "shuffled", "per_order", "per_class"}
+
+
+@dataclass(frozen=True)
+class FrameDrop:
+    """One probe's test accuracy with every frame intact, and with frame t replaced, for each t."""
+
+    probe: str
+    run: str
+    top1: float | None
+    pair_top1: float | None
+    replaced_top1: tuple[float | None, ...]
+    replaced_pair_top1: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class FrameAttention:
+    """Mean attention mass of a probe's readout token on each frame, per test class `[C][T]`."""
+
+    probe: str
+    class_names: tuple[str, ...]
+    mass: tuple[tuple[float | None, ...], ...]

@@ -13,16 +13,18 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.probe.config import TrainConfig
+from stepcli.probe.data import resolve_splits, subsample_train
 from stepcli.probe.evaluation.metrics import STD_NAME, mean_std
 from stepcli.probe.models import probe_class
+from stepcli.probe.runs.rundir import CONFIG, Run
+from stepcli.probe.studies.report import fmt, markdown_table
 from stepcli.probe.studies.results import ComparisonRow
-from stepcli.probe.training.config import TrainConfig
-from stepcli.probe.training.data import resolve_splits, subsample_train
-from stepcli.probe.training.rundir import CONFIG, Run
+from stepcli.probe.training.loop import train_probe, train_runs
 
 log = logging.getLogger(__name__)
 SEEDS = "seeds.json"
@@ -98,8 +100,6 @@ def one_pass(cfgs: list[TrainConfig], cache: FeatureCache) -> bool:
 
 def seed_runs(cfgs: list[TrainConfig], cache: FeatureCache, sweep: dict[str, list] | None = None) -> list[Run] | None:
     """The runs of `cfgs` (one per seed): in one pass when `one_pass` allows, else one after another."""
-    from stepcli.probe.training.loop import train_probe, train_runs
-
     if one_pass(cfgs, cache):
         log.info(f"{cfgs[0].probe}: seeds {', '.join(str(c.seed) for c in cfgs)} as heads of one pass")
         return train_runs(cfgs, cache, sweep)
@@ -121,8 +121,6 @@ def pm(mean: float | None, std: float | None) -> str:
 
 def seeds_markdown(summary: SeedSummary | None) -> str:
     """One line per seed and a mean ± std line, as a markdown table."""
-    from stepcli.probe.studies.report import fmt, markdown_table
-
     if summary is None:
         return ""
     keys = list(summary.per_seed)

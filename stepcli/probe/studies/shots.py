@@ -15,11 +15,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.probe.evaluation.metrics import STD_NAME, mean_std
 from stepcli.probe.studies.compare import CompareConfig, run_compare
-from stepcli.probe.studies.report import _figure, fmt, markdown_table
+from stepcli.probe.studies.figures import new_figure
+from stepcli.probe.studies.report import fmt, markdown_table
 from stepcli.probe.studies.results import ComparisonRow
 
 #: (key of a comparison row, what the curve's panel shows)
@@ -103,7 +104,7 @@ def write_shots_outputs(out: Path, points: list[ShotsPoint], meta: dict) -> dict
 def plot_shots(points: list[ShotsPoint], path: Path) -> Path:
     """Accuracy vs. clips per class, one line per probe, error bars the std over folds; the second
     panel for the clips of nearly-symmetric pairs, where only order tells the classes apart."""
-    fig = _figure(11, 4.2)
+    fig = new_figure(11, 4.2)
     axes = fig.subplots(1, len(CURVES), sharey=True)
     probes = list(dict.fromkeys(p.probe for p in points))
     for ax, (key, label) in zip(axes, CURVES, strict=True):

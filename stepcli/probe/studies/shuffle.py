@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.pairs import Pair, partner_sets, read_pairs
 from stepcli.probe.evaluation.inference import predict_logits
@@ -33,6 +33,8 @@ from stepcli.probe.evaluation.metrics import (
     rounded,
     spread,
 )
+from stepcli.probe.runs.rundir import Run, load_run
+from stepcli.probe.studies.report import plot_shuffle
 from stepcli.probe.studies.results import (
     METRIC_KEYS,
     ORIGINAL,
@@ -45,7 +47,6 @@ from stepcli.probe.studies.results import (
     ShuffleResult,
     Spread,
 )
-from stepcli.probe.training.rundir import Run, load_run
 
 TIE_TOLERANCE = 1e-4  # relative to the logit scale; float32 reordering noise is ~1e-6
 SHUFFLE_DIR, RESULTS, CHART = "shuffle", "results.json", "shuffle.png"  # RUN/shuffle/...
@@ -235,8 +236,6 @@ def run_shuffle_test(
 
 def write_shuffle_outputs(result: ShuffleResult, out: Path) -> dict[str, Path]:
     """results.json and the Figure-1 style chart in `out`; returns their paths."""
-    from stepcli.probe.studies.report import plot_shuffle
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / RESULTS, json.dumps(result.to_dict(), indent=2) + "\n")

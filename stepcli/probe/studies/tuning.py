@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.models import probe_class
-from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.sweep import SWEEP, SweepRecord, check_sweep, head_configs
 
 Sweep = dict[str, list]

@@ -1,1 +1,1 @@
-"""Training a probe from the cache: config, splits and batches, optimisation, the loop, sweeps, run directories."""
+"""Training a probe from the cache: optimisation, the loop, stacked heads, sweeps."""

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.training.data import epoch_batches, epoch_views, iterate_batches, shard_batch
+from stepcli.probe.data import epoch_batches, epoch_views, iterate_batches, shard_batch
 from stepcli.probe.training.optimizer import Head
+from stepcli.probe.training.session import Session
 from stepcli.probe.training.stacked import StackedHeads, group_heads
 from stepcli.progress import Progress
-
-if TYPE_CHECKING:
-    from stepcli.probe.training.loop import _Session
 
 Trainer = Head | StackedHeads
 
 
-def make_trainers(session: _Session, heads: list[Head]) -> list[tuple[Trainer, list[int]]]:
+def make_trainers(session: Session, heads: list[Head]) -> list[tuple[Trainer, list[int]]]:
     """Each trainer with the indices of the heads it trains; stacked groups only in one process."""
     group, clips = session.group, len(session.splits.train)
     groups = group_heads([h.probe for h in heads]) if group.world_size == 1 else [[i] for i in range(len(heads))]
@@ -56,7 +53,7 @@ def in_head_order(results: list, order: list[int]) -> list:
     return out
 
 
-def fit_heads(session: _Session, heads: list[Head], on_epoch) -> list[float]:
+def fit_heads(session: Session, heads: list[Head], on_epoch) -> list[float]:
     """The gradient-descent loop over every head; leaves each at its best-on-val epoch, returns epoch times.
 
     `on_epoch(epoch, head index, train (loss, accuracy), val metrics, lr, epoch time)` logs a head's epoch.
@@ -120,7 +117,7 @@ def _for(trainer: Trainer, tokens: torch.Tensor, labels: torch.Tensor, pick: dic
     return tokens[index], labels[index]
 
 
-def run_epoch(session: _Session, trainers: list[tuple[Trainer, list[int]]], epoch: int) -> list[tuple[float, float]]:
+def run_epoch(session: Session, trainers: list[tuple[Trainer, list[int]]], epoch: int) -> list[tuple[float, float]]:
     """One pass over the train split for every head; returns each head's mean loss and accuracy.
 
     Each batch is read, moved to the device and cast once, then every trainer takes its step on it.

@@ -13,31 +13,27 @@ and report the same kind of numbers (loss and accuracy summed over all processes
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from stepcli import StepcliError, __version__
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
-from stepcli.distributed import Group, process_group, processes_per_node, rank_and_world_size
-from stepcli.probe.evaluation.inference import evaluate_heads
+from stepcli.distributed import process_group, rank_and_world_size
+from stepcli.errors import StepcliError
+from stepcli.probe.config import RunConfig, SplitRecord, TrainConfig
 from stepcli.probe.models import build_probe_for_cache, probe_class
-from stepcli.probe.training.compat import check_frame_cls
-from stepcli.probe.training.config import RunConfig, Runtime, SplitRecord, TrainConfig
-from stepcli.probe.training.data import Splits, resolve_splits, subsample_train, use_memory
+from stepcli.probe.runs.compat import check_frame_cls
+from stepcli.probe.runs.rundir import CONFIG, LOG, Run, cache_ref, load_run, save_run
 from stepcli.probe.training.epochs import fit_heads, in_head_order
 from stepcli.probe.training.optimizer import Head
-from stepcli.probe.training.rundir import CONFIG, LOG, Run, cache_ref, load_run, save_run
+from stepcli.probe.training.session import Session, open_session
 from stepcli.probe.training.stacked import eval_modules
 from stepcli.probe.training.sweep import SWEEP, SweepHead, SweepRecord, check_sweep, head_configs, select_head
+from stepcli.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -58,43 +54,6 @@ def check_config(cfg: TrainConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / LOG).exists())):
         raise StepcliError(f"--out {out} exists and is not a stepcli run directory; choose a new --out")
-
-
-def reader_processes(device: torch.device) -> int:
-    """HDF5 reader processes for a streamed cache: none when the probe trains on the CPU, whose
-    cores the probe already uses (reading in-process is faster there), else two to keep the GPU fed."""
-    return 0 if device.type == "cpu" else min(2, os.cpu_count() or 1)
-
-
-@dataclass
-class _Session:
-    """One process's share of a training run: its group, data, reading mode and output."""
-
-    cfg: TrainConfig
-    group: Group
-    cache: FeatureCache
-    splits: Splits
-    runtime: Runtime
-    #: each seed's train rows: seeds of one pass share val and test but draw their own
-    #: --shots / --train-fraction subset (of one size)
-    trains: dict[int, np.ndarray] = field(default_factory=dict)
-
-    def split_of(self, seed: int) -> Splits:
-        """The split a run of `seed` trained on."""
-        return replace(self.splits, train=self.trains.get(seed, self.splits.train))
-
-    def say(self, message: str) -> None:
-        if self.group.main:
-            log.info(message)
-
-    def evaluate(self, probes: list[nn.Module], rows: np.ndarray, intervals: bool = False) -> list[dict]:
-        return evaluate_heads(probes, self.cache, rows, device=self.group.device, workers=self.runtime.workers,
-                              group=self.group, intervals=intervals)  # fmt: skip
-
-    def write_log(self, out: Path, records: list[dict], mode: str = "a") -> None:
-        if self.group.main:
-            with (Path(out) / LOG).open(mode) as handle:
-                handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
 def train_probe(
@@ -137,31 +96,11 @@ def train_runs(
         )
     device = resolve_device(cfgs[0].device, local_rank)
     with process_group(device) as group:
-        session = _open_session(cfgs[0], group, cache, sorted({cfg.seed for cfg in cfgs}))
+        session = open_session(cfgs[0], group, cache, sorted({cfg.seed for cfg in cfgs}))
         return _train(session, heads, sweep)
 
 
-def _open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None, seeds: list[int]) -> _Session:
-    """Open the cache, resolve the splits (each seed's train subset) and whether to read from memory."""
-    if cache is None or cache.path.resolve() != Path(cfg.cache).resolve() or cfg.layer not in (None, cache.layer):
-        cache = FeatureCache(cfg.cache, layer=cfg.layer)
-    probe_class(cfg.probe).check_layout(cache.layout)
-    splits = resolve_splits(cache, cfg.seed)
-    labels = cache.labels[splits.train]
-    trains = {
-        seed: subsample_train(splits.train, labels, cache.class_names, seed, cfg.shots, cfg.train_fraction)
-        for seed in seeds
-    }
-    splits.train = trains[cfg.seed]
-    in_memory = cache.in_memory or use_memory(cache, cfg.in_memory, copies=processes_per_node(group.world_size))
-    if in_memory and not cache.in_memory:
-        cache.load_into_memory()
-    workers = 0 if in_memory else (reader_processes(group.device) if cfg.workers is None else cfg.workers)
-    runtime = Runtime(group.device.type, in_memory, workers, group.world_size)
-    return _Session(cfg, group, cache, splits, runtime, trains)
-
-
-def _prepare_out(session: _Session, outs: list[Path]) -> None:
+def _prepare_out(session: Session, outs: list[Path]) -> None:
     """Create each `--out`; an interrupted rerun must not look like a finished run, so its old results go."""
     if session.group.main:
         for out in outs:
@@ -171,7 +110,7 @@ def _prepare_out(session: _Session, outs: list[Path]) -> None:
             (out / LOG).write_text("")
 
 
-def _build_heads(session: _Session, configs: list[tuple[dict, TrainConfig]]) -> list[Head]:
+def _build_heads(session: Session, configs: list[tuple[dict, TrainConfig]]) -> list[Head]:
     heads = []
     for values, cfg in configs:
         torch.manual_seed(cfg.seed)  # each head starts where a plain run of its settings would
@@ -179,7 +118,7 @@ def _build_heads(session: _Session, configs: list[tuple[dict, TrainConfig]]) -> 
     return heads
 
 
-def _evaluate_final(session: _Session, heads: list[Head], rows: np.ndarray) -> list[dict]:
+def _evaluate_final(session: Session, heads: list[Head], rows: np.ndarray) -> list[dict]:
     """Every head's metrics with intervals; heads that stack are evaluated as one model."""
     probes = [head.probe.to(session.group.device) for head in heads]
     if session.group.world_size > 1:
@@ -188,7 +127,7 @@ def _evaluate_final(session: _Session, heads: list[Head], rows: np.ndarray) -> l
     return in_head_order(session.evaluate(modules, rows, True), order)
 
 
-def _train(session: _Session, configs: list[tuple[dict, TrainConfig]], sweep: dict[str, list]) -> list[Run] | None:
+def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dict[str, list]) -> list[Run] | None:
     """`train_runs` in one process: all train and evaluate, rank 0 writes and returns the runs."""
     cfg, cache, splits, group = session.cfg, session.cache, session.splits, session.group
     start = time.monotonic()
@@ -242,7 +181,7 @@ def _train(session: _Session, configs: list[tuple[dict, TrainConfig]], sweep: di
     return runs
 
 
-def _epoch_logger(session: _Session, heads: list[Head], outs: dict[Path, list[int]]):
+def _epoch_logger(session: Session, heads: list[Head], outs: dict[Path, list[int]]):
     """`fit_heads`' callback: a head's epoch into its log, its run's log.jsonl and the console."""
     within = {i: (out, members.index(i), len(members)) for out, members in outs.items() for i in members}
 
@@ -264,7 +203,7 @@ def _epoch_logger(session: _Session, heads: list[Head], outs: dict[Path, list[in
     return on_epoch
 
 
-def _run_config(session: _Session, head: Head) -> RunConfig:
+def _run_config(session: Session, head: Head) -> RunConfig:
     splits, probe = session.split_of(head.cfg.seed), head.probe
     return RunConfig(
         probe=probe.name, layout=probe.layout, num_classes=probe.num_classes, probe_options=probe.config(),

@@ -17,10 +17,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from stepcli.distributed import Group
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.evaluation.inference import autocast
 from stepcli.probe.models.base import Probe
 from stepcli.probe.training.compiling import forward_of
-from stepcli.probe.training.config import TrainConfig
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from stepcli.private import fused_adamw
 from stepcli.probe.evaluation.inference import autocast
 from stepcli.probe.models.base import Probe
 from stepcli.probe.training.compiling import forward_of
@@ -187,10 +188,7 @@ class StackedHeads:
         for lr, (param, grad, exp_avg, exp_avg_sq, scale, count) in zip(
             self.lr_table[self.steps], self.rows, strict=True
         ):
-            torch._fused_adamw_(
-                [param], [grad], [exp_avg], [exp_avg_sq], [], [count], lr=lr, beta1=BETAS[0], beta2=BETAS[1],
-                weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False, grad_scale=scale, found_inf=None,
-            )  # fmt: skip
+            fused_adamw(param, grad, exp_avg, exp_avg_sq, count, lr=lr, betas=BETAS, eps=EPS, grad_scale=scale)
         self.steps += 1
 
     def write_back(self) -> None:

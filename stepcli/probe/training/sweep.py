@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.models import probe_class, probe_options
-from stepcli.probe.training.config import TrainConfig
 
 SWEEP = "sweep.json"
 #: TrainConfig fields a head may have its own value of; the rest (batches, epochs, seed) are shared

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.extract.datasets import Dataset, DatasetOptions, load_dataset
 from stepcli.pairs import read_pairs
 

@@ -14,7 +14,7 @@ from stepcli.probe.evaluation.metrics import (
     bootstrap_intervals,
     classification_metrics,
 )
-from stepcli.probe.training.rundir import load_run
+from stepcli.probe.runs.rundir import load_run
 
 
 def _logits(labels: np.ndarray, num_classes: int, rank_of_truth: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
 from stepcli.probe.evaluation.inference import predict_logits
-from stepcli.probe.training.rundir import load_run
+from stepcli.probe.runs.rundir import load_run
 
 
 @pytest.mark.parametrize("probe", ["step", "logreg"])

@@ -13,7 +13,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import classification_metrics
 from stepcli.probe.models.knn import K_GRID, TEMPERATURE_GRID, knn_logits
-from stepcli.probe.training.rundir import load_run
+from stepcli.probe.runs.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from stepcli import StepcliError
 from stepcli.cache.records import TokenLayout
+from stepcli.errors import StepcliError
 from stepcli.probe.models import PROBES, build_probe
 
 B, T, P, N, D, C = 2, 8, 1, 16, 64, 5

@@ -14,8 +14,8 @@ from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
 from stepcli.probe.models import DEFAULT_PROBES
+from stepcli.probe.runs.rundir import load_run
 from stepcli.probe.studies.report import COLUMNS
-from stepcli.probe.training.rundir import load_run
 
 PNGS = ("accuracy_vs_params.png", "order_sensitivity.png")
 

@@ -11,11 +11,11 @@ import torch
 from conftest import fails, ok
 from test_compare import check_png
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.errors import StepcliError
 from stepcli.probe.evaluation.inference import predict_logits
+from stepcli.probe.runs.rundir import load_run
 from stepcli.probe.studies.frames import neighbour_maps
-from stepcli.probe.training.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

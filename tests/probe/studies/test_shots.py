@@ -10,7 +10,7 @@ from conftest import fails, ok
 from test_compare import check_png
 
 from stepcli.probe.evaluation.metrics import mean_std
-from stepcli.probe.training.rundir import load_run
+from stepcli.probe.runs.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,9 @@ import torch
 from conftest import fails, ok
 from test_compare import assert_order_blind
 
-from stepcli import StepcliError
-from stepcli.probe.studies.specs import ablation_specs, parse_spec, split_specs
-from stepcli.probe.training.rundir import load_run
+from stepcli.errors import StepcliError
+from stepcli.probe.models.specs import ablation_specs, parse_spec, split_specs
+from stepcli.probe.runs.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,12 +13,12 @@ from conftest import fails, ok, write_synthetic_cache
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
+from stepcli.errors import StepcliError
+from stepcli.probe.data import VAL_FROM_TRAIN, resolve_splits
 from stepcli.probe.evaluation.inference import predict_logits
-from stepcli.probe.training.data import VAL_FROM_TRAIN, resolve_splits
+from stepcli.probe.runs.rundir import load_run
 from stepcli.probe.training.optimizer import warmup_cosine
-from stepcli.probe.training.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

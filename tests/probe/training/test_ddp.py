@@ -14,10 +14,10 @@ from conftest import TINY_CLI, TORCHRUN, child_env, fails
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
+from stepcli.probe.data import epoch_batches, shard_batch
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import classification_metrics
-from stepcli.probe.training.data import epoch_batches, shard_batch
-from stepcli.probe.training.rundir import load_run
+from stepcli.probe.runs.rundir import load_run
 
 # 24 train clips in batches of 23: each epoch's first step splits 12/11 across the two ranks and
 # its last step holds one clip, so rank 1 runs a zero-weight padding step

@@ -15,8 +15,8 @@ from stepcli.cli import cli
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import classification_metrics
 from stepcli.probe.models import PROBES
+from stepcli.probe.runs.rundir import load_run
 from stepcli.probe.training.loop import TrainConfig, train_probe
-from stepcli.probe.training.rundir import load_run
 
 FAST = ["--epochs", "2", "--batch-size", "8", "--quiet"]
 

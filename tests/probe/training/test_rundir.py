@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from stepcli import StepcliError
+from stepcli.errors import StepcliError
 from stepcli.probe.models import build_probe
-from stepcli.probe.training.rundir import load_run, read_run_config
+from stepcli.probe.runs.rundir import load_run, read_run_config
 
 COMPARE = ["--probes", "linear", "--epochs", "1", "--permutations", "1", "--quiet"]
 

@@ -12,8 +12,8 @@ from conftest import ok
 
 from stepcli.cache.records import TokenLayout
 from stepcli.distributed import Group
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.models import PROBES, build_probe
-from stepcli.probe.training.config import TrainConfig
 from stepcli.probe.training.optimizer import Head
 from stepcli.probe.training.stacked import StackedHeads, StackedModel, group_heads
 from stepcli.probe.training.sweep import SweepRecord
@@ -132,7 +132,7 @@ def test_seeds_train_as_heads_and_match_their_plain_runs(demo_cache: Path, tmp_p
 
 def test_seed_batches_read_each_clip_view_once_per_step(demo_cache: Path) -> None:
     from stepcli.cache.reader import FeatureCache
-    from stepcli.probe.training.data import epoch_batches, epoch_views
+    from stepcli.probe.data import epoch_batches, epoch_views
     from stepcli.probe.training.epochs import seed_steps
 
     cache = FeatureCache(demo_cache)

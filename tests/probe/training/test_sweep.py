@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_CLI, TORCHRUN, child_env, fails, ok
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.training.rundir import load_run
+from stepcli.probe.runs.rundir import load_run
 from stepcli.probe.training.sweep import SweepRecord
 
 pytestmark = pytest.mark.usefixtures("one_thread")

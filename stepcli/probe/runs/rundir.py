@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from stepcli import StepcliError
 from stepcli.cache.format import MANIFEST
 from stepcli.cache.reader import FeatureCache
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.probe.config import CacheRef, RunConfig
 from stepcli.probe.models import Probe, build_probe
-from stepcli.probe.training.compat import CLASSES_SAME, check_run_cache
-from stepcli.probe.training.config import CacheRef, RunConfig
+from stepcli.probe.runs.compat import CLASSES_SAME, check_run_cache
 
 CONFIG, MODEL, METRICS, TIMING, SPLIT_IDS, LOG = (
     "config.json",

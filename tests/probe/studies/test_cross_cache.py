@@ -13,7 +13,7 @@ from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_IMAGE_SIZE, fails, make_de
 from stepcli.cache.format import Manifest
 from stepcli.cache.reader import FeatureCache
 from stepcli.cache.writer import ShardWriter
-from stepcli.probe.training.rundir import load_run
+from stepcli.probe.runs.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEST_KEYS = ("num_clips", "top1", "top5", "mean_class_accuracy", "loss", "per_class_accuracy", "confusion_matrix",

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from stepcli import StepcliError
 from stepcli.cache.records import DatasetRecord, ExtractionRecord, TokenLayout
+from stepcli.device import resolve_device
+from stepcli.errors import StepcliError
 
 # where and how a run ran, not what it trained: two runs differing only in these are the same run
 RUNTIME_FIELDS = ("out", "device", "in_memory", "workers", "compile")
@@ -75,8 +76,6 @@ class TrainConfig:
 def default_batch_size(device: str) -> int:
     """`--batch-size` when none is given: `TrainConfig`'s on a CPU, `GPU_BATCH_SIZE` where `device`
     resolves to a GPU. The number is written into the run's config like a given one."""
-    from stepcli.device import resolve_device
-
     return GPU_BATCH_SIZE if resolve_device(device).type == "cuda" else TrainConfig.batch_size
 
 

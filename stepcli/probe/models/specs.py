@@ -11,11 +11,26 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from stepcli import StepcliError
-from stepcli.probe.models import probe_class, probe_options
+from stepcli.errors import StepcliError
+from stepcli.probe.models.registry import probe_class, probe_options
 
 _SPEC = re.compile(r"^\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def parse_value(text: str) -> bool | int | float | str | None:
+    """`true`/`false`, `none`, integers and floats become Python values; anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def format_value(value: Any) -> str:
@@ -80,8 +95,6 @@ def split_specs(text: str) -> list[str]:
 
 def parse_spec(text: str) -> ProbeSpec:
     """`name` or `name[key=value,...]` (values: true/false, none, numbers, or names)."""
-    from stepcli.commands.parsing import parse_value
-
     match = _SPEC.match(text)
     if not match:
         raise StepcliError(f"probe spec {text!r} is not NAME or NAME[KEY=VALUE,...]")

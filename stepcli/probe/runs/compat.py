@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stepcli import StepcliError
 from stepcli.cache.records import ExtractionRecord
+from stepcli.errors import StepcliError
 
 if TYPE_CHECKING:
     from stepcli.cache.reader import FeatureCache
+    from stepcli.probe.config import RunConfig
     from stepcli.probe.models.base import Probe
-    from stepcli.probe.training.config import RunConfig
 
 # which other layers a cache holds does not change the tokens of the layer read, which is checked itself
 _IGNORED_KEYS = ("layers",)

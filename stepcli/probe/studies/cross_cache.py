@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stepcli import StepcliError
 from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
+from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.probe.evaluation.inference import evaluate
+from stepcli.probe.runs.compat import CLASSES_BY_NAME
+from stepcli.probe.runs.rundir import METRICS, Run, load_run
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, shuffle_rows, write_shuffle_outputs
-from stepcli.probe.training.compat import CLASSES_BY_NAME
-from stepcli.probe.training.rundir import METRICS, Run, load_run
 
 EVALUATION = "evaluation.json"
 EVAL_SPLITS = ("test", "all")

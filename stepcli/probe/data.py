@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stepcli import StepcliError
 from stepcli.cache.format import SPLITS
 from stepcli.cache.reader import FeatureCache
+from stepcli.errors import StepcliError
 from stepcli.workers import Watch, watched_items
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
