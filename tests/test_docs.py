@@ -243,6 +243,7 @@ def small_workdir(demo_cache: Path, where: Path) -> Path:
     shutil.copytree(demo_cache, where / "cache" / "demo")
     (where / "C").symlink_to(Path("cache") / "demo")
     videos = sorted((demo_cache.parent / "demo-videos").rglob("*.mp4"))
+    assert len(videos) >= 2, f"the demo cache's videos are not beside it: {demo_cache.parent}"
     for name, video in zip(("video1.mp4", "video2.mp4"), videos[:: max(1, len(videos) // 2)], strict=False):
         shutil.copy(video, where / name)
     return where
