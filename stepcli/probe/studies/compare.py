@@ -16,6 +16,7 @@ from pathlib import Path
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
 from stepcli.errors import StepcliError
+from stepcli.outputs import check_out
 from stepcli.probe.config import TrainConfig
 from stepcli.probe.data import use_memory
 from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_options
@@ -170,6 +171,7 @@ def _trained_runs(
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
     check_compare_config(cfg)
+    check_out(cfg.out, "comparison")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
     pairs, source = pairs_for(cache, cfg.pairs_file)
     if use_memory(cache, "auto"):

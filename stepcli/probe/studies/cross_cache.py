@@ -21,6 +21,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out
 from stepcli.probe.evaluation.inference import evaluate
 from stepcli.probe.runs.compat import CLASSES_BY_NAME
 from stepcli.probe.runs.rundir import METRICS, Run, load_run
@@ -98,7 +99,7 @@ def evaluate_run(run_dir: Path, cache_dir: Path, out: Path, cfg: EvaluateConfig 
     run.check_cache(cache, classes=CLASSES_BY_NAME)
     mapping = class_map(run, cache)
     rows, source = evaluation_rows(run, cache, cfg.split)
-    out = _prepare_out(out)
+    out = _prepare_out(check_out(out, "evaluation"))
     device = resolve_device(cfg.device)
     labels = mapping[cache.labels[rows]]
     metrics = evaluate(run.probe.to(device), cache, rows, batch_size=cfg.batch_size, device=device, intervals=True,

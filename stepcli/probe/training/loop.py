@@ -24,6 +24,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.distributed import process_group, rank_and_world_size
 from stepcli.errors import StepcliError
+from stepcli.outputs import check_out
 from stepcli.probe.config import RunConfig, SplitRecord, TrainConfig
 from stepcli.probe.models import build_probe_for_cache, probe_class
 from stepcli.probe.runs.compat import check_frame_cls
@@ -51,7 +52,7 @@ def check_config(cfg: TrainConfig) -> None:
     if problems:
         raise StepcliError("; ".join(problems))
     probe_class(cfg.probe)
-    out = Path(cfg.out)
+    out = check_out(cfg.out, "run")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / LOG).exists())):
         raise StepcliError(f"--out {out} exists and is not a stepcli run directory; choose a new --out")
 
