@@ -49,8 +49,8 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
 @click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_train_default("weight_decay"), show_default=True,
               help="AdamW weight decay of every gradient-trained probe.")  # fmt: skip
 @click.option("--sweep", "sweep_specs", multiple=True, metavar="KEY=V1,V2,...",
-              help="Tune every gradient-trained probe over the same grid (lr, weight_decay, warmup_epochs, clip_grad; "
-              "repeatable): one head per combination, each probe's selected on val; the table says which values "
+              help="Tune every gradient-trained probe over the same grid (lr, weight_decay, warmup_epochs, clip_grad, "
+              "or an option of the probes, see train-probe --option; repeatable): one head per combination, each probe's selected on val; the table says which values "
               "it chose, each run's sweep.json holds every head.")  # fmt: skip
 @click.option(
     "--batch-size",

@@ -16,7 +16,11 @@ from stepcli.probe.evaluation.predict import PredictConfig, predict_run
 @click.option("--run", "run_dir", required=True, type=PathArg, help="A train-probe run.")
 @click.argument("videos", nargs=-1, required=True, type=PathArg)
 @click.option(
-    "--top-k", type=click.IntRange(1, 1_000_000), default=default_of(PredictConfig, "top_k"), show_default=True
+    "--top-k",
+    type=click.IntRange(1, 1_000_000),
+    default=default_of(PredictConfig, "top_k"),
+    show_default=True,
+    help="Classes printed per video, most probable first (at most the run's classes).",
 )
 @device_option(PredictConfig)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
