@@ -19,7 +19,7 @@ def _default(name: str):
 
 @click.command("demo")
 @click.option("--out", type=PathArg, default=_default("out"), show_default=True, help="Output directory.")
-@click.option("--size", type=checks.CLIPS_PER_CLASS, default=_default("size"), show_default=True,
+@click.option("--size", type=checks.DEMO_CLIPS_PER_CLASS, default=_default("size"), show_default=True,
               help=f"Demo clips per class [--quick: {QUICK['size']}].")  # fmt: skip
 @click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True,
               help=f"Epochs per probe [--quick: {QUICK['epochs']}].")  # fmt: skip

@@ -19,8 +19,9 @@ from stepcli.errors import StepcliError
 from stepcli.outputs import check_out
 from stepcli.probe.config import TrainConfig
 from stepcli.probe.data import use_memory
-from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_options
+from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_class, probe_options
 from stepcli.probe.models.specs import ProbeSpec, parse_spec
+from stepcli.probe.runs.compat import check_frame_cls
 from stepcli.probe.runs.rundir import CONFIG, Run, load_run, read_run_config
 from stepcli.probe.studies.plots import plot_per_pair
 from stepcli.probe.studies.report import (
@@ -57,6 +58,9 @@ class CompareConfig:
     #: `{key: [values]}`: every gradient-trained probe tunes over this grid and keeps its head
     #: selected on val (see `tuning.py`); fitted probes train as they are
     sweep: dict[str, list] = field(default_factory=dict)
+    #: a row that cannot run on this cache (`step[cls=frame]` on a backbone without CLS) is left
+    #: out with a warning instead of refused: an ablation's rows are a set, not the user's choice
+    optional_rows: bool = False
 
     @property
     def training(self) -> TrainConfig:
@@ -168,11 +172,32 @@ def _trained_runs(
     return [load_run(tcfg.out) for tcfg in tcfgs]
 
 
+def runnable_rows(cfg: CompareConfig, cache: FeatureCache) -> CompareConfig:
+    """`cfg` with every row checked against the cache's tokens before any training: a row that cannot
+    run is refused in one line, or, for `optional_rows`, left out with a warning."""
+    kept = []
+    for text, spec in zip(cfg.probes, cfg.specs, strict=True):
+        try:
+            probe_class(spec.name).check_layout(cache.layout)
+            options = {**cfg.training.probe_options, **spec.option_dict}
+            check_frame_cls(probe_class(spec.name), options, cache.manifest.extraction)
+        except StepcliError as err:
+            if not cfg.optional_rows:
+                raise StepcliError(f"--probes {spec.label}: {err}") from None
+            log.warning(f"warning: row {spec.label} left out: {err}")
+            continue
+        kept.append(text)
+    if not kept:
+        raise StepcliError(f"no row of the comparison can run on cache {cache.path}")
+    return replace(cfg, probes=tuple(kept))
+
+
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
     check_compare_config(cfg)
     check_out(cfg.out, "comparison")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
+    cfg = runnable_rows(cfg, cache)
     pairs, source = pairs_for(cache, cfg.pairs_file)
     if use_memory(cache, "auto"):
         cache.load_into_memory()

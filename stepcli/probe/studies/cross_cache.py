@@ -12,6 +12,7 @@ metrics.json exactly; any other cache on its own test split.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, shuffle_ro
 
 EVALUATION = "evaluation.json"
 EVAL_SPLITS = ("test", "all")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ def evaluation_rows(run: Run, cache: FeatureCache, split: str) -> tuple[np.ndarr
     if split not in EVAL_SPLITS:
         raise StepcliError(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if split == "all":
+        seen = set(run.split_ids.get("train", [])) | set(run.split_ids.get("val", []))
+        reused = sum(clip_id in seen for clip_id in cache.clip_ids)
+        if reused:
+            log.warning(f"warning: --split all scores {reused} of the {len(cache)} clips the run trained or selected "
+                        "on (its train and val splits); their numbers are not a test score")  # fmt: skip
         return np.arange(len(cache), dtype=np.int64), "all clips of the cache"
     ids = set(cache.clip_ids)
     if run.split_ids.get("test") and all(clip_id in ids for clip_id in run.split_ids["test"]):
