@@ -5,6 +5,7 @@ wrong, and the messages send the user the right way."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -159,3 +160,27 @@ def test_interrupted_training_says_a_rerun_starts_again(cache: Path, tmp_path: P
     assert result.exit_code == 130, result.output
     assert "trains it again from epoch 1" in result.stderr and "resume" not in result.stderr.replace("not resumed", "")
     assert not (out / "config.json").exists()
+
+
+def test_compare_retrains_a_run_whose_metrics_are_damaged(cache: Path, tmp_path: Path) -> None:
+    """Before: compare reused the run, then refused its metrics.json, and every rerun did the same."""
+    args = [
+        "compare",
+        "--cache",
+        cache,
+        "--probes",
+        "linear",
+        "--epochs",
+        "1",
+        "--permutations",
+        "1",
+        "--out",
+        tmp_path,
+    ]
+    ok(*args)
+    metrics = tmp_path / "runs" / "linear" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:20])
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "the run is damaged" in result.stderr and "training it again" in result.stderr
+    assert json.loads(metrics.read_text())["probe"] == "linear"

@@ -119,6 +119,10 @@ def reuse_differences(tcfg: TrainConfig, cache: FeatureCache, sweep: dict | None
             f"{Path(tcfg.out) / CONFIG} names probe {recorded.probe!r} (trained as {recorded.train.probe!r}); "
             f"the run is damaged: delete {tcfg.out} to train it again"
         )
+    try:
+        load_run(tcfg.out)  # its weights and metrics too: a damaged file is retrained, not refused again
+    except StepcliError as err:
+        return [f"the run is damaged ({err})"]
     diff = [] if recorded.cache.path == cache.path.resolve() else [f"cache: {recorded.cache.path} -> {cache.path}"]
     if recorded.probe != tcfg.probe:
         return [*diff, f"probe: {recorded.probe!r} -> {tcfg.probe!r}"]
