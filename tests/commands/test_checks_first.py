@@ -184,3 +184,20 @@ def test_compare_retrains_a_run_whose_metrics_are_damaged(cache: Path, tmp_path:
     assert result.exit_code == 0, result.output
     assert "the run is damaged" in result.stderr and "training it again" in result.stderr
     assert json.loads(metrics.read_text())["probe"] == "linear"
+
+
+def test_evaluate_names_a_class_mismatch_and_a_missing_layer_as_such(cache: Path, run: Path, tmp_path: Path) -> None:
+    """Before: other classes were "another extraction", and a cache without the run's layer told the
+    user to "pick one" of its layers, which evaluate has no option for."""
+    labels, splits = [0, 1, 2] * 2, ["test"] * 6
+    other = write_synthetic_cache(tmp_path / "other", labels, splits, ["open", "close", "jump"])
+    line = fails("evaluate", "--run", run, "--cache", other, "--out", tmp_path / "a")
+    assert "same extraction but other classes" in line and "'jump'" in line
+    layer = tmp_path / "layer"
+    shutil.copytree(cache, layer)
+    manifest = Manifest.load(layer)
+    extraction = dataclasses.replace(manifest.extraction, layer=-2, layers=(-2,))
+    dataclasses.replace(manifest, extraction=extraction).save(layer)
+    line = fails("evaluate", "--run", run, "--cache", layer, "--out", tmp_path / "b")
+    assert "trained on layer -1" in line and "--layers including -1" in line and "pick one" not in line
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

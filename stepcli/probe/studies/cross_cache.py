@@ -103,7 +103,7 @@ def evaluate_run(run_dir: Path, cache_dir: Path, out: Path, cfg: EvaluateConfig 
     """Score run `run_dir` on `cache_dir`; write metrics.json, evaluation.json (and a shuffle test) to `out`."""
     cfg = cfg or EvaluateConfig()
     run = load_run(run_dir)
-    cache = FeatureCache(cache_dir, layer=run.layer)  # the layer the probe was trained on, not the cache's first
+    cache = run.open_cache(Path(cache_dir))  # the layer the probe was trained on, not the cache's first
     run.check_cache(cache, classes=CLASSES_BY_NAME)
     mapping = class_map(run, cache)
     rows, source = evaluation_rows(run, cache, cfg.split)
