@@ -201,3 +201,17 @@ def test_evaluate_names_a_class_mismatch_and_a_missing_layer_as_such(cache: Path
     line = fails("evaluate", "--run", run, "--cache", layer, "--out", tmp_path / "b")
     assert "trained on layer -1" in line and "--layers including -1" in line and "pick one" not in line
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_compare_rerun_with_other_rows_drops_plots_of_the_earlier_rows(cache: Path, tmp_path: Path) -> None:
+    """Before: the earlier best probe's confusion plot and frames/ stayed beside a comparison.json
+    that no longer held their rows."""
+    args = ["compare", "--cache", cache, "--epochs", "1", "--permutations", "1", "--out", tmp_path]
+    ok(*args, "--probes", "knn")
+    ok("frames", "--compare", tmp_path)
+    assert (tmp_path / "frames" / "frames.json").is_file() and (tmp_path / "confusion_knn.png").is_file()
+    ok(*args, "--probes", "knn")  # the same rows: the frames study still describes them
+    assert (tmp_path / "frames" / "frames.json").is_file()
+    ok(*args, "--probes", "linear")
+    assert not (tmp_path / "frames").exists() and not (tmp_path / "confusion_knn.png").exists()
+    assert (tmp_path / "confusion_linear.png").is_file()

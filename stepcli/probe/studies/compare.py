@@ -8,7 +8,9 @@ of the cache when it fits in RAM.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_class, probe_opti
 from stepcli.probe.models.specs import ProbeSpec, parse_spec
 from stepcli.probe.runs.compat import check_frame_cls
 from stepcli.probe.runs.rundir import CONFIG, Run, load_run, read_run_config
+from stepcli.probe.studies.frames import FRAMES_DIR
 from stepcli.probe.studies.plots import plot_per_pair
 from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
@@ -196,12 +199,32 @@ def runnable_rows(cfg: CompareConfig, cache: FeatureCache) -> CompareConfig:
     return replace(cfg, probes=tuple(kept))
 
 
+def earlier_rows(out: Path) -> list[str] | None:
+    """The rows of the comparison already in `out` (None: none there, or unreadable)."""
+    try:
+        return list(json.loads((out / "comparison.json").read_text())["probes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def drop_stale_outputs(out: Path, plots: dict[str, Path], earlier: list[str] | None, rows: list[str]) -> None:
+    """After a rerun with other rows: an earlier best probe's confusion plot and the frames study
+    (`stepcli frames`) describe rows this comparison.json no longer holds, so they go (with a note)."""
+    stale = [p for p in out.glob("confusion_*.png") if p not in plots.values()]
+    if earlier is not None and earlier != rows and (out / FRAMES_DIR).is_dir():
+        stale.append(out / FRAMES_DIR)
+    for path in stale:
+        log.info(f"removing {path}: it was made from an earlier comparison in {out}")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
     check_compare_config(cfg)
     check_out(cfg.out, "comparison")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
     cfg = runnable_rows(cfg, cache)
+    earlier = earlier_rows(Path(cfg.out))
     pairs, source = pairs_for(cache, cfg.pairs_file)
     if use_memory(cache, "auto"):
         cache.load_into_memory()
@@ -252,6 +275,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
         meta |= {"seeds": list(cfg.seeds), "std": spread,
                  "per_seed": {name: [r.to_dict() for r in group] for name, group in per_seed.items()}}  # fmt: skip
     tables = write_tables(out, rows, meta, spread)
+    drop_stale_outputs(out, plots, earlier, list(specs))
     return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())
 
 
