@@ -19,6 +19,17 @@ from stepcli.version import __version__
 
 _HELP_ERRORS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
+#: what Ctrl-C leaves, per command that resumes; every other command starts again when rerun
+RESUMES = "interrupted: complete shards and finished runs are kept; rerun the same command to resume"
+RESTARTS = "interrupted: nothing unfinished is kept as finished; rerunning the same command starts it again"
+INTERRUPTED = {
+    "extract": RESUMES,
+    "demo": RESUMES,
+    "compare": RESUMES,
+    "train-probe": "interrupted: the run is not finished and is not resumed; rerunning the same command trains it "
+    "again from epoch 1 (with --seeds, finished seed runs are trained again too)",
+}
+
 
 class _Group(click.Group):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
@@ -46,10 +57,7 @@ class _Group(click.Group):
             click.echo("error: " + " ".join(str(err).splitlines()), err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo(
-                "interrupted: complete shards and outputs are kept; rerun the same command to resume",
-                err=True,
-            )
+            click.echo(INTERRUPTED.get(ctx.invoked_subcommand or "", RESTARTS), err=True)
             ctx.exit(130)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from stepcli.extract.datasets import DatasetOptions
 from stepcli.extract.datasets.demo import DEFAULT_CLIPS_PER_CLASS
 from stepcli.extract.pipeline import ExtractConfig, ExtractSummary, run_extract
+from stepcli.outputs import check_out
 from stepcli.probe.config import TrainConfig
 from stepcli.probe.studies.compare import CompareConfig, Comparison, run_compare
 
@@ -46,6 +47,9 @@ QUICK = {"size": 4, "epochs": 1, "permutations": 5}
 def run_demo(cfg: DemoConfig) -> tuple[ExtractSummary, Comparison]:
     """Extract the demo into OUT/cache and compare every probe into OUT/compare."""
     cache = Path(cfg.out) / "cache"
+    check_out(cfg.out, "demo")
+    check_out(cache, "cache")
+    check_out(Path(cfg.out) / "compare", "comparison")
     log.info(f"demo 1/2: generating and extracting the demo dataset into {cache}")
     options = DatasetOptions(root=cache / "videos", size=cfg.size)
     extract = ExtractConfig(dataset="demo", out=cache, dataset_options=options, backbone=cfg.backbone,

@@ -142,9 +142,11 @@ def cache_tokens(cache_dir: Path) -> dict:
     return {clip_id: cache.tokens([row])[0] for row, clip_id in enumerate(cache.clip_ids)}
 
 
-def write_synthetic_cache(path: Path, labels: list[int], splits: list[str], class_names: list[str], seed: int = 0):
-    """A cache written by the real shard writer from seeded random tokens `[T=4, 1+2, 8]`, one clip
-    per (label, split); each class gets its own mean so probes can learn it."""
+def write_synthetic_cache(
+    path: Path, labels: list[int], splits: list[str], class_names: list[str], seed: int = 0, patches: int = 2
+):
+    """A cache written by the real shard writer from seeded random tokens `[T=4, 1+patches, 8]`, one
+    clip per (label, split); each class gets its own mean so probes can learn it."""
     import numpy as np
 
     from stepcli.cache.format import Manifest
@@ -154,12 +156,12 @@ def write_synthetic_cache(path: Path, labels: list[int], splits: list[str], clas
     rng = np.random.default_rng(seed)
     with ShardWriter(path, clips_per_shard=1000) as writer:
         for i, (label, split) in enumerate(zip(labels, splits, strict=True)):
-            tokens = rng.normal(0, 0.3, (4, 3, 8)) + np.eye(8)[label % 8]
+            tokens = rng.normal(0, 0.3, (4, 1 + patches, 8)) + np.eye(8)[label % 8]
             # one layer, one view: tokens [K=1, T, P+N, D], frame index and timestamps [K=1, T]
             writer.add(f"clip-{i:04d}", label, split, [tokens[None]], np.arange(4)[None], np.arange(4)[None] / 8.0)
     extraction = ExtractionRecord(
         backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
-        layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=2, dim=8,
+        layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=patches, dim=8,
     )  # fmt: skip
     used = tuple(sorted({s for s in splits if s}))
     Manifest(extraction=extraction, dataset=DatasetRecord("synthetic", tuple(class_names), (), used)).save(path)

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "stepcli.distributed",
         "stepcli.progress",
         "stepcli.files",
+        "stepcli.outputs",
         "stepcli.device",
         "stepcli.pairs",
         "stepcli.units",

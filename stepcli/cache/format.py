@@ -102,4 +102,9 @@ class Manifest:
         diff = self.extraction.differences(other.extraction)
         if self.class_names != other.class_names:
             diff.append("class_names differ")
+        mine, theirs = self.dataset.source, other.dataset.source
+        if mine.get("generator") and mine.get("generator") == theirs.get("generator"):
+            # a generated dataset's options (the demo's size and seed) decide what its clips hold
+            keys = sorted(k for k in {*mine, *theirs} - {"generator"} if mine.get(k) != theirs.get(k))
+            diff += [f"{k} {mine.get(k)} -> {theirs.get(k)}" for k in keys]
         return diff

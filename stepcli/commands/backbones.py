@@ -12,7 +12,7 @@ from stepcli.cache.records import ExtractionRecord
 from stepcli.commands import checks
 from stepcli.commands.common import default_of, verbosity_options
 from stepcli.commands.parsing import parse_layers
-from stepcli.extract.budget import TokenBudget
+from stepcli.extract.budget import TOKEN_SETS, TokenBudget
 from stepcli.extract.encoders import FAMILIES, RANDOM_INIT, BlockShape, FrameEncoder, load_backbone
 from stepcli.extract.pipeline import SAMPLER, ExtractConfig
 from stepcli.extract.size import bytes_per_view
@@ -86,11 +86,15 @@ def describe_spec(encoder: FrameEncoder, num_frames: int) -> str:
 @click.command("backbones")
 @click.argument("pattern", required=False)
 @click.option("--spec", help="Describe this backbone spec instead of listing models.")
-@click.option("--image-size", type=checks.IMAGE_SIZE, default=_default("image_size"), show_default=True)
-@click.option("--layers", callback=lambda _c, _p, v: parse_layers(v), help="Blocks, e.g. -1,-4 [--layer default].")
+@click.option("--image-size", type=checks.IMAGE_SIZE, default=_default("image_size"), show_default=True,
+              help="Input size in pixels, as extract --image-size.")  # fmt: skip
+@click.option("--layers", callback=lambda _c, _p, v: parse_layers(v),
+              help=f"Blocks to describe, e.g. -1,-4, as extract --layers [{_default('layer')}: extract's default].")  # fmt: skip
 @click.option("--pool", default=_default("pool"), show_default=True, help="As extract --pool.")
-@click.option("--tokens", default=_default("tokens"), show_default=True, help="As extract --tokens.")
-@click.option("--frames", "num_frames", type=checks.FRAMES, default=_default("num_frames"), show_default=True)
+@click.option("--tokens", type=click.Choice(TOKEN_SETS), default=_default("tokens"), show_default=True,
+              help="As extract --tokens.")  # fmt: skip
+@click.option("--frames", "num_frames", type=checks.FRAMES, default=_default("num_frames"), show_default=True,
+              help="Frames per clip (T), for the cache size per clip.")  # fmt: skip
 @verbosity_options
 def backbones_command(pattern, spec, image_size, layers, pool, tokens, num_frames) -> None:
     """List the backbone families and their models (PATTERN: a substring or glob), or describe one --spec."""

@@ -29,6 +29,7 @@ PERMUTATIONS = click.IntRange(1, 100_000)
 FRAMES = click.IntRange(1, 1024)
 IMAGE_SIZE = click.IntRange(1, 4096)  # and one the backbone can encode: `check_backbone`
 CLIPS_PER_CLASS = click.IntRange(1, 1_000_000)
+DEMO_CLIPS_PER_CLASS = click.IntRange(4, 1_000_000)  # fewer leaves the demo without val or test clips
 
 
 class Finite(click.FloatRange):

@@ -22,6 +22,8 @@ from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.layer_sweep import run_layer_sweep
 from stepcli.probe.studies.shots import parse_shots, run_shots
 
+DEFAULT = click.core.ParameterSource.DEFAULT
+
 
 def _default(name: str):
     return default_of(CompareConfig, name)
@@ -49,8 +51,8 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
 @click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_train_default("weight_decay"), show_default=True,
               help="AdamW weight decay of every gradient-trained probe.")  # fmt: skip
 @click.option("--sweep", "sweep_specs", multiple=True, metavar="KEY=V1,V2,...",
-              help="Tune every gradient-trained probe over the same grid (lr, weight_decay, warmup_epochs, clip_grad; "
-              "repeatable): one head per combination, each probe's selected on val; the table says which values "
+              help="Tune every gradient-trained probe over the same grid (lr, weight_decay, warmup_epochs, clip_grad, "
+              "or an option of the probes, see train-probe --option; repeatable): one head per combination, each probe's selected on val; the table says which values "
               "it chose, each run's sweep.json holds every head.")  # fmt: skip
 @click.option(
     "--batch-size",
@@ -79,7 +81,7 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
 def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_specs, shot_list, folds,
                     **kwargs) -> None:  # fmt: skip
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
-    given = ctx.get_parameter_source("probes") is not click.core.ParameterSource.DEFAULT
+    given = ctx.get_parameter_source("probes") is not DEFAULT
     if ablation is not None and given:
         raise StepcliError("give --probes or --ablation, not both")
     names = parse_probe_specs(probes, ablation)
@@ -92,7 +94,14 @@ def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_
     sweep = parse_sweep(sweep_specs)
     for spec in names:
         checks.check_sweep_values(spec.partition("[")[0].strip(), sweep)
-    cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, train=train, sweep=sweep, **kwargs)
+    cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, train=train, sweep=sweep,
+                        optional_rows=ablation is not None, **kwargs)  # fmt: skip
+    given_here = {k for k in ("folds", "permutations") if ctx.get_parameter_source(k) is not DEFAULT}
+    if shot_list is None and "folds" in given_here:
+        raise StepcliError("--folds goes with --shots (draws per K); without --shots it does nothing")
+    if shot_list is not None and "permutations" in given_here:
+        raise StepcliError("--permutations does nothing with --shots: the low-data curve scores each fold in "
+                           "the original frame order only; leave it out, or run compare without --shots")  # fmt: skip
     if shot_list is not None:
         if layers is not None:
             raise StepcliError("give --shots or --layers, not both")

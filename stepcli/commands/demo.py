@@ -19,16 +19,20 @@ def _default(name: str):
 
 @click.command("demo")
 @click.option("--out", type=PathArg, default=_default("out"), show_default=True, help="Output directory.")
-@click.option("--size", type=checks.CLIPS_PER_CLASS, default=_default("size"), show_default=True,
+@click.option("--size", type=checks.DEMO_CLIPS_PER_CLASS, default=_default("size"), show_default=True,
               help=f"Demo clips per class [--quick: {QUICK['size']}].")  # fmt: skip
 @click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True,
               help=f"Epochs per probe [--quick: {QUICK['epochs']}].")  # fmt: skip
 @click.option("--permutations", type=checks.PERMUTATIONS, default=_default("permutations"), show_default=True,
               help=f"Shuffled frame orders per probe [--quick: {QUICK['permutations']}].")  # fmt: skip
 @click.option("--quick", is_flag=True, help="Tiny dataset, 1 epoch: checks the pipeline, numbers mean nothing.")
-@click.option("--backbone", default=_default("backbone"), hidden=True)
-@click.option("--image-size", type=checks.IMAGE_SIZE, default=_default("image_size"), hidden=True)
-@click.option("--workers", type=checks.WORKERS, default=_default("workers"), hidden=True)
+# hidden: for tests and benchmarks (a tiny backbone), not part of the demo a user runs
+@click.option("--backbone", default=_default("backbone"), hidden=True, show_default=True,
+              help="As extract --backbone.")  # fmt: skip
+@click.option("--image-size", type=checks.IMAGE_SIZE, default=_default("image_size"), hidden=True, show_default=True,
+              help="As extract --image-size.")  # fmt: skip
+@click.option("--workers", type=checks.WORKERS, default=_default("workers"), hidden=True, show_default=True,
+              help="As extract --workers.")  # fmt: skip
 @click.option("--pool", default=_default("pool"), show_default=True,
               help="Patch-grid pooling window of the demo's cache (extract --pool); 1: every patch token.")  # fmt: skip
 @verbosity_options

@@ -77,7 +77,8 @@ def check_extract(options: dict) -> None:
               help="Augmented views per train clip (needs --augment).")  # fmt: skip
 @click.option("--augment", default=_default("augment"),
               help="Augmentation of the train views: rrc[:min_scale] (seeded random resized crop; no flip).")  # fmt: skip
-@click.option("--augment-seed", type=checks.SEED, default=_default("augment_seed"), show_default=True)
+@click.option("--augment-seed", type=checks.SEED, default=_default("augment_seed"), show_default=True,
+              help="Seed of the train views' augmentation (--augment): the same seed, the same crops.")  # fmt: skip
 @click.option("--pool", default=_default("pool"), show_default=True,
               help="Average the patch grid over KxK (or RxC) windows before caching; prefix tokens kept.")  # fmt: skip
 @click.option("--tokens", type=click.Choice(TOKEN_SETS), default=_default("tokens"), show_default=True,
@@ -89,7 +90,11 @@ def check_extract(options: dict) -> None:
 @click.option("--workers", type=checks.WORKERS, default=_default("workers"), show_default=True,
               help="Decoding processes (0: decode inline).")  # fmt: skip
 @click.option(
-    "--clips-per-shard", type=click.IntRange(1, 1_000_000), default=_default("clips_per_shard"), show_default=True
+    "--clips-per-shard",
+    type=click.IntRange(1, 1_000_000),
+    default=_default("clips_per_shard"),
+    show_default=True,
+    help="Clips per HDF5 shard file; an interrupted extraction keeps every complete shard and resumes after it.",
 )
 @click.option("--rank", type=click.IntRange(min=0), help="This process's rank (default: torchrun / Slurm environment).")
 @click.option(

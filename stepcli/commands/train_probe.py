@@ -29,15 +29,18 @@ def _options_help() -> str:
 @click.option("--cache", required=True, type=PathArg, help="Feature cache made by `stepcli extract`.")
 @click.option("--probe", "probe", required=True, help=f"Probe: {', '.join(PROBES)}.")
 @click.option("--out", required=True, type=PathArg, help="Run directory to write.")
-@click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True)
+@click.option("--epochs", type=checks.EPOCHS, default=_default("epochs"), show_default=True,
+              help="Passes over the train split (a fitted probe, logreg or knn, fits once).")  # fmt: skip
 @click.option("--lr", type=checks.LR, default=_default("lr"), show_default=True, help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_default("weight_decay"), show_default=True)
+@click.option("--weight-decay", type=checks.NON_NEGATIVE, default=_default("weight_decay"), show_default=True,
+              help="AdamW weight decay.")  # fmt: skip
 @click.option(
     "--batch-size",
     type=checks.BATCH,
     help=f"Clips per step [{_default('batch_size')} on a CPU, {GPU_BATCH_SIZE} on a GPU].",
 )
-@click.option("--warmup-epochs", type=checks.NON_NEGATIVE, default=_default("warmup_epochs"), show_default=True)
+@click.option("--warmup-epochs", type=checks.NON_NEGATIVE, default=_default("warmup_epochs"), show_default=True,
+              help="Epochs of linear learning-rate warmup before the cosine decay (fractions allowed).")  # fmt: skip
 @click.option("--clip-grad", type=checks.POSITIVE, default=_default("clip_grad"), show_default=True,
               help="Gradient-norm clipping threshold.")  # fmt: skip
 @seed_option(TrainConfig, "Seed of the probe's initialisation, the split fallbacks and the batch order.")

@@ -38,6 +38,7 @@ from stepcli.extract.preprocess import Preprocess
 from stepcli.extract.size import WontFit, check_disk
 from stepcli.extract.video import sample_clip
 from stepcli.extract.views import clip_views, views_record
+from stepcli.outputs import check_out, quoted
 from stepcli.progress import Progress
 from stepcli.version import __version__
 from stepcli.workers import STALL_SECONDS, Watch, watched_items
@@ -96,7 +97,7 @@ class ExtractSummary:
         lines = [
             f"{rank}extracted {self.extracted} clips, {self.skipped} already cached, {self.failed} failed"
             + (f" (reasons in {Path(out) / FAILURES})" if self.failed else "")
-            + f"; the cache holds {self.cached} of {self.total} clips; inspect with: stepcli inspect {out}"
+            + f"; the cache holds {self.cached} of {self.total} clips; inspect with: stepcli inspect {quoted(out)}"
         ]
         missing = self.total - self.cached - self.failed
         if self.world_size > 1 and missing > 0:
@@ -195,7 +196,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     rank stops before loading the backbone instead of writing beside this one.
     """
     rank, world_size, local_rank = rank_and_world_size(cfg.rank, cfg.world_size)
-    out = Path(cfg.out)
+    out = check_out(cfg.out, "cache")
     dataset = load_dataset(cfg.dataset, replace(cfg.dataset_options, num_frames=cfg.num_frames))
     created = not out.exists()
     make_cache_dir(out)

@@ -153,3 +153,32 @@ def test_no_command_imports_another() -> None:
                 package_import = node.module == "stepcli.commands"  # from stepcli.commands import checks
                 modules = {f"{node.module}.{a.name}" for a in node.names} if package_import else {node.module}
                 assert modules <= shared, f"{path.name} imports {modules - shared}"
+
+
+def _options() -> list[tuple[str, click.Option]]:
+    return [(name, p) for name, command in sorted(cli.commands.items()) for p in command.params
+            if isinstance(p, click.Option)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command,option", [(n, p) for n, p in _options()], ids=[f"{n} {p.opts[-1]}" for n, p in _options()]
+)
+def test_every_option_says_what_it_does_its_default_and_range(command: str, option: click.Option) -> None:
+    """Driven by the command tree: a new option joins by existing. A help text; a default that is
+    shown (click's show_default, or `[...]` in the text for one that depends on something); a number
+    with a range type (`commands/checks.py`), which click's help prints."""
+    assert (option.help or "").strip(), f"{command} {option.opts[-1]} has no help"
+    unset = option.default in (None, (), [], False) or type(option.default).__name__ == "Sentinel"
+    if not (option.is_flag or option.count or unset):
+        assert option.show_default or "[" in option.help, f"{command} {option.opts[-1]}: its default is not shown"
+    if isinstance(option.type, click.types.IntParamType | click.types.FloatParamType) and not option.count:
+        assert isinstance(option.type, click.IntRange | click.FloatRange), f"{command} {option.opts[-1]}: no range"
+
+
+def test_an_option_shared_with_extract_takes_what_extract_takes() -> None:
+    """`backbones --tokens` is extract's --tokens: the same choices, not free text that extract refuses."""
+    extract = {p.name: p for p in cli.commands["extract"].params}
+    for name in ("tokens", "image_size", "pool"):
+        option = next(p for p in cli.commands["backbones"].params if p.name == name)
+        assert type(option.type) is type(extract[name].type), name
+        assert getattr(option.type, "choices", None) == getattr(extract[name].type, "choices", None), name

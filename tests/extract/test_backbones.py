@@ -131,3 +131,13 @@ def test_random_init_is_announced_once_and_the_root_logger_is_left_alone(tiny_op
     err = capfd.readouterr().err
     assert "initialized randomly" not in err  # open_clip's own notice, on the root logger
     assert (root.level, list(root.handlers), list(root.filters)) == before
+
+
+def test_a_weights_file_that_is_no_checkpoint_is_refused_by_the_meta_build_too(tmp_path):
+    """Before: `backbones --spec ...:TEXTFILE` (a meta build) showed the file as fine, extract refused
+    it with "cannot read weights file ...: 101"."""
+    text = tmp_path / "weights.pt"
+    text.write_text("these are not weights\n")
+    for meta in (True, False):
+        with pytest.raises(StepcliError, match="neither a safetensors file nor a PyTorch checkpoint"):
+            load_backbone(f"openclip:{TINY_OPENCLIP}:{text}", image_size=TINY_IMAGE_SIZE, meta=meta)

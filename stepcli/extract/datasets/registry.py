@@ -29,6 +29,9 @@ def load_dataset(name: str, options: DatasetOptions) -> Dataset:
     dataset = DATASETS[name](options)
     _check_unique_ids(dataset)
     _exclude_classes(dataset, options.exclude_classes)
+    if not dataset.clips and not dataset.rejected:
+        source = options.annotations or options.root or name
+        raise StepcliError(f"dataset {name} ({source}) lists no clips; an empty cache would train nothing")
     _set_pairs(name, dataset, options.pairs)
     if options.limit is not None:
         dataset.clips = dataset.clips[: options.limit]

@@ -39,8 +39,23 @@ def looks_like_path(weights: str) -> bool:
 
 
 def existing_file(path: str) -> str:
+    """The resolved path of a weights file that exists and is one of the formats `read_state_dict`
+    reads; checked from its first bytes (a safetensors header, a zip or pickle), so that the meta
+    build of `backbones --spec` and extract's check refuse what loading it would."""
     if not Path(path).is_file():
         raise StepcliError(f"weights file {path} not found")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as err:
+        raise StepcliError(f"weights file {path} cannot be read ({err.strerror or err})") from None
+    # safetensors: an 8-byte header length, then the JSON header; torch.save: a zip, or (legacy) a pickle
+    safetensors = len(head) > 8 and head[8:9] == b"{"
+    if not (safetensors or head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise StepcliError(
+            f"weights file {path} is neither a safetensors file nor a PyTorch checkpoint (it begins {head[:8]!r}); "
+            "give the model's .safetensors, .pt or .bin file"
+        )
     return str(Path(path).resolve())
 
 

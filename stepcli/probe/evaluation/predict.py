@@ -34,6 +34,7 @@ class PredictConfig:
 class Prediction:
     video: str
     top: list[tuple[str, float]]  # (class name, probability), most likely first
+    error: str | None = None  # why the video could not be read (then `top` is empty)
 
 
 def backbone_for_run(run: Run, device: torch.device) -> FrameEncoder:
@@ -52,7 +53,8 @@ def backbone_for_run(run: Run, device: torch.device) -> FrameEncoder:
 
 @torch.no_grad()
 def predict_videos(run: Run, videos: list[Path], top_k: int = 5, device: str = "auto") -> list[Prediction]:
-    """Top-k classes of each video; a video that cannot be decoded is a one-line error."""
+    """Top-k classes of each video; a video that cannot be decoded gets its reason in `error`, so
+    that one bad file among many does not cost the predictions of the others."""
     missing = [str(v) for v in videos if not Path(v).is_file()]
     if missing:  # before the backbone is loaded, which takes a while
         raise StepcliError(
@@ -68,7 +70,8 @@ def predict_videos(run: Run, videos: list[Path], top_k: int = 5, device: str = "
         try:
             frames = sample_clip(video, num_frames, num_clips=views.clips).frames
         except VideoError as err:
-            raise StepcliError(f"{video}: {err}") from None
+            predictions.append(Prediction(str(video), [], str(err).splitlines()[0]))
+            continue
         pixels = clip_views(frames, views, encoder.preprocess, "test", str(video))  # [K, T, 3, S, S]
         # float16 like the cache, so a video and its cached clip give the same logits
         tokens = torch.from_numpy(encoder.encode_views([pixels], torch_device)[0][0]).to(torch_device)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # which other layers a cache holds does not change the tokens of the layer read, which is checked itself
 _IGNORED_KEYS = ("layers",)
 CLASSES_SAME, CLASSES_BY_NAME = "same", "by-name"
+#: how the differences about classes begin (the rest are about tokens)
+CLASS_DIFFERENCES = ("class_names", "class(es)")
 
 
 def extraction_differences(run: ExtractionRecord, cache: ExtractionRecord) -> list[str]:
@@ -39,11 +41,11 @@ def run_cache_differences(config: RunConfig, layer: int, cache: FeatureCache, cl
     if config.layout != cache.layout:
         diff.append(f"token layout [T, P+N, D]: {list(config.layout.clip_shape)} -> {list(cache.layout.clip_shape)}")
     if classes == CLASSES_SAME and list(config.class_names) != list(cache.class_names):
-        diff.append("class_names differ")
+        diff.append(f"{CLASS_DIFFERENCES[0]} differ")
     if classes == CLASSES_BY_NAME:
         unknown = [name for name in cache.class_names if name not in set(config.class_names)]
         if unknown:
-            diff.append(f"{len(unknown)} class(es) the run was not trained on (e.g. {unknown[0]!r})")
+            diff.append(f"{len(unknown)} {CLASS_DIFFERENCES[1]} the run was not trained on (e.g. {unknown[0]!r})")
     return diff
 
 
@@ -64,6 +66,12 @@ def check_run_cache(
 ) -> None:
     """A one-line error naming every difference between run `run_dir` and `cache`."""
     diff = run_cache_differences(config, layer, cache, classes)
+    tokens = [d for d in diff if not any(marker in d for marker in CLASS_DIFFERENCES)]
+    if diff and not tokens:  # the same tokens, other labels: not "another extraction"
+        raise StepcliError(
+            f"run {run_dir} and cache {cache.path} have the same extraction but other classes ({'; '.join(diff)}); "
+            "score the run on a cache of its classes (a cache's classes are its dataset's, or extract --classes)"
+        )
     if diff:
         raise StepcliError(
             f"run {run_dir} was trained on tokens from another extraction than cache {cache.path} "

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from stepcli.cache.format import MANIFEST
+from stepcli.cache.format import MANIFEST, Manifest
 from stepcli.cache.reader import FeatureCache
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
@@ -87,7 +87,14 @@ class Run:
                 f"run {self.run_dir} was trained on the cache {self.cache_path}, which is not there any more; "
                 "pass --cache with where it is now"
             )
-        return FeatureCache(self.cache_path if cache is None else cache, layer=self.layer)
+        path = self.cache_path if cache is None else Path(cache)
+        held = Manifest.load(path).extraction.layers
+        if self.layer not in held:  # the reader's own message offers a choice the run does not have
+            raise StepcliError(
+                f"run {self.run_dir} was trained on layer {self.layer}; cache {path} holds layer(s) "
+                f"{','.join(map(str, held))}: use a cache extracted with --layers including {self.layer}"
+            )
+        return FeatureCache(path, layer=self.layer)
 
     def check_cache(self, cache: FeatureCache, classes: str = CLASSES_SAME) -> None:
         """Refuse a cache whose tokens differ in provenance (backbone, weights, layer, size, T, layout)

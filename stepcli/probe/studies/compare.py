@@ -8,7 +8,9 @@ of the cache when it fits in RAM.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,11 +18,14 @@ from pathlib import Path
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
 from stepcli.errors import StepcliError
+from stepcli.outputs import check_out
 from stepcli.probe.config import TrainConfig
 from stepcli.probe.data import use_memory
-from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_options
+from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_class, probe_options
 from stepcli.probe.models.specs import ProbeSpec, parse_spec
+from stepcli.probe.runs.compat import check_frame_cls
 from stepcli.probe.runs.rundir import CONFIG, Run, load_run, read_run_config
+from stepcli.probe.studies.frames import FRAMES_DIR
 from stepcli.probe.studies.plots import plot_per_pair
 from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
@@ -56,6 +61,9 @@ class CompareConfig:
     #: `{key: [values]}`: every gradient-trained probe tunes over this grid and keeps its head
     #: selected on val (see `tuning.py`); fitted probes train as they are
     sweep: dict[str, list] = field(default_factory=dict)
+    #: a row that cannot run on this cache (`step[cls=frame]` on a backbone without CLS) is left
+    #: out with a warning instead of refused: an ablation's rows are a set, not the user's choice
+    optional_rows: bool = False
 
     @property
     def training(self) -> TrainConfig:
@@ -114,6 +122,10 @@ def reuse_differences(tcfg: TrainConfig, cache: FeatureCache, sweep: dict | None
             f"{Path(tcfg.out) / CONFIG} names probe {recorded.probe!r} (trained as {recorded.train.probe!r}); "
             f"the run is damaged: delete {tcfg.out} to train it again"
         )
+    try:
+        load_run(tcfg.out)  # its weights and metrics too: a damaged file is retrained, not refused again
+    except StepcliError as err:
+        return [f"the run is damaged ({err})"]
     diff = [] if recorded.cache.path == cache.path.resolve() else [f"cache: {recorded.cache.path} -> {cache.path}"]
     if recorded.probe != tcfg.probe:
         return [*diff, f"probe: {recorded.probe!r} -> {tcfg.probe!r}"]
@@ -167,10 +179,52 @@ def _trained_runs(
     return [load_run(tcfg.out) for tcfg in tcfgs]
 
 
+def runnable_rows(cfg: CompareConfig, cache: FeatureCache) -> CompareConfig:
+    """`cfg` with every row checked against the cache's tokens before any training: a row that cannot
+    run is refused in one line, or, for `optional_rows`, left out with a warning."""
+    kept = []
+    for text, spec in zip(cfg.probes, cfg.specs, strict=True):
+        try:
+            probe_class(spec.name).check_layout(cache.layout)
+            options = {**cfg.training.probe_options, **spec.option_dict}
+            check_frame_cls(probe_class(spec.name), options, cache.manifest.extraction)
+        except StepcliError as err:
+            if not cfg.optional_rows:
+                raise StepcliError(f"--probes {spec.label}: {err}") from None
+            log.warning(f"warning: row {spec.label} left out: {err}")
+            continue
+        kept.append(text)
+    if not kept:
+        raise StepcliError(f"no row of the comparison can run on cache {cache.path}")
+    return replace(cfg, probes=tuple(kept))
+
+
+def earlier_rows(out: Path) -> list[str] | None:
+    """The rows of the comparison already in `out` (None: none there, or unreadable)."""
+    try:
+        return list(json.loads((out / "comparison.json").read_text())["probes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def drop_stale_outputs(out: Path, plots: dict[str, Path], earlier: list[str] | None, rows: list[str]) -> None:
+    """After a rerun with other rows: an earlier best probe's confusion plot and the frames study
+    (`stepcli frames`) describe rows this comparison.json no longer holds, so they go (with a note)."""
+    stale = [p for p in out.glob("confusion_*.png") if p not in plots.values()]
+    if earlier is not None and earlier != rows and (out / FRAMES_DIR).is_dir():
+        stale.append(out / FRAMES_DIR)
+    for path in stale:
+        log.info(f"removing {path}: it was made from an earlier comparison in {out}")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
     check_compare_config(cfg)
+    check_out(cfg.out, "comparison")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
+    cfg = runnable_rows(cfg, cache)
+    earlier = earlier_rows(Path(cfg.out))
     pairs, source = pairs_for(cache, cfg.pairs_file)
     if use_memory(cache, cfg.training.in_memory):
         cache.load_into_memory()
@@ -221,6 +275,7 @@ def run_compare(cfg: CompareConfig) -> Comparison:
         meta |= {"seeds": list(cfg.seeds), "std": spread,
                  "per_seed": {name: [r.to_dict() for r in group] for name, group in per_seed.items()}}  # fmt: skip
     tables = write_tables(out, rows, meta, spread)
+    drop_stale_outputs(out, plots, earlier, list(specs))
     return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())
 
 

@@ -12,6 +12,7 @@ metrics.json exactly; any other cache on its own test split.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out
 from stepcli.probe.evaluation.inference import evaluate
 from stepcli.probe.runs.compat import CLASSES_BY_NAME
 from stepcli.probe.runs.rundir import METRICS, Run, load_run
@@ -28,6 +30,8 @@ from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, shuffle_ro
 
 EVALUATION = "evaluation.json"
 EVAL_SPLITS = ("test", "all")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,11 @@ def evaluation_rows(run: Run, cache: FeatureCache, split: str) -> tuple[np.ndarr
     if split not in EVAL_SPLITS:
         raise StepcliError(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if split == "all":
+        seen = set(run.split_ids.get("train", [])) | set(run.split_ids.get("val", []))
+        reused = sum(clip_id in seen for clip_id in cache.clip_ids)
+        if reused:
+            log.warning(f"warning: --split all scores {reused} of the {len(cache)} clips the run trained or selected "
+                        "on (its train and val splits); their numbers are not a test score")  # fmt: skip
         return np.arange(len(cache), dtype=np.int64), "all clips of the cache"
     ids = set(cache.clip_ids)
     if run.split_ids.get("test") and all(clip_id in ids for clip_id in run.split_ids["test"]):
@@ -94,11 +103,11 @@ def evaluate_run(run_dir: Path, cache_dir: Path, out: Path, cfg: EvaluateConfig 
     """Score run `run_dir` on `cache_dir`; write metrics.json, evaluation.json (and a shuffle test) to `out`."""
     cfg = cfg or EvaluateConfig()
     run = load_run(run_dir)
-    cache = FeatureCache(cache_dir, layer=run.layer)  # the layer the probe was trained on, not the cache's first
+    cache = run.open_cache(Path(cache_dir))  # the layer the probe was trained on, not the cache's first
     run.check_cache(cache, classes=CLASSES_BY_NAME)
     mapping = class_map(run, cache)
     rows, source = evaluation_rows(run, cache, cfg.split)
-    out = _prepare_out(out)
+    out = _prepare_out(check_out(out, "evaluation"))
     device = resolve_device(cfg.device)
     labels = mapping[cache.labels[rows]]
     metrics = evaluate(run.probe.to(device), cache, rows, batch_size=cfg.batch_size, device=device, intervals=True,

@@ -19,6 +19,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out, quoted
 from stepcli.pairs import Pair, partner_sets
 from stepcli.probe.data import fixed_batches, iterate_batches
 from stepcli.probe.evaluation.inference import predict_logits
@@ -80,24 +81,33 @@ def frame_attention(run: Run, label: str, cache: FeatureCache, batch_size: int =
     return FrameAttention(label, tuple(run.class_names), per_class)
 
 
-def run_frames(compare_dir: Path, cache: Path | None = None, device: str = "auto") -> dict[str, Path]:
+def run_frames(
+    compare_dir: Path, cache: Path | None = None, device: str = "auto", out: Path | None = None
+) -> dict[str, Path]:
     """Frame-drop curves of every probe of a comparison (its comparison.json) and the attention per
-    frame of those with a readout token; tables and plots in COMPARE/frames/."""
+    frame of those with a readout token; tables and plots in `out` [COMPARE/frames]."""
     table = Path(compare_dir) / "comparison.json"
     if not table.is_file():
-        raise StepcliError(f"{compare_dir} holds no comparison.json; run `stepcli compare --out {compare_dir}` first")
-    data = json.loads(table.read_text())
-    features = FeatureCache(cache or data["cache"])
-    pairs = [tuple(p) for p in data["pairs"]]
+        raise StepcliError(
+            f"{quoted(compare_dir)} holds no comparison.json; run `stepcli compare --out {quoted(compare_dir)}` first"
+        )
+    try:
+        data = json.loads(table.read_text())
+        rows, cache_path, pairs = data["rows"], data["cache"], data["pairs"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise StepcliError(f"{table} is damaged ({type(err).__name__}); rerun `stepcli compare`") from None
+    out = check_out(Path(compare_dir) / FRAMES_DIR if out is None else out, "frames study")
+    features = FeatureCache(cache or cache_path)
+    pairs = [tuple(p) for p in pairs]
     drops, attentions = [], []
-    for row in data["rows"]:
+    for row in rows:
         run = load_run(_one_run(Path(row["run"])), features)
         run.check_cache(features)
         drops.append(frame_drop(run, row["probe"], features, pairs, device))
         attention = frame_attention(run, row["probe"], features)
         if attention is not None:
             attentions.append(attention)
-    return write_frames_outputs(Path(compare_dir) / FRAMES_DIR, drops, attentions)
+    return write_frames_outputs(out, drops, attentions)
 
 
 def _one_run(run_dir: Path) -> Path:

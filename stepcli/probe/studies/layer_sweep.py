@@ -18,6 +18,7 @@ from pathlib import Path
 from stepcli.cache.format import Manifest
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.figures import new_figure
 from stepcli.probe.studies.report import fmt, markdown_table
@@ -43,6 +44,7 @@ def sweep_layers(cache: Path, layers: str) -> tuple[int, ...]:
 
 def run_layer_sweep(cfg: CompareConfig, layers: str) -> dict[str, Path]:
     """Compare every probe on each chosen layer into OUT/layer<L>; write the per-layer table and plot."""
+    check_out(cfg.out, "layer study")
     rows: dict[int, list[ComparisonRow]] = {}
     for layer in sweep_layers(Path(cfg.cache), layers):
         rows[layer] = run_compare(

@@ -17,6 +17,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import rank_and_world_size
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out
 from stepcli.probe.config import TrainConfig
 from stepcli.probe.data import resolve_splits, subsample_train
 from stepcli.probe.evaluation.metrics import STD_NAME, mean_std
@@ -70,7 +71,7 @@ def train_seeds(cfg: TrainConfig, seeds: list[int], sweep: dict[str, list] | Non
     The cache is opened once (and loaded into memory once when it fits) for every seed, and the
     seeds train in one pass as stacked heads when they can (`seed_runs`). Under torchrun only
     rank 0 gets the summary; the others return None."""
-    out = Path(cfg.out)
+    out = check_out(cfg.out, "seeds study")
     if (out / CONFIG).exists():
         raise StepcliError(f"--out {out} is a single run; give a new --out for a run per seed")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out
 from stepcli.probe.evaluation.metrics import STD_NAME, mean_std
 from stepcli.probe.studies.compare import CompareConfig, run_compare
 from stepcli.probe.studies.figures import new_figure
@@ -62,6 +63,7 @@ def run_shots(cfg: CompareConfig, shots: tuple[int, ...], folds: int) -> dict[st
     """Every probe of `cfg` at each K of `shots`, `folds` draws each; the table and curve in OUT."""
     if folds < 1:
         raise StepcliError(f"--folds must be >= 1, got {folds}")
+    check_out(cfg.out, "shots study")
     if cfg.seeds:
         raise StepcliError("--shots draws its folds with --seed + fold; give --folds, not --seeds")
     points: list[ShotsPoint] = []

@@ -23,6 +23,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out
 from stepcli.pairs import Pair, partner_sets, read_pairs
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import (
@@ -230,8 +231,9 @@ def run_shuffle_test(
     run = load_run(run_dir)
     features = run.open_cache(cache)
     pairs, source = pairs_for(features, pairs_file)
+    out = check_out(Path(run_dir) / SHUFFLE_DIR if out is None else out, "shuffle test")
     result = shuffle_test(run, features, cfg, pairs=pairs, pairs_source=source)
-    return result, write_shuffle_outputs(result, Path(run_dir) / SHUFFLE_DIR if out is None else out)
+    return result, write_shuffle_outputs(result, out)
 
 
 def write_shuffle_outputs(result: ShuffleResult, out: Path) -> dict[str, Path]:

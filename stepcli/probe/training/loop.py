@@ -14,6 +14,7 @@ and report the same kind of numbers (loss and accuracy summed over all processes
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from stepcli.cache.reader import FeatureCache
 from stepcli.device import resolve_device
 from stepcli.distributed import process_group, rank_and_world_size
 from stepcli.errors import StepcliError
+from stepcli.outputs import check_out, quoted
 from stepcli.probe.config import RunConfig, SplitRecord, TrainConfig
 from stepcli.probe.models import build_probe_for_cache, probe_class
 from stepcli.probe.runs.compat import check_frame_cls
@@ -51,7 +53,7 @@ def check_config(cfg: TrainConfig) -> None:
     if problems:
         raise StepcliError("; ".join(problems))
     probe_class(cfg.probe)
-    out = Path(cfg.out)
+    out = check_out(cfg.out, "run")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / LOG).exists())):
         raise StepcliError(f"--out {out} exists and is not a stepcli run directory; choose a new --out")
 
@@ -184,11 +186,22 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
 def _epoch_logger(session: Session, heads: list[Head], outs: dict[Path, list[int]]):
     """`fit_heads`' callback: a head's epoch into its log, its run's log.jsonl and the console."""
     within = {i: (out, members.index(i), len(members)) for out, members in outs.items() for i in members}
+    diverged: set[int] = set()
 
     def on_epoch(epoch: int, h: int, train: tuple, metrics: dict, lr: float, epoch_time: float) -> None:
         (loss, accuracy), (out, index, count) = train, within[h]
+        if not math.isfinite(loss):
+            diverged.add(h)
+            if len(diverged) == len(heads):  # one head may diverge at a swept lr; all of them: the tokens
+                raise StepcliError(
+                    f"train loss is {loss} at epoch {epoch}: the cache {quoted(session.cache.path)} may hold "
+                    f"non-finite tokens (check with `stepcli verify {quoted(session.cache.path)}`) or --lr {lr:g} "
+                    "diverges; no run was saved"
+                )
+            loss = None
         record = {
-            "epoch": epoch, "lr": lr, "train_loss": round(loss, 6), "train_top1": round(accuracy, 6),
+            "epoch": epoch, "lr": lr, "train_loss": None if loss is None else round(loss, 6),
+            "train_top1": round(accuracy, 6),
             "val_loss": metrics["loss"], "val_top1": metrics["top1"],
             "val_mean_class_accuracy": metrics["mean_class_accuracy"], "epoch_time_s": round(epoch_time, 3),
         }  # fmt: skip
@@ -197,7 +210,9 @@ def _epoch_logger(session: Session, heads: list[Head], outs: dict[Path, list[int
         session.write_log(out, [record])
         which = "" if len(outs) == 1 else f"{out.name}  "
         session.say(
-            which + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+            which
+            + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+            + ("  (diverged: this head's loss is not finite)" if loss is None else "")
         )
 
     return on_epoch

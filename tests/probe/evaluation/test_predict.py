@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, error_line, fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
@@ -41,6 +41,14 @@ def test_predict_matches_cached_tokens(demo_cache, tmp_path, probe):
     assert text.exit_code == 0 and cache.class_names[int(np.argmax(cached[0]))] in text.output
 
     assert "file not found" in fails("predict", "--run", run_dir, tmp_path / "nope.mp4")
+
+    # one file that is no video among good ones: the good ones' predictions, then one error line
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n")
+    mixed = CliRunner().invoke(cli, ["predict", "--run", str(run_dir), videos[0], str(bad), videos[1]])
+    assert mixed.exit_code == 2, mixed.output
+    assert mixed.stdout.splitlines()[0] == videos[0] and videos[1] in mixed.stdout.splitlines()
+    assert error_line(mixed.stderr).startswith(f"error: {bad}: ") and "1 of 3 videos" in mixed.stderr
 
 
 def test_predict_scores_the_views_the_cache_holds(tiny_openclip, tmp_path):
