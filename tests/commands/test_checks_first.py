@@ -7,20 +7,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import signal
-import threading
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from conftest import fails, invoke, ok, write_synthetic_cache
 
 from stepcli.cache.format import Manifest
-from stepcli.cli import cli
 from stepcli.errors import StepcliError
 from stepcli.extract.pipeline import ExtractSummary, check_or_write_manifest
 from stepcli.probe.config import TrainConfig
@@ -144,22 +139,6 @@ def test_an_ablation_row_a_backbone_cannot_run_is_left_out(cache: Path, tmp_path
 def test_the_extract_hint_quotes_a_path_with_spaces() -> None:
     line = ExtractSummary(cached=1, total=1).report(Path("my caches/demo"))[0]
     assert line.endswith("stepcli inspect 'my caches/demo'")
-
-
-def test_interrupted_training_says_a_rerun_starts_again(cache: Path, tmp_path: Path) -> None:
-    """A real SIGINT in the middle of the epochs. Before: "rerun the same command to resume", which
-    trained from epoch 1 (a resume that reproduces an uninterrupted run is left for later)."""
-    out = tmp_path / "run"
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        result = CliRunner().invoke(cli, ["train-probe", "--cache", str(cache), "--probe", "linear", "--epochs",
-                                          "100000", "--out", str(out)])  # fmt: skip
-    finally:
-        timer.cancel()
-    assert result.exit_code == 130, result.output
-    assert "trains it again from epoch 1" in result.stderr and "resume" not in result.stderr.replace("not resumed", "")
-    assert not (out / "config.json").exists()
 
 
 def test_compare_retrains_a_run_whose_metrics_are_damaged(cache: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from stepcli.probe.data import use_memory
 from stepcli.probe.models import DEFAULT_PROBES, PROBES, probe_class, probe_options
 from stepcli.probe.models.specs import ProbeSpec, parse_spec
 from stepcli.probe.runs.compat import check_frame_cls
-from stepcli.probe.runs.rundir import CONFIG, Run, load_run, read_run_config
+from stepcli.probe.runs.rundir import CONFIG, METRICS, Run, load_run, read_run_config
 from stepcli.probe.studies.frames import FRAMES_DIR
 from stepcli.probe.studies.plots import plot_per_pair
 from stepcli.probe.studies.report import (
@@ -122,10 +122,10 @@ def reuse_differences(tcfg: TrainConfig, cache: FeatureCache, sweep: dict | None
             f"{Path(tcfg.out) / CONFIG} names probe {recorded.probe!r} (trained as {recorded.train.probe!r}); "
             f"the run is damaged: delete {tcfg.out} to train it again"
         )
-    try:
-        load_run(tcfg.out)  # its weights and metrics too: a damaged file is retrained, not refused again
-    except StepcliError as err:
-        return [f"the run is damaged ({err})"]
+    try:  # metrics only restate what training reported: damaged, the run is retrained, not refused again
+        json.loads((Path(tcfg.out) / METRICS).read_text())
+    except (OSError, ValueError):
+        return [f"the run is damaged ({METRICS} cannot be read)"]
     diff = [] if recorded.cache.path == cache.path.resolve() else [f"cache: {recorded.cache.path} -> {cache.path}"]
     if recorded.probe != tcfg.probe:
         return [*diff, f"probe: {recorded.probe!r} -> {tcfg.probe!r}"]
