@@ -172,7 +172,7 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
             session.say(f"sweep: selected head {members.index(chosen)} {head.values} on val top-1 "
                         f"{vals[chosen]['top1']:.4f}; every head's numbers in {path}")  # fmt: skip
         save_run(out, probe=head.probe.cpu(), config=_run_config(session, head), metrics=metrics, timing=timing,
-                 split_ids=split.clip_ids(cache))  # fmt: skip
+                 split_ids=split.clip_ids(cache), split_groups=split.groups(cache))  # fmt: skip
         session.say(
             f"{head.probe.name}: test top-1 {test['top1']:.4f}, mean per-class {test['mean_class_accuracy']:.4f}, "
             f"{metrics['num_params']:,} params, {train_time:.1f}s; run in {out}"
