@@ -11,6 +11,7 @@ Under torchrun every process draws the same batches and `shard_batch` gives each
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -115,6 +116,44 @@ def resolve_splits(cache: FeatureCache, seed: int) -> Splits:
             counts = ", ".join(f"{s or '(none)'} {n}" for s, n in sorted(Counter(cache.splits.tolist()).items()))
             raise StepcliError(f"cache {cache.path} has no '{name}' clips to use (clips per split: {counts})")
     return splits
+
+
+@dataclass(frozen=True)
+class Leakage:
+    """Val and test clips whose frames, as a set, are a train clip's: exact duplicates and
+    time-reversed twins (a hash of the sorted frame tokens). Their numbers are not held out."""
+
+    val: int = 0
+    test: int = 0
+
+    @property
+    def found(self) -> bool:
+        return self.val + self.test > 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"val": self.val, "test": self.test}
+
+    def warning(self) -> str:
+        return (
+            f"warning: {self.test} test and {self.val} val clips have a train clip's frames (exact duplicates or "
+            "time-reversed twins): those numbers are not held out; split by clip group (docs/trust.md)"
+        )
+
+
+def frame_set_hashes(cache: FeatureCache, rows: np.ndarray, batch_size: int = 64) -> list[bytes]:
+    """Per clip of `rows`: a hash of its view-0 frames' tokens as a set, blind to their order."""
+    hashes = []
+    for start in range(0, len(rows), batch_size):
+        for clip in cache.tokens(rows[start : start + batch_size]):
+            frames = sorted(hashlib.blake2b(frame.tobytes(), digest_size=16).digest() for frame in clip)
+            hashes.append(hashlib.blake2b(b"".join(frames), digest_size=16).digest())
+    return hashes
+
+
+def find_leakage(cache: FeatureCache, splits: Splits) -> Leakage:
+    """How many val and test clips repeat a train clip's frames (see `Leakage`); reads view 0 once."""
+    train = set(frame_set_hashes(cache, splits.train))
+    return Leakage(*(sum(h in train for h in frame_set_hashes(cache, splits.rows(s))) for s in ("val", "test")))
 
 
 def subsample_train(

@@ -33,6 +33,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("flip_rate", "flip rate", "pct"),
     ("train_time_s", "train time", "sec"),
     ("selected", "selected on val", "str"),
+    ("leaked", "val+test = train", "int"),  # shown only when a run found any: see `Leakage`
 ]
 ORDER_COLOURS = {ORIGINAL: "#4c72b0", SHUFFLED: "#dd8452", REVERSED: "#c44e52"}
 

@@ -140,6 +140,8 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
     _prepare_out(session, list(outs))
     for note in splits.notes:
         session.say(f"note: {note}")
+    if session.leakage.found and group.main:
+        log.warning(session.leakage.warning())
     reading = "in memory" if session.runtime.in_memory else "streaming"
     where = f", {group.world_size} processes ({group.device.type})" if group.world_size > 1 else ""
     swept = f", {len(configs)} heads in one pass" if len(configs) > 1 else ""
@@ -162,7 +164,8 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
         split = session.split_of(head.cfg.seed)
         metrics = {"probe": head.probe.name, "num_params": head.probe.num_params(),
                    **(extra or {"best_epoch": head.best_epoch, "epochs": cfg.epochs}),
-                   "train_clips": len(split.train), **test, "val": vals[chosen]}  # fmt: skip
+                   "train_clips": len(split.train), **test, "val": vals[chosen],
+                   **({"leakage": session.leakage.to_dict()} if session.leakage.found else {})}  # fmt: skip
         timing = {"train_time_s": round(train_time, 3), "epoch_times_s": [round(t, 3) for t in epoch_times]}
         if sweep:
             session.write_log(out, head.log, mode="w")  # the run is the selected head's: its log alone
