@@ -162,3 +162,30 @@ def test_no_study_selection_sees_a_test_label(label_pair, tmp_path: Path, study:
     without test, and seeds with a sweep each select their own head on val."""
     _blind(tmp_path, label_pair, "compare", "--cache", "CACHE", "--permutations", "1", "--epochs", "2", "--quiet",
            *STUDIES[study])  # fmt: skip
+
+
+def test_leakage_is_counted_and_shown_and_twins_in_one_split_are_not(demo_cache: Path, tmp_path: Path) -> None:
+    """The demo's twins share a split: nothing is printed or recorded. Move half the train twins'
+    partners to test (time-reversed frames of a train clip) and one exact copy to val: counted."""
+    cache = FeatureCache(demo_cache)
+    leaky = tmp_path / "leaky"
+    moved, seen = 0, set()
+    with ShardWriter(leaky, clips_per_shard=1000) as writer:
+        for row, clip_id in enumerate(cache.clip_ids):
+            frames, stamps = cache.timing(row)
+            group, split = str(cache.groups[row]), cache.splits[row]
+            if split == "train" and group in seen and moved < 6:
+                split, moved = "test", moved + 1
+            seen.add(group)
+            writer.add(clip_id, int(cache.labels[row]), split, [cache.tokens([row])], frames[None], stamps[None])
+        writer.add("copy", int(cache.labels[0]), "val", [cache.tokens([0])], *(t[None] for t in cache.timing(0)))
+    cache.manifest.save(leaky)
+    for source, expected in ((demo_cache, None), (leaky, {"val": 1, "test": 6})):
+        out = tmp_path / f"compare-{source.name}"
+        result = ok("compare", "--cache", source, "--out", out, "--probes", "knn", "--permutations", "1")
+        warned = [line for line in result.stderr.splitlines() if "have a train clip's frames" in line]
+        metrics = json.loads((out / "runs/knn/metrics.json").read_text())
+        assert metrics.get("leakage") == expected and len(warned) == (0 if expected is None else 1)
+        header = result.stdout.splitlines()[0]
+        assert ("val+test = train" in header) == (expected is not None)
+    assert "| 7 |" in result.stdout
