@@ -189,3 +189,14 @@ def test_leakage_is_counted_and_shown_and_twins_in_one_split_are_not(demo_cache:
         header = result.stdout.splitlines()[0]
         assert ("val+test = train" in header) == (expected is not None)
     assert "| 7 |" in result.stdout
+
+
+def test_frames_reads_the_layer_its_comparison_was_run_on(label_pair, tmp_path: Path) -> None:
+    """`frames --compare OUT/layer<L>`: the intact test top-1 is that layer's comparison's, not the first layer's."""
+    clean, _ = label_pair
+    out = tmp_path / "layers"
+    ok("compare", "--cache", clean, "--out", out, "--probes", "linear", "--layers", "-2", "--epochs", "2",
+       "--permutations", "1", "--quiet")  # fmt: skip
+    ok("frames", "--compare", out / "layer-2", "--quiet")
+    (row,) = json.loads((out / "layer-2/comparison.json").read_text())["rows"]
+    assert json.loads((out / "layer-2/frames/frames.json").read_text())["drops"][0]["top1"] == row["top1"]
