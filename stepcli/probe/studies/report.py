@@ -33,8 +33,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("flip_rate", "flip rate", "pct"),
     ("train_time_s", "train time", "sec"),
     ("selected", "selected on val", "str"),
-    ("leaked", "val+test = train", "int"),  # shown only when a run found any: see `Leakage`
 ]
+#: shown after `COLUMNS` only when a run found any (`Leakage`): a clean table looks as it always did
+WARNING_COLUMNS: list[tuple[str, str, str]] = [("leaked", "val+test = train", "int")]
 ORDER_COLOURS = {ORIGINAL: "#4c72b0", SHUFFLED: "#dd8452", REVERSED: "#c44e52"}
 
 
@@ -85,7 +86,7 @@ def shuffle_markdown(result: ShuffleResult) -> str:
 
 def shown_columns(rows: list[ComparisonRow]) -> list[tuple[str, str, str]]:
     """`COLUMNS` without those no row has a value for (top-5 with 5 classes or fewer)."""
-    return [c for c in COLUMNS if any(getattr(r, c[0]) is not None for r in rows)]
+    return [c for c in COLUMNS + WARNING_COLUMNS if any(getattr(r, c[0]) is not None for r in rows)]
 
 
 def comparison_markdown(rows: list[ComparisonRow], spread: dict[str, dict] | None = None) -> str:
