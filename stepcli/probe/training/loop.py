@@ -167,6 +167,9 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
                    "train_clips": len(split.train), **test, "val": vals[chosen],
                    **({"leakage": session.leakage.to_dict()} if session.leakage.found else {})}  # fmt: skip
         timing = {"train_time_s": round(train_time, 3), "epoch_times_s": [round(t, 3) for t in epoch_times]}
+        if len(heads) > 1:  # one pass trained every head: each run's share of it, and the pass itself
+            timing = {"train_time_s": round(train_time / len(heads), 3), "pass_train_time_s": round(train_time, 3),
+                      "heads_in_pass": len(heads), "pass_epoch_times_s": timing["epoch_times_s"]}  # fmt: skip
         if sweep:
             session.write_log(out, head.log, mode="w")  # the run is the selected head's: its log alone
             record = [SweepHead.of(heads[i].values, heads[i].best_epoch, vals[i], tests[i], heads[i].log)

@@ -208,3 +208,12 @@ def test_seeds_times_a_sweep_in_one_pass(demo_cache: Path, tmp_path: Path) -> No
         metrics = json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
         assert metrics["top1"] == record.heads[record.selected].test["top1"] == summary["per_seed"]["top1"][seed]
         assert json.loads((out / f"seed-{seed}" / "config.json").read_text())["train"]["seed"] == seed
+
+
+def test_a_run_trained_in_a_pass_of_heads_records_its_share_of_the_time(demo_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seeds"
+    ok("train-probe", "--cache", demo_cache, "--probe", "linear", "--out", out, *FAST, "--seeds", "0,1")
+    for seed in (0, 1):
+        timing = json.loads((out / f"seed-{seed}" / "timing.json").read_text())
+        assert timing["heads_in_pass"] == 2 and "epoch_times_s" not in timing
+        assert timing["train_time_s"] == pytest.approx(timing["pass_train_time_s"] / 2, abs=1e-3)
