@@ -76,9 +76,11 @@ def test_every_saved_run_reproduces_its_numbers(demo_cache: Path, tmp_path: Path
 
 
 def _copy(source: Path, out: Path, corrupt_test: bool) -> Path:
-    """`source` written again by the cache writer with a second layer (its tokens transformed) and,
-    with `corrupt_test`, every test clip's label moved to another class; all else is the same."""
+    """`source` written again by the cache writer with a second layer of seeded noise (a layer
+    that tells nothing, which selecting a layer on test would pick on the corrupted copy) and, with
+    `corrupt_test`, every test clip's label moved to another class; all else is the same."""
     cache = FeatureCache(source)
+    rng = np.random.default_rng(0)
     num_classes = len(cache.class_names)
     with ShardWriter(out, clips_per_shard=1000, layers=(-1, -2)) as writer:
         for row, clip_id in enumerate(cache.clip_ids):
@@ -87,7 +89,7 @@ def _copy(source: Path, out: Path, corrupt_test: bool) -> Path:
             label = int(cache.labels[row])
             if corrupt_test and cache.splits[row] == "test":
                 label = (label + 1 + row % (num_classes - 1)) % num_classes
-            writer.add(clip_id, label, cache.splits[row], [tokens, np.tanh(tokens[..., ::-1])], frames[None],
+            writer.add(clip_id, label, cache.splits[row], [tokens, rng.normal(0, 1, tokens.shape)], frames[None],
                        stamps[None], group=str(cache.groups[row]))  # fmt: skip
     manifest = cache.manifest
     extraction = type(manifest.extraction)(**{**manifest.extraction.__dict__, "layers": (-1, -2)})
