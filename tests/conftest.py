@@ -143,10 +143,16 @@ def cache_tokens(cache_dir: Path) -> dict:
 
 
 def write_synthetic_cache(
-    path: Path, labels: list[int], splits: list[str], class_names: list[str], seed: int = 0, patches: int = 2
+    path: Path,
+    labels: list[int],
+    splits: list[str],
+    class_names: list[str],
+    seed: int = 0,
+    patches: int = 2,
+    groups: list[str] | None = None,
 ):
     """A cache written by the real shard writer from seeded random tokens `[T=4, 1+patches, 8]`, one
-    clip per (label, split); each class gets its own mean so probes can learn it."""
+    clip per (label, split, group); each class gets its own mean so probes can learn it."""
     import numpy as np
 
     from stepcli.cache.format import Manifest
@@ -158,7 +164,9 @@ def write_synthetic_cache(
         for i, (label, split) in enumerate(zip(labels, splits, strict=True)):
             tokens = rng.normal(0, 0.3, (4, 1 + patches, 8)) + np.eye(8)[label % 8]
             # one layer, one view: tokens [K=1, T, P+N, D], frame index and timestamps [K=1, T]
-            writer.add(f"clip-{i:04d}", label, split, [tokens[None]], np.arange(4)[None], np.arange(4)[None] / 8.0)
+            group = groups[i] if groups else ""
+            writer.add(f"clip-{i:04d}", label, split, [tokens[None]], np.arange(4)[None], np.arange(4)[None] / 8.0,
+                       group=group)  # fmt: skip
     extraction = ExtractionRecord(
         backbone="synthetic", weights="none", image_size=0, mean=(0.0,), std=(1.0,), resize="none", normalize="none",
         layer=-1, num_frames=4, sampler="all", dtype="float16", num_prefix=1, num_patches=patches, dim=8,

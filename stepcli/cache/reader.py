@@ -19,6 +19,7 @@ from stepcli.cache.chunks import chunk_offsets, copy_chunks, map_file, release
 from stepcli.cache.failures import read_failures
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
+from stepcli.cache.schema import GROUP
 from stepcli.errors import StepcliError
 
 
@@ -41,7 +42,8 @@ class FeatureCache:
                 f"not {self.layer}; pick one of them or extract with --layers {','.join(map(str, (*layers, layer)))}"
             )
         self.shard_paths = sorted((self.path / SHARDS).glob("*.h5")) if (self.path / SHARDS).is_dir() else []
-        clip_ids, labels, splits, shard_of, row_of, num_views = [], [], [], [], [], []
+        clip_ids, labels, splits, shard_of, row_of, num_views, groups = [], [], [], [], [], [], []
+        self.has_groups = True  # every shard records its clips' groups (older ones do not)
         seen: set[str] = set()
         for s, shard_path in enumerate(self.shard_paths):
             try:
@@ -50,8 +52,12 @@ class FeatureCache:
                     shard_labels = f["label"][:]
                     shard_splits = [x.decode() if isinstance(x, bytes) else x for x in f["split"][:]]
                     views = f["frame_index"].shape[1] if f["frame_index"].ndim == 3 else 1
+                    shard_groups = (
+                        [x.decode() if isinstance(x, bytes) else x for x in f[GROUP][:]] if GROUP in f else None
+                    )
             except (OSError, KeyError) as err:
                 raise StepcliError(f"shard {shard_path} cannot be read ({err}); delete it and rerun extract") from None
+            self.has_groups = self.has_groups and shard_groups is not None
             for r, clip_id in enumerate(ids):
                 if not clip_id.strip() or clip_id in seen:
                     what = "a blank clip id" if not clip_id.strip() else f"clip id {clip_id!r} a second time"
@@ -62,12 +68,15 @@ class FeatureCache:
                 clip_ids.append(clip_id)
                 labels.append(int(shard_labels[r]))
                 splits.append(shard_splits[r])
+                groups.append(shard_groups[r] if shard_groups is not None and shard_groups[r] else clip_id)
                 shard_of.append(s)
                 row_of.append(r)
                 num_views.append(views)
         self.clip_ids = clip_ids
         self.labels = np.asarray(labels, dtype=np.int64)
         self.splits = np.asarray(splits, dtype=object)
+        #: what each clip belongs with (source video, twins); its own id where the shard records none
+        self.groups = np.asarray(groups, dtype=object)
         self._shard_of = np.asarray(shard_of, dtype=np.int64)
         self._row_of = np.asarray(row_of, dtype=np.int64)
         self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]

@@ -5,6 +5,11 @@ against it and the reader names datasets through it.
 Version 2 shards hold, per cached layer L, `tokens/<L>` `[V, K, T, P+N, D]` float16 (K views per
 clip) and per-view `frame_index` / `timestamp` `[V, K, T]`; version 1 shards hold one `tokens`
 `[V, T, P+N, D]` and `[V, T]` indices, read as one view of one layer.
+
+`group` (a string per clip, since stepcli records it) names what the clip belongs with: its source
+video, a CSV's `group` column, the demo's pair of twins. A split drawn from the cache never puts one
+group in two splits. Shards written before it (v1, and v2 without it) still read: each clip is then
+its own group.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class ClipDataset:
     name: str
     kind: str  # "string", "integer" or "float": what verify accepts
     per_frame: bool  # a row is `[K, T]` (v2) or `[T]` (v1) rather than a scalar
+    optional: bool = False  # older shards lack it; the reader falls back (see the module docstring)
 
     @property
     def dtype(self) -> np.dtype:
@@ -44,8 +50,9 @@ CLIP_DATASETS = (
     ClipDataset("split", "string", per_frame=False),
     ClipDataset("frame_index", "integer", per_frame=True),
     ClipDataset("timestamp", "float", per_frame=True),
+    ClipDataset("group", "string", per_frame=False, optional=True),
 )
-CLIP_ID, LABEL, SPLIT, FRAME_INDEX, TIMESTAMP = (d.name for d in CLIP_DATASETS)
+CLIP_ID, LABEL, SPLIT, FRAME_INDEX, TIMESTAMP, GROUP = (d.name for d in CLIP_DATASETS)
 
 
 def token_datasets(schema_version: int, layers: tuple[int, ...]) -> list[str]:

@@ -104,12 +104,13 @@ class ShardWriter:
         tokens: list[np.ndarray],
         frame_index: np.ndarray,
         timestamps: np.ndarray,
+        group: str = "",
     ) -> None:
         """Append one clip: ``tokens`` per layer ``[K, T, P+N, D]`` (stored as float16), ``frame_index``
-        and ``timestamps`` ``[K, T]``."""
+        and ``timestamps`` ``[K, T]``; ``group`` is what the clip belongs with ("": itself)."""
         K = tokens[0].shape[0]
         values = {"clip_id": clip_id, "label": label, "split": split, "frame_index": frame_index,
-                  "timestamp": timestamps}  # fmt: skip
+                  "timestamp": timestamps, "group": group or clip_id}  # fmt: skip
         values |= {f"tokens/{layer}": t.astype(np.float16) for layer, t in zip(self.layers, tokens, strict=True)}
         try:
             if K not in self._open:

@@ -219,6 +219,12 @@ def _render(pair: tuple[str, str], rng: np.random.Generator, n: int, size: int) 
     return frames
 
 
+def twin_group(clip: DemoClip) -> str:
+    """A clip's group: its draw, which it shares with its reversed twin (`<forward>|<backward>-<draw>`)."""
+    pair = next(p for p in PAIRS if clip.label in p)
+    return f"{pair[0]}|{pair[1]}-{clip.clip_id.rsplit('-', 1)[1]}"
+
+
 def _split_of(index: int, draws: int) -> str:
     train_end = round(draws * SPLIT_FRACTIONS["train"])
     val_end = train_end + round(draws * SPLIT_FRACTIONS["val"])
@@ -266,6 +272,6 @@ def _generate(root: Path, clips_per_class: int, num_frames: int, seed: int, size
 
 def _write_annotations(root: Path, clips: list[DemoClip]) -> None:
     """The same clip list in the generic CSV format, so the demo doubles as an example of it."""
-    lines = ["path,label,split"] + [f"{c.path},{c.label},{c.split}" for c in clips]
+    lines = ["path,label,split,group"] + [f"{c.path},{c.label},{c.split},{twin_group(c)}" for c in clips]
     (root / "annotations.csv").write_text("\n".join(lines) + "\n")
     (root / "classes.txt").write_text("\n".join(name for pair in PAIRS for name in pair) + "\n")

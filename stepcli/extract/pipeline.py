@@ -269,7 +269,7 @@ def _extract_clips(
                         _fail(Path(cfg.out), summary, clip.clip_id, clip.path, reason)
                         continue
                     writer.add(clip.clip_id, clip.label, clip.split, clip_tokens, item["frame_index"],
-                               item["timestamps"])  # fmt: skip
+                               item["timestamps"], group=clip.group_key)  # fmt: skip
                     summary.extracted += 1
             progress.update(len(batch), failed=summary.failed)
 

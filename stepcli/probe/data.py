@@ -2,7 +2,8 @@
 
 Splits come from the cache; a dataset without splits gets a seeded, stratified 60/20/20 split,
 and one without a validation split gets a stratified slice of train, so that model selection
-never looks at test. Low-data subsets (`shots`, `train_fraction`) are drawn per class with the
+never looks at test. A drawn split moves whole clip groups (the cache's `groups`: a source video,
+a clip and its reversed twin), so no clip is scored beside its twin in train. Low-data subsets (`shots`, `train_fraction`) are drawn per class with the
 run's seed. Batches are read in the main process from memory, or streamed from HDF5 by
 DataLoader workers that each open their own file handles (FeatureCache reopens after a fork).
 Under torchrun every process draws the same batches and `shard_batch` gives each its share.
@@ -10,6 +11,7 @@ Under torchrun every process draws the same batches and `shard_batch` gives each
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -50,18 +52,43 @@ class Splits:
     def clip_ids(self, cache: FeatureCache) -> dict[str, list[str]]:
         return {s: [cache.clip_ids[r] for r in self.rows(s)] for s in SPLITS}
 
+    def groups(self, cache: FeatureCache) -> dict[str, list[str]]:
+        """Each split's clip groups, in the order of `clip_ids` (splits.json records them)."""
+        return {s: [str(cache.groups[r]) for r in self.rows(s)] for s in SPLITS}
 
-def stratified_split(rows: np.ndarray, labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
-    """Cut each class's rows (shuffled with `seed`) by `fractions`; parts come back sorted."""
+
+def stratified_split(
+    rows: np.ndarray, labels: np.ndarray, fractions: tuple[float, ...], seed: int, groups: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Cut each class's rows (shuffled with `seed`) by `fractions`; parts come back sorted.
+
+    With `groups` (one per row) whole groups are cut instead, each counted under the class of its
+    first row: no group lands in two parts. One group per row draws exactly the split without.
+    """
     rng = np.random.default_rng([seed, 7919])
+    rows = np.asarray(rows, dtype=np.int64)
+    groups = rows.astype(object) if groups is None else np.asarray(groups, dtype=object)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    members = [rows[inverse.reshape(-1) == g] for g in range(len(first))]
+    heads = rows[first]  # a group's first row stands for it
+    head_labels = labels[first]
+    by_head = {int(rows[f]): m for f, m in zip(first, members, strict=True)}
     parts: list[list[int]] = [[] for _ in fractions]
     bounds = np.cumsum(fractions)[:-1]
     for label in np.unique(labels):
-        mine = rng.permutation(rows[labels == label])
+        mine = rng.permutation(np.sort(heads[head_labels == label]))
         cuts = np.round(bounds * len(mine)).astype(int)
         for part, chunk in zip(parts, np.split(mine, cuts), strict=True):
-            part.extend(chunk.tolist())
+            for head in chunk.tolist():
+                part.extend(by_head[head].tolist())
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def _drawn_by(cache: FeatureCache, rows: np.ndarray) -> str:
+    """What a split drawn over `rows` keeps together, for its one-line note."""
+    if not cache.has_groups:
+        return "one group per clip (the cache records no clip groups: re-extract it to split by source video)"
+    return f"clip group ({len(set(cache.groups[rows].tolist()))} groups of {len(rows)} clips), no group in two splits"
 
 
 def resolve_splits(cache: FeatureCache, seed: int) -> Splits:
@@ -70,22 +97,66 @@ def resolve_splits(cache: FeatureCache, seed: int) -> Splits:
     if len(cache) == 0:
         raise StepcliError(f"cache {cache.path} holds no clips; run `stepcli extract` first")
     if not any(cache.splits):
-        train, val, test = stratified_split(everything, cache.labels, DEFAULT_FRACTIONS, seed)
+        train, val, test = stratified_split(everything, cache.labels, DEFAULT_FRACTIONS, seed, cache.groups)
         splits = Splits(train, val, test, "seeded-stratified-60/20/20")
+        splits.notes.append(
+            f"no splits in the cache: drew a seeded 60/20/20 split per class by {_drawn_by(cache, everything)}"
+        )
     else:
         splits = Splits(cache.rows("train"), cache.rows("val"), cache.rows("test"), "cache")
         if len(splits.val) == 0 and len(splits.train) > 0:
             labels = cache.labels[splits.train]
+            train = splits.train
             splits.train, splits.val = stratified_split(
-                splits.train, labels, (1 - VAL_FROM_TRAIN, VAL_FROM_TRAIN), seed
+                train, labels, (1 - VAL_FROM_TRAIN, VAL_FROM_TRAIN), seed, cache.groups[train]
             )
             splits.source = "cache+val-from-train"
-            splits.notes.append(f"no val split in the cache: held out {VAL_FROM_TRAIN:.0%} of train per class")
+            splits.notes.append(
+                f"no val split in the cache: held out {VAL_FROM_TRAIN:.0%} of train per class by {_drawn_by(cache, train)}"
+            )
     for name in SPLITS:
         if len(splits.rows(name)) == 0:
             counts = ", ".join(f"{s or '(none)'} {n}" for s, n in sorted(Counter(cache.splits.tolist()).items()))
             raise StepcliError(f"cache {cache.path} has no '{name}' clips to use (clips per split: {counts})")
     return splits
+
+
+@dataclass(frozen=True)
+class Leakage:
+    """Val and test clips whose frames, as a set, are a train clip's: exact duplicates and
+    time-reversed twins (a hash of the sorted frame tokens). Their numbers are not held out."""
+
+    val: int = 0
+    test: int = 0
+
+    @property
+    def found(self) -> bool:
+        return self.val + self.test > 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"val": self.val, "test": self.test}
+
+    def warning(self) -> str:
+        return (
+            f"warning: {self.test} test and {self.val} val clips have a train clip's frames (exact duplicates or "
+            "time-reversed twins): those numbers are not held out; split by clip group (docs/trust.md)"
+        )
+
+
+def frame_set_hashes(cache: FeatureCache, rows: np.ndarray, batch_size: int = 64) -> list[bytes]:
+    """Per clip of `rows`: a hash of its view-0 frames' tokens as a set, blind to their order."""
+    hashes = []
+    for start in range(0, len(rows), batch_size):
+        for clip in cache.tokens(rows[start : start + batch_size]):
+            frames = sorted(hashlib.blake2b(frame.tobytes(), digest_size=16).digest() for frame in clip)
+            hashes.append(hashlib.blake2b(b"".join(frames), digest_size=16).digest())
+    return hashes
+
+
+def find_leakage(cache: FeatureCache, splits: Splits) -> Leakage:
+    """How many val and test clips repeat a train clip's frames (see `Leakage`); reads view 0 once."""
+    train = set(frame_set_hashes(cache, splits.train))
+    return Leakage(*(sum(h in train for h in frame_set_hashes(cache, splits.rows(s))) for s in ("val", "test")))
 
 
 def subsample_train(

@@ -23,6 +23,12 @@ class Clip:
     start: float | None = None
     end: float | None = None
     frame_range: tuple[int, int] | None = None
+    #: what the clip belongs with, which no split may cut apart ("": its source video, `path`)
+    group: str = ""
+
+    @property
+    def group_key(self) -> str:
+        return self.group or self.path
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""``--dataset csv``: the generic ``path,label[,start,end][,split]`` list (paths relative to --root).
+"""``--dataset csv``: the generic ``path,label[,start,end][,split][,group]`` list (paths under --root).
 
-``start``/``end`` are seconds; an empty cell means the start or end of the video. Without
+``group`` names clips that belong together (windows of one recording, a clip and its reversal):
+no split drawn from the cache puts one group in two splits; without it a clip's group is its
+video file. ``start``/``end`` are seconds; an empty cell means the start or end of the video. Without
 ``--classes`` the class list is the sorted set of labels; with it, a label outside the list is
 recorded as a failed clip rather than silently added.
 """
@@ -51,7 +53,7 @@ def _check_row(row: dict, where: str, columns: int) -> None:
 @register_dataset("csv")
 def csv_dataset(options: DatasetOptions) -> Dataset:
     if options.annotations is None:
-        raise StepcliError("--dataset csv needs --annotations FILE (columns path,label[,start,end][,split])")
+        raise StepcliError("--dataset csv needs --annotations FILE (columns path,label[,start,end][,split][,group])")
     ann = Path(options.annotations)
     if not ann.is_file():
         raise StepcliError(f"annotation file {ann} not found")
@@ -61,7 +63,7 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
             raise StepcliError(
-                f"{ann}:1: header lacks column(s) {', '.join(sorted(missing))}; expected path,label[,start,end][,split]"
+                f"{ann}:1: header lacks column(s) {', '.join(sorted(missing))}; expected path,label[,start,end][,split][,group]"
             )
         rows = [(n, row) for n, row in enumerate(reader, start=2)]
         for n, row in rows:
@@ -90,7 +92,8 @@ def csv_dataset(options: DatasetOptions) -> Dataset:
         split = (row.get("split") or "").strip()
         if split and split not in ("train", "val", "test"):
             raise StepcliError(f"{where}: split {split!r} must be train, val or test")
-        clips.append(Clip(clip_id, full, index[row["label"]], split, start, end))
+        group = (row.get("group") or "").strip()  # clips of one group never go to two splits
+        clips.append(Clip(clip_id, full, index[row["label"]], split, start, end, group=group))
     return Dataset(
         name="csv",
         clips=clips,

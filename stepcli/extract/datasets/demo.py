@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stepcli.extract.datasets.base import Clip, Dataset, DatasetOptions
 from stepcli.extract.datasets.registry import register_dataset
-from stepcli.extract.demo import PAIRS, generate_demo
+from stepcli.extract.demo import PAIRS, generate_demo, twin_group
 
 # Enough clips per class that a probe on a randomly initialised backbone's tokens learns the motion
 # instead of memorising its few training clips (fewer makes it overfit); few enough that the demo
@@ -22,8 +22,10 @@ def demo_dataset(options: DatasetOptions) -> Dataset:
     class_names = [name for pair in PAIRS for name in pair]
     index = {name: i for i, name in enumerate(class_names)}
     clips = [
-        Clip(clip_id=c.clip_id, path=str((root / c.path).resolve()), label=index[c.label], split=c.split) for c in made
-    ]
+        Clip(clip_id=c.clip_id, path=str((root / c.path).resolve()), label=index[c.label], split=c.split,
+             group=twin_group(c))
+        for c in made
+    ]  # fmt: skip
     return Dataset(
         name="demo",
         clips=clips,

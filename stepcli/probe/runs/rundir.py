@@ -4,7 +4,8 @@
     model.safetensors  probe weights (safetensors: tensors only, nothing to unpickle)
     metrics.json       test metrics at the top level, `val` beside them; deterministic on CPU
     timing.json        wall-clock times, kept apart so that metrics.json compares byte for byte
-    splits.json        clip ids of train/val/test, so later evaluations use the same clips
+    splits.json        clip ids of train/val/test, so later evaluations use the same clips, and
+                       under `groups` each clip's group (what no split may cut apart)
     log.jsonl          one line per epoch (written by the training loop as it goes)
 
 A run is only meaningful on tokens from the extraction it was trained on; `load_run(run, cache)`
@@ -31,6 +32,8 @@ from stepcli.probe.config import CacheRef, RunConfig
 from stepcli.probe.models import Probe, build_probe
 from stepcli.probe.runs.compat import CLASSES_SAME, check_run_cache
 
+GROUPS = "groups"  # splits.json's key of each split's clip groups
+
 CONFIG, MODEL, METRICS, TIMING, SPLIT_IDS, LOG = (
     "config.json",
     "model.safetensors",
@@ -51,6 +54,8 @@ class Run:
     metrics: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     split_ids: dict[str, list[str]] = field(default_factory=dict)
+    #: each split's clip groups in the order of `split_ids` (empty for runs saved before they were)
+    split_groups: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def cache_path(self) -> Path:
@@ -119,6 +124,7 @@ def save_run(
     metrics: dict,
     timing: dict,
     split_ids: dict[str, list[str]],
+    split_groups: dict[str, list[str]] | None = None,
 ) -> None:
     """Write a run's files, each via a temporary name so that a killed process leaves no half file."""
     run_dir = Path(run_dir)
@@ -127,7 +133,7 @@ def save_run(
     tmp = run_dir / f".{MODEL}.tmp"
     save_file(state, str(tmp), metadata={"probe": probe.name})
     os.replace(tmp, run_dir / MODEL)
-    write_atomic(run_dir / SPLIT_IDS, _dump(split_ids))
+    write_atomic(run_dir / SPLIT_IDS, _dump({**split_ids, **({GROUPS: split_groups} if split_groups else {})}))
     write_atomic(run_dir / TIMING, _dump(timing))
     write_atomic(run_dir / METRICS, _dump(metrics))
     write_atomic(run_dir / CONFIG, _dump(config.to_dict()))  # last: a run with config.json is complete
@@ -190,7 +196,8 @@ def load_run(run_dir: Path | str, cache: FeatureCache | Path | str | None = None
         config=config,
         metrics=loaded[METRICS],
         timing=loaded[TIMING],
-        split_ids=loaded[SPLIT_IDS],
+        split_ids={k: v for k, v in loaded[SPLIT_IDS].items() if k != GROUPS},
+        split_groups=loaded[SPLIT_IDS].get(GROUPS, {}),
     )
     if cache is not None:
         run.check_cache(cache if isinstance(cache, FeatureCache) else run.open_cache(cache))

@@ -244,7 +244,9 @@ def run_compare(cfg: CompareConfig) -> Comparison:
             write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
             log.info(shuffle_markdown(result))
             row = ComparisonRow.of(result, run.run_dir, run.timing.get("train_time_s"), shuffle_time)
-            row = replace(row, selected=selected_values(run.run_dir))
+            leaked = sum(run.metrics.get("leakage", {}).values()) or None
+            row = replace(row, selected=selected_values(run.run_dir), val_top1=run.metrics.get("val", {}).get("top1"),
+                          leaked=leaked)  # fmt: skip
             per_seed.setdefault(name, []).append(row)
             results.setdefault(name, result)  # the first seed's confusion matrix stands for the probe
     spread = None

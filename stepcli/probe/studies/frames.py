@@ -97,11 +97,13 @@ def run_frames(
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise StepcliError(f"{table} is damaged ({type(err).__name__}); rerun `stepcli compare`") from None
     out = check_out(Path(compare_dir) / FRAMES_DIR if out is None else out, "frames study")
-    features = FeatureCache(cache or cache_path)
+    path = cache or cache_path
+    caches: dict[int, FeatureCache] = {}  # by layer: each run reads the layer it was trained on
     pairs = [tuple(p) for p in pairs]
     drops, attentions = [], []
     for row in rows:
-        run = load_run(_one_run(Path(row["run"])), features)
+        run = load_run(_one_run(Path(row["run"])))
+        features = caches.setdefault(run.layer, FeatureCache(path, layer=run.layer))
         run.check_cache(features)
         drops.append(frame_drop(run, row["probe"], features, pairs, device))
         attention = frame_attention(run, row["probe"], features)
@@ -111,10 +113,11 @@ def run_frames(
 
 
 def _one_run(run_dir: Path) -> Path:
-    """A row's run; for a comparison over seeds (`runs/<probe>/seed-<s>`), the first seed run by name."""
+    """A row's run; for a comparison over seeds (`runs/<probe>/seed-<s>`), the run of the lowest seed."""
     if (run_dir / CONFIG).is_file():
         return run_dir
-    seeds = sorted(run_dir.glob("seed-*"))
+    found = [p for p in run_dir.glob("seed-*") if p.name[len("seed-") :].lstrip("-").isdigit()]
+    seeds = sorted(found, key=lambda p: int(p.name[len("seed-") :]))  # seed-2 before seed-10
     if not seeds:
         raise StepcliError(f"{run_dir} holds no finished run; rerun the comparison")
     return seeds[0]

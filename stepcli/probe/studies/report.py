@@ -34,6 +34,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("train_time_s", "train time", "sec"),
     ("selected", "selected on val", "str"),
 ]
+#: shown after `COLUMNS` only when a run found any (`Leakage`): a clean table looks as it always did
+WARNING_COLUMNS: list[tuple[str, str, str]] = [("leaked", "val+test = train", "int")]
 ORDER_COLOURS = {ORIGINAL: "#4c72b0", SHUFFLED: "#dd8452", REVERSED: "#c44e52"}
 LABELLED_CLASSES = 30  # confusion matrices with at most this many classes get counts and class names
 
@@ -85,7 +87,7 @@ def shuffle_markdown(result: ShuffleResult) -> str:
 
 def shown_columns(rows: list[ComparisonRow]) -> list[tuple[str, str, str]]:
     """`COLUMNS` without those no row has a value for (top-5 with 5 classes or fewer)."""
-    return [c for c in COLUMNS if any(getattr(r, c[0]) is not None for r in rows)]
+    return [c for c in COLUMNS + WARNING_COLUMNS if any(getattr(r, c[0]) is not None for r in rows)]
 
 
 def comparison_markdown(rows: list[ComparisonRow], spread: dict[str, dict] | None = None) -> str:

@@ -160,6 +160,10 @@ class ComparisonRow:
     top1_ci: tuple[float | None, float | None] | None = None
     #: `compare --sweep`: the swept values of the head selected on val (None: not tuned)
     selected: str | None = None
+    #: val top-1 of the run (what `compare --layers` selects a layer by; never test)
+    val_top1: float | None = None
+    #: val and test clips that repeat a train clip's frames (None: none, the column is not shown)
+    leaked: int | None = None
 
     @classmethod
     def of(

@@ -136,5 +136,7 @@ def mean_row(rows: list[ComparisonRow], run: Path) -> tuple[ComparisonRow, dict[
         f.name for f in fields(ComparisonRow) if f.name not in ("probe", "run", "top1_ci", "num_params", "selected")
     ]
     stats = {k: mean_std([getattr(r, k) for r in rows]) for k in numeric}
-    row = replace(rows[0], **{k: v[0] for k, v in stats.items()}, top1_ci=None, run=str(run))
+    chosen = list(dict.fromkeys(r.selected for r in rows))  # each seed selects its own head on val
+    selected = chosen[0] if len(chosen) == 1 else "per seed: " + " / ".join(str(r.selected) for r in rows)
+    row = replace(rows[0], **{k: v[0] for k, v in stats.items()}, top1_ci=None, run=str(run), selected=selected)
     return row, {k: v[1] for k, v in stats.items()}

@@ -142,6 +142,8 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
     _prepare_out(session, list(outs))
     for note in splits.notes:
         session.say(f"note: {note}")
+    if session.leakage.found and group.main:
+        log.warning(session.leakage.warning())
     reading = "in memory" if session.runtime.in_memory else "streaming"
     where = f", {group.world_size} processes ({group.device.type})" if group.world_size > 1 else ""
     swept = f", {len(configs)} heads in one pass" if len(configs) > 1 else ""
@@ -164,8 +166,12 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
         split = session.split_of(head.cfg.seed)
         metrics = {"probe": head.probe.name, "num_params": head.probe.num_params(),
                    **(extra or {"best_epoch": head.best_epoch, "epochs": cfg.epochs}),
-                   "train_clips": len(split.train), **test, "val": vals[chosen]}  # fmt: skip
+                   "train_clips": len(split.train), **test, "val": vals[chosen],
+                   **({"leakage": session.leakage.to_dict()} if session.leakage.found else {})}  # fmt: skip
         timing = {"train_time_s": round(train_time, 3), "epoch_times_s": [round(t, 3) for t in epoch_times]}
+        if len(heads) > 1:  # one pass trained every head: each run's share of it, and the pass itself
+            timing = {"train_time_s": round(train_time / len(heads), 3), "pass_train_time_s": round(train_time, 3),
+                      "heads_in_pass": len(heads), "pass_epoch_times_s": timing["epoch_times_s"]}  # fmt: skip
         if sweep:
             session.write_log(out, head.log, mode="w")  # the run is the selected head's: its log alone
             record = [SweepHead.of(heads[i].values, heads[i].best_epoch, vals[i], tests[i], heads[i].log)
@@ -174,7 +180,7 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
             session.say(f"sweep: selected head {members.index(chosen)} {head.values} on val top-1 "
                         f"{vals[chosen]['top1']:.4f}; every head's numbers in {path}")  # fmt: skip
         save_run(out, probe=head.probe.cpu(), config=_run_config(session, head), metrics=metrics, timing=timing,
-                 split_ids=split.clip_ids(cache))  # fmt: skip
+                 split_ids=split.clip_ids(cache), split_groups=split.groups(cache))  # fmt: skip
         session.say(
             f"{head.probe.name}: test top-1 {test['top1']:.4f}, mean per-class {test['mean_class_accuracy']:.4f}, "
             f"{metrics['num_params']:,} params, {train_time:.1f}s; run in {out}"

@@ -16,7 +16,7 @@ from torch import nn
 from stepcli.cache.reader import FeatureCache
 from stepcli.distributed import Group, processes_per_node
 from stepcli.probe.config import Runtime, TrainConfig
-from stepcli.probe.data import Splits, resolve_splits, subsample_train, use_memory
+from stepcli.probe.data import Leakage, Splits, find_leakage, resolve_splits, subsample_train, use_memory
 from stepcli.probe.evaluation.inference import evaluate_heads
 from stepcli.probe.models import probe_class
 from stepcli.probe.runs.rundir import LOG
@@ -42,6 +42,8 @@ class Session:
     #: each seed's train rows: seeds of one pass share val and test but draw their own
     #: --shots / --train-fraction subset (of one size)
     trains: dict[int, np.ndarray] = field(default_factory=dict)
+    #: val/test clips that repeat a train clip's frames (of the whole train split, before --shots)
+    leakage: Leakage = field(default_factory=Leakage)
 
     def split_of(self, seed: int) -> Splits:
         """The split a run of `seed` trained on."""
@@ -67,6 +69,7 @@ def open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None, see
         cache = FeatureCache(cfg.cache, layer=cfg.layer)
     probe_class(cfg.probe).check_layout(cache.layout)
     splits = resolve_splits(cache, cfg.seed)
+    full_train = splits.train
     labels = cache.labels[splits.train]
     trains = {
         seed: subsample_train(splits.train, labels, cache.class_names, seed, cfg.shots, cfg.train_fraction)
@@ -78,4 +81,5 @@ def open_session(cfg: TrainConfig, group: Group, cache: FeatureCache | None, see
         cache.load_into_memory()
     workers = 0 if in_memory else (reader_processes(group.device) if cfg.workers is None else cfg.workers)
     runtime = Runtime(group.device.type, in_memory, workers, group.world_size)
-    return Session(cfg, group, cache, splits, runtime, trains)
+    leakage = find_leakage(cache, replace(splits, train=full_train))
+    return Session(cfg, group, cache, splits, runtime, trains, leakage)

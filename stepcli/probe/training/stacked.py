@@ -5,7 +5,8 @@ a leading head axis (one `[K, P]` tensor, each head's parameters a row) they tak
 over the shared batch, one backward and one AdamW step with each head's own learning rate,
 weight decay, warmup, schedule and gradient-norm clip. A probe with a stacked form
 (`Probe.stacked_logits`, e.g. a one-query readout) runs all heads in about one pass over the
-tokens; the others run head by head inside the same step. Losses and hits stay on the device:
+tokens; the others, and any probe with buffers (each head keeps its own, e.g. BatchNorm
+statistics), run head by head inside the same step. Losses and hits stay on the device:
 nothing waits for the host inside a step.
 
 A head's numbers are those of its separate run up to float rounding (the same initialisation,
@@ -58,7 +59,9 @@ class StackedModel(nn.Module):
     def __init__(self, probes: list[Probe], device: torch.device) -> None:
         super().__init__()
         template = probes[0]
-        self._template = (template,)  # a tuple, so that its own parameters are not registered here
+        # a tuple, so that the probes' own parameters are not registered here; each head keeps its
+        # buffers (e.g. EP's BatchNorm statistics) in its own probe, and `train` reaches every probe
+        self._probes = tuple(probes)
         named = list(template.named_parameters())
         skip = template.no_weight_decay()
         layout = sorted(range(len(named)), key=lambda i: named[i][0] in skip)  # decayed first, stable
@@ -76,6 +79,7 @@ class StackedModel(nn.Module):
                 self.flat[:, offset : offset + size].copy_(torch.stack([r.detach().flatten() for r in row]))
         self.stacked = nn.ParameterList([nn.Parameter(self.view(self.flat, i)) for i in range(len(named))])
         self.stacked_heads, self.num_classes = k, template.num_classes
+        self.train(template.training)  # the heads' mode, so that restoring this module's mode keeps theirs
 
     def view(self, flat: Tensor, i: int) -> Tensor:
         """Parameter i of every head, `[K, *shape]`, as a view into `flat` (or a tensor laid out alike)."""
@@ -84,22 +88,30 @@ class StackedModel(nn.Module):
 
     @property
     def template(self) -> Probe:
-        return self._template[0]
+        return self._probes[0]
+
+    def train(self, mode: bool = True) -> StackedModel:
+        """Train or eval mode for this module and every head's probe (their buffers and mode are theirs)."""
+        super().train(mode)
+        for probe in self._probes:
+            probe.train(mode)
+        return self
 
     def params(self) -> dict[str, Tensor]:
         return dict(zip(self.names, self.stacked, strict=True))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        template, k = self.template, self.stacked_heads
+        template = self.template
         template.check_tokens(tokens if tokens.ndim == 4 else tokens[0])
         params = self.params()
-        logits = template.stacked_logits(params, tokens)
+        # a stacked form reads parameters only: a probe with buffers (their own per head) runs head by head
+        logits = None if any(True for _ in template.buffers()) else template.stacked_logits(params, tokens)
         if logits is not None:
             return logits
         per_head = tokens.ndim == 5
         return torch.stack([
-            functional_call(template, {n: p[i] for n, p in params.items()}, (tokens[i] if per_head else tokens,))
-            for i in range(k)
+            functional_call(probe, {n: p[i] for n, p in params.items()}, (tokens[i] if per_head else tokens,))
+            for i, probe in enumerate(self._probes)
         ])  # fmt: skip
 
     def write_back(self, probes: list[Probe]) -> None:

@@ -126,3 +126,25 @@ def test_a_cache_without_the_runs_layer_is_refused(two_layer_run, tmp_path) -> N
        TINY_IMAGE_SIZE, "--workers", "0", "--quiet", "--root", cache / "videos")  # fmt: skip
     line = fails("evaluate", "--run", run, "--cache", other, "--out", tmp_path / "e")
     assert "trained on layer -2" in line and "holds layer(s) -1" in line
+
+
+def test_clips_the_run_saw_are_never_scored_as_a_test(run_dir, demo_cache, tmp_path) -> None:
+    """A smaller cache of the same generator: its test clips are the run's training clips (same ids,
+    byte-identical tokens). A copy with other ids but the same groups (source videos): left out by group."""
+    small = tmp_path / "small"
+    make_demo_cache(small, clips_per_class=2)  # draw 1 is its test clip, and one the run trained on
+    line = fails("evaluate", "--run", run_dir, "--cache", small, "--out", tmp_path / "e")
+    assert "every one of the 12 clips to score" in line and not (tmp_path / "e").exists()
+    cache = FeatureCache(demo_cache)
+    copy = tmp_path / "copy"
+    with ShardWriter(copy, clips_per_shard=1000) as writer:
+        for row, clip_id in enumerate(cache.clip_ids):
+            frames, stamps = cache.timing(row)
+            writer.add("dev1-" + clip_id, int(cache.labels[row]), cache.splits[row], [cache.tokens([row])],
+                       frames[None], stamps[None], group=str(cache.groups[row]))  # fmt: skip
+    cache.manifest.save(copy)
+    result = ok("evaluate", "--run", run_dir, "--cache", copy, "--out", tmp_path / "all", "--split", "all")
+    assert "left out 36 of 48 clips (all clips of the cache)" in result.stderr
+    record = json.loads((tmp_path / "all/evaluation.json").read_text())
+    assert record["num_clips"] == 12 and record["excluded_seen"] == {"by_clip_id": 0, "by_group": 36}
+    assert json.loads((tmp_path / "all/metrics.json").read_text())["top1"] == load_run(run_dir).metrics["top1"]

@@ -74,3 +74,11 @@ def test_a_row_over_seeds_reads_one_seed_run(tmp_path: Path) -> None:
     assert _one_run(tmp_path / "step" / "seed-1") == tmp_path / "step" / "seed-1"
     with pytest.raises(StepcliError, match="no finished run"):
         _one_run(tmp_path)
+
+
+def test_the_first_seed_is_the_lowest_not_the_first_name(tmp_path: Path) -> None:
+    from stepcli.probe.studies.frames import _one_run
+
+    for seed in (10, 2):
+        (tmp_path / f"seed-{seed}").mkdir()
+    assert _one_run(tmp_path) == tmp_path / "seed-2"

@@ -70,6 +70,18 @@ def test_stacked_heads_match_their_separate_runs(name: str, options: dict, per_h
             assert stats[k, 0].item() == pytest.approx(loss, rel=1e-4, abs=1e-5) and stats[k, 1].item() == hits
     probe_tokens = torch.randn(7, *LAYOUT.clip_shape, generator=generator)
     trainer.write_back()
+    for a, b in zip(separate, stacked, strict=True):  # every buffer is the head's own (EP's BatchNorm statistics)
+        for (name, mine), (_, theirs) in zip(b.probe.named_buffers(), a.probe.named_buffers(), strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5, msg=name)
+        a.probe.eval()
+    trainer.model.eval()  # eval mode reaches every head
+    assert not any(m.training for b in stacked for m in b.probe.modules())
+    with torch.no_grad():
+        eval_logits = trainer.model(probe_tokens)
+        for k, a in enumerate(separate):
+            torch.testing.assert_close(eval_logits[k], a.probe(probe_tokens), rtol=1e-4, atol=1e-5)
+            a.probe.train()
+    trainer.model.train()
     with torch.no_grad():
         stacked_logits = trainer.model(probe_tokens)
         for k, (a, b) in enumerate(zip(separate, stacked, strict=True)):
@@ -196,3 +208,12 @@ def test_seeds_times_a_sweep_in_one_pass(demo_cache: Path, tmp_path: Path) -> No
         metrics = json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
         assert metrics["top1"] == record.heads[record.selected].test["top1"] == summary["per_seed"]["top1"][seed]
         assert json.loads((out / f"seed-{seed}" / "config.json").read_text())["train"]["seed"] == seed
+
+
+def test_a_run_trained_in_a_pass_of_heads_records_its_share_of_the_time(demo_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seeds"
+    ok("train-probe", "--cache", demo_cache, "--probe", "linear", "--out", out, *FAST, "--seeds", "0,1")
+    for seed in (0, 1):
+        timing = json.loads((out / f"seed-{seed}" / "timing.json").read_text())
+        assert timing["heads_in_pass"] == 2 and "epoch_times_s" not in timing
+        assert timing["train_time_s"] == pytest.approx(timing["pass_train_time_s"] / 2, abs=1e-3)
