@@ -51,12 +51,14 @@ class Family:
 
 @dataclass(frozen=True)
 class BlockShape:
-    """What block `index` gives per frame: P prefix tokens (named) and a `grid` of D-wide patches."""
+    """What block `index` gives per frame: P prefix tokens (named) and a `grid` of D-wide patches;
+    `note`: what the block is where its index alone does not say (a CNN's ``forward_features``)."""
 
     index: int
     prefix: tuple[str, ...]
     grid: tuple[int, int]
     dim: int
+    note: str = ""
 
     @property
     def num_patches(self) -> int:
@@ -128,7 +130,14 @@ class FrameEncoder(torch.nn.Module):
         """The token layout of each of `blocks` (ascending), from one forward pass of a blank frame."""
         with self._frames_fit():
             read = self._read(self._blank(), blocks)
-        return [BlockShape(b, names, grid, x.shape[-1]) for b, (x, names, grid) in zip(blocks, read, strict=True)]
+        return [
+            BlockShape(b, names, grid, x.shape[-1], self.block_note(b))
+            for b, (x, names, grid) in zip(blocks, read, strict=True)
+        ]
+
+    def block_note(self, index: int) -> str:
+        """What block `index` is where its index alone does not say; see `BlockShape.note`."""
+        return ""
 
     @property
     def num_patches(self) -> int:

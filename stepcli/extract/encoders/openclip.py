@@ -135,6 +135,9 @@ class OpenClipEncoder(FrameEncoder):
     def _read(self, pixels: torch.Tensor, blocks: list[int]) -> list:
         return self.tokens.read(pixels, blocks)
 
+    def block_note(self, index: int) -> str:
+        return self.tokens.note(index) if isinstance(self.tokens, _TrunkTokens) else ""
+
 
 def _load_tower(
     model: torch.nn.Module, tokens: _ViTTokens | _ResNetTokens | _TrunkTokens, state: dict, spec: str, path: str
