@@ -202,6 +202,14 @@ def test_several_layers_of_a_transformer_in_one_pass(encoders):
     assert last.shape == fourth.shape == (2, 5 + 4, 384) and not torch.allclose(last, fourth)
 
 
+def test_an_open_clip_model_whose_text_tower_needs_transformers_builds_its_image_tower(one_thread):
+    """roberta-ViT-B-32 (and mt5, nllb, xlm-roberta): the text tower, never used, is not fetched."""
+    encoder = load_backbone("openclip:roberta-ViT-B-32", 64)
+    with torch.no_grad():
+        tokens = encoder(_pixels(64))
+    assert tokens.shape == (2, 1 + 4, 768) and encoder.prefix == (CLS,) and torch.isfinite(tokens).all()
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

@@ -41,6 +41,7 @@ class Family:
     name = ""
     form = ""  # the spec's grammar, for help and errors
     example = ""  # one spec that works offline (random init)
+    extra = ""  # the optional extra (`pip install 'stepcli[<extra>]'`) the family needs, if any
 
     @classmethod
     def models(cls, pattern: str = "*") -> list[str]:
