@@ -205,6 +205,7 @@ def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset: ClipList)
     )
     versions = {"stepcli": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
                 "timm": timm.__version__}  # fmt: skip
+    versions.update(encoder.versions)  # an optional extra's package, where it made the tokens
     return Manifest(extraction=extraction, dataset=record, versions=versions)
 
 

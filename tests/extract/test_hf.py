@@ -3,6 +3,7 @@ with `save_pretrained` by the test and loaded back as ``hf:<dir>`` (nothing is d
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -71,6 +72,7 @@ def test_an_hf_encoder_extracts_trains_step_and_shuffle_tests(checkpoints, case,
     ok("extract", "--dataset", "demo", "--size", "4", "--frames", "4", "--image-size", size, "--backbone",
        f"hf:{path}", "--root", tmp_path / "videos", "--out", cache, "--workers", "0", "-q")  # fmt: skip
     assert FeatureCache(cache).clip_shape == (4, len(prefix) + 4, 32)
+    assert json.loads((cache / "manifest.json").read_text())["versions"]["transformers"] == transformers.__version__
     ok("train-probe", "--cache", cache, "--probe", "step", "--out", tmp_path / "step", "--epochs", "2", "-q")
     assert "reversed" in ok("shuffle-test", "--run", tmp_path / "step", "--permutations", "2", "-q").stdout
 

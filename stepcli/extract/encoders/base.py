@@ -80,6 +80,7 @@ class FrameEncoder(torch.nn.Module):
     """
 
     family = ""  # set by the registry
+    versions: dict[str, str] = {}  # packages beyond torch, open_clip and timm that make the tokens
 
     def __init__(self, spec: str, weights: str, preprocess: Preprocess, layers: tuple[int, ...],
                  budget: TokenBudget | None, final_norm: str):  # fmt: skip

@@ -92,6 +92,7 @@ class HfEncoder(FrameEncoder):
         mean, std = _normalisation(transformers, path)
         super().__init__(spec, weights, Preprocess(image_size, mean, std), layers, budget, final_norm)
         self.vision = vision.eval().requires_grad_(False)
+        self.versions = {"transformers": transformers.__version__}
         self.norm = norm or torch.nn.Identity()
         self.patch = int(vision.config.patch_size)
         registers = int(getattr(vision.config, "num_register_tokens", 0) or 0)
