@@ -32,7 +32,7 @@ class DemoConfig:
     permutations: int = 10
     backbone: str = ExtractConfig.backbone
     image_size: int = ExtractConfig.image_size
-    workers: int = ExtractConfig.workers
+    workers: int | None = ExtractConfig.workers
     # 4x4 windows over ViT-S-32's 7x7 patch grid: 2x2 patch tokens + CLS per frame instead of 7x7 + CLS.
     # The all-token probes (self-attention above all) then see 40 tokens per clip instead of 400, which
     # brings the demo under five minutes on a 2-core CPU; its pairs differ in light, size, opacity, gaps,

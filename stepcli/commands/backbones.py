@@ -46,7 +46,8 @@ def _blocks_text(shapes: list[BlockShape]) -> list[str]:
     """Runs of blocks with the same token shape, e.g. ``0-11: P=1 + 7x7 patches, D=384``."""
     runs: list[list[BlockShape]] = []
     for shape in shapes:
-        if runs and (runs[-1][-1].prefix, runs[-1][-1].grid, runs[-1][-1].dim) == (shape.prefix, shape.grid, shape.dim):
+        last = runs[-1][-1] if runs else None
+        if last and (last.prefix, last.grid, last.dim, last.note) == (shape.prefix, shape.grid, shape.dim, shape.note):
             runs[-1].append(shape)
         else:
             runs.append([shape])
@@ -55,7 +56,8 @@ def _blocks_text(shapes: list[BlockShape]) -> list[str]:
         first, last = run[0].index, run[-1].index
         name = f"{first}" if first == last else f"{first}-{last}"
         s = run[0]
-        lines.append(f"  {name:>7}: P={len(s.prefix)} + {s.grid[0]}x{s.grid[1]} patches, D={s.dim}")
+        note = f"  ({s.note})" if s.note else ""
+        lines.append(f"  {name:>7}: P={len(s.prefix)} + {s.grid[0]}x{s.grid[1]} patches, D={s.dim}{note}")
     return lines
 
 

@@ -86,9 +86,12 @@ def check_extract(options: dict) -> None:
 @click.option("--force", is_flag=True, help="Extract even when the projected cache size exceeds the free disk.")
 @device_option(ExtractConfig)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=_default("batch_size"), show_default=True,
-              help="Clips per forward pass.")  # fmt: skip
-@click.option("--workers", type=checks.WORKERS, default=_default("workers"), show_default=True,
-              help="Decoding processes (0: decode inline).")  # fmt: skip
+              help="Clips decoded and written together (a CPU backbone call takes as many frames as its activations allow).")  # fmt: skip
+@click.option("--workers", type=checks.WORKERS, default=_default("workers"),
+              help="Decoding processes (0: decode inline) [default: one per four cores on a CPU, every core but one "
+                   "beside a GPU, at most 8].")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1, 1024), default=_default("threads"),
+              help="Torch threads for the backbone [default: torch's own, at most the cores this process may use].")  # fmt: skip
 @click.option(
     "--clips-per-shard",
     type=click.IntRange(1, 1_000_000),

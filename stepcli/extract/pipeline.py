@@ -1,7 +1,9 @@
 """Stage one end to end: decode workers -> batched frozen forward -> shard writer.
 
 Decoding and preprocessing run in DataLoader worker processes while the main process runs the
-backbone, so the backbone is the bottleneck. Each rank takes every ``world_size``-th clip of the
+backbone, so the backbone is the bottleneck. On a CPU the backbone runs in calls of its own
+`frames_per_call` frames (whatever `--batch-size` is) with freed memory kept by the allocator, and
+the torch threads and decode workers are sized to the cores this process may use. Each rank takes every ``world_size``-th clip of the
 dataset and skips those already in a complete shard, so reruns resume and a restart with a
 different number of processes neither redoes nor duplicates clips.
 """
@@ -9,9 +11,11 @@ different number of processes neither redoes nor duplicates clips.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from stepcli.cache.writer import ShardWriter
 from stepcli.device import resolve_device
 from stepcli.distributed import rank_and_world_size
 from stepcli.errors import StepcliError
+from stepcli.extract.allocator import keep_freed_memory
 from stepcli.extract.budget import TokenBudget
 from stepcli.extract.datasets import Clip, DatasetOptions, load_dataset
 from stepcli.extract.datasets import Dataset as ClipList
@@ -69,8 +74,9 @@ class ExtractConfig:
     tokens: str = "all"  # or prefix: CLS and registers only
     force: bool = False  # extract even when the projected cache does not fit on the disk
     device: str = "auto"
-    batch_size: int = 8  # clips per forward pass (batch_size * num_frames images)
-    workers: int = 2
+    batch_size: int = 8  # clips decoded and written together (a CPU backbone call takes its own frames_per_call)
+    workers: int | None = None  # decode processes; None: sized to the cores (see `decode_workers`)
+    threads: int | None = None  # torch threads; None: torch's own, at most the cores this process may use
     stall_warning: float = STALL_SECONDS  # seconds without a decoded clip before saying what each worker does
     clips_per_shard: int = 64
     rank: int | None = None
@@ -90,6 +96,7 @@ class ExtractSummary:
     total: int = 0  # clips in the dataset
     cached: int = 0  # clips in the cache when this process finished, from every rank's shards
     missing: int = 0  # clips of this process's share not in the cache when it finished: the exit status
+    timing: ExtractTiming | None = None
 
     def report(self, out: Path) -> list[str]:
         """What the user should read when extraction ends: counts, and what is still missing where."""
@@ -99,6 +106,8 @@ class ExtractSummary:
             + (f" (reasons in {Path(out) / FAILURES})" if self.failed else "")
             + f"; the cache holds {self.cached} of {self.total} clips; inspect with: stepcli inspect {quoted(out)}"
         ]
+        if self.timing is not None and self.extracted:
+            lines.append(self.timing.report(self.seconds))
         missing = self.total - self.cached - self.failed
         if self.world_size > 1 and missing > 0:
             lines.append(
@@ -106,6 +115,49 @@ class ExtractSummary:
                 "ranks'. If they did not run (e.g. sbatch without srun), rerun with any number of processes to finish."
             )
         return lines
+
+
+@dataclass
+class ExtractTiming:
+    """Where extraction's time went, and how the backbone ran: what the end of `extract` reports."""
+
+    frames: int = 0  # frames through the backbone (every view)
+    decode: float = 0.0  # seconds waiting for decoded clips
+    forward: float = 0.0  # seconds in the backbone
+    write: float = 0.0  # seconds checking and writing tokens
+    frames_per_call: int = 0
+    threads: int = 0
+    workers: int = 0
+
+    def report(self, seconds: float) -> str:
+        return (
+            f"throughput {self.frames / max(seconds, 1e-9):.1f} frames/s; of {seconds:.1f} s: waiting for decoding "
+            f"{self.decode:.1f} s, backbone {self.forward:.1f} s, writing {self.write:.1f} s "
+            f"({self.frames_per_call} frames per backbone call, {self.threads} threads, {self.workers} decode workers)"
+        )
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity: a Slurm or taskset share), else all of them."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def decode_workers(device: torch.device, cores: int) -> int:
+    """Decode processes when the user names none: on a CPU the backbone needs the cores, so one per
+    four (at least one); beside a GPU every core but the main process's, up to eight."""
+    return max(1, min(8, cores // 4 if device.type == "cpu" else cores - 1))
+
+
+@contextmanager
+def torch_threads(threads: int):
+    """`threads` torch threads while extracting; the caller's count restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _ClipFrames(Dataset):
@@ -154,6 +206,7 @@ def build_manifest(cfg: ExtractConfig, encoder: FrameEncoder, dataset: ClipList)
     )
     versions = {"stepcli": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
                 "timm": timm.__version__}  # fmt: skip
+    versions.update(encoder.versions)  # an optional extra's package, where it made the tokens
     return Manifest(extraction=extraction, dataset=record, versions=versions)
 
 
@@ -234,9 +287,16 @@ def _extract_locked(cfg: ExtractConfig, dataset: ClipList, out: Path, ranks: tup
         f"{len(todo)} to do on rank {rank}/{world_size}, backbone {cfg.backbone} on {device}"
     )
     attrs = {"schema_version": manifest.schema_version, "extraction": manifest.extraction.to_dict()}
+    cores = available_cores()
+    summary.timing = ExtractTiming(
+        frames_per_call=encoder.frames_per_call if device.type == "cpu" else 0,
+        threads=cfg.threads or min(torch.get_num_threads(), cores),
+        workers=decode_workers(device, cores) if cfg.workers is None else cfg.workers,
+    )
+    keep_freed_memory()
     started = time.perf_counter()
     with ShardWriter(out, rank=rank, world_size=world_size, clips_per_shard=cfg.clips_per_shard, attrs=attrs,
-                     layers=manifest.extraction.layers) as writer:  # fmt: skip
+                     layers=manifest.extraction.layers) as writer, torch_threads(summary.timing.threads):  # fmt: skip
         _extract_clips(todo, cfg, manifest.extraction.views, encoder, device, writer, summary)
     summary.seconds = time.perf_counter() - started
     summary.shards = writer.completed
@@ -252,15 +312,26 @@ def _extract_clips(
     writer: ShardWriter, summary: ExtractSummary,
 ) -> None:  # fmt: skip
     """Decode, encode and write `todo`; a clip that fails to decode is recorded and skipped."""
+    timing = summary.timing
     with Progress(len(todo), "extract") as progress:
-        for batch in _batches(todo, cfg, encoder.preprocess, views):
+        batches = _batches(todo, cfg, encoder.preprocess, views, timing.workers)
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            timing.decode += time.perf_counter() - waited
+            if batch is None:
+                break
             good = [item for item in batch if "error" not in item]
             for item in batch:
                 if "error" in item:
                     _fail(Path(cfg.out), summary, item["clip"].clip_id, item["clip"].path, item["error"])
             if good:
+                started = time.perf_counter()
                 with np.errstate(over="ignore"):  # an overflow to inf is this clip's failure, checked below
                     layers = encoder.encode_views([item["pixels"] for item in good], device)
+                timing.forward += time.perf_counter() - started
+                timing.frames += sum(item["pixels"].shape[0] * item["pixels"].shape[1] for item in good)
+                started = time.perf_counter()
                 for k, item in enumerate(good):
                     clip = item["clip"]
                     clip_tokens = [tokens[k] for tokens in layers]
@@ -271,14 +342,16 @@ def _extract_clips(
                     writer.add(clip.clip_id, clip.label, clip.split, clip_tokens, item["frame_index"],
                                item["timestamps"], group=clip.group_key)  # fmt: skip
                     summary.extracted += 1
+                timing.write += time.perf_counter() - started
             progress.update(len(batch), failed=summary.failed)
 
 
-def _batches(clips: list[Clip], cfg: ExtractConfig, preprocess: Preprocess, views: ViewsRecord) -> Iterator[list[dict]]:
+def _batches(clips: list[Clip], cfg: ExtractConfig, preprocess: Preprocess, views: ViewsRecord,
+             workers: int) -> Iterator[list[dict]]:  # fmt: skip
     watch = Watch("decoding worker", lambda i: f"clip {clips[i].clip_id} ({clips[i].path})", RESUME, cfg.stall_warning)
     frames = _ClipFrames(clips, cfg.num_frames, preprocess, views)
     batch: list[dict] = []
-    for item in watched_items(frames, cfg.workers, watch, prefetch=2 * cfg.batch_size if cfg.workers else None):
+    for item in watched_items(frames, workers, watch, prefetch=2 * cfg.batch_size if workers else None):
         batch.append(item)
         if len(batch) == cfg.batch_size:
             yield batch

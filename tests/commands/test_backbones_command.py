@@ -4,6 +4,7 @@ backbone without a CLS token through the probes that read a per-frame vector."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import timm
@@ -82,9 +83,22 @@ def cnn_cache(tmp_path_factory, one_thread):
 def test_a_cnn_cache_records_its_stand_in(cnn_cache):
     extraction = json.loads((cnn_cache / "manifest.json").read_text())["extraction"]
     assert extraction["prefix"] == ["global-average"] and extraction["grid"] == [2, 2]
-    assert extraction["final_norm"].startswith("none")
+    assert extraction["final_norm"].startswith("last block: forward_features")
     assert FeatureCache(cnn_cache).clip_shape == (4, 1 + 4, 512)
     assert "(1 prefix [global-average] + 4 patches)" in ok("inspect", cnn_cache).stdout
+
+
+def test_a_resume_into_a_cache_whose_layer_minus_one_was_the_last_stage_is_refused(cnn_cache, tmp_path):
+    """Caches made before held a CNN's last stage at layer -1 and said so in `final_norm`; the same
+    command now caches `forward_features` there, so resuming into such a cache must not mix the two."""
+    old = tmp_path / "old"
+    shutil.copytree(cnn_cache, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["extraction"]["final_norm"] = "none (stage outputs as the model gives them)"  # as written before
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    line = fails("extract", "--dataset", "demo", "--size", "4", "--frames", "4", "--image-size", "64", "--backbone",
+                 "timm:resnet18", "--root", cnn_cache.parent / "demo-videos", "--out", old, "--workers", "0", "-q")  # fmt: skip
+    assert "another configuration (final_norm: 'none (stage outputs" in line
 
 
 @pytest.mark.parametrize("probe", ["linear", "logreg", "knn"])

@@ -24,14 +24,14 @@ from stepcli.extract.encoders.base import ATTENTION_POOL, CLS, GLOBAL_AVERAGE, R
 CASES = {
     "openclip-vit": ("openclip:ViT-S-32", 64, ((CLS,), (2, 2), 384, 12)),
     "openclip-siglip2": ("openclip:ViT-B-16-SigLIP2", 32, ((ATTENTION_POOL,), (2, 2), 768, 12)),
-    "openclip-convnext": ("openclip:convnext_base", 64, ((GLOBAL_AVERAGE,), (2, 2), 1024, 4)),
+    "openclip-convnext": ("openclip:convnext_base", 64, ((GLOBAL_AVERAGE,), (2, 2), 1024, 5)),
     "openclip-rn50": ("openclip:RN50", 64, ((GLOBAL_AVERAGE,), (2, 2), 2048, 5)),
     "timm-dinov2-reg4": ("timm:vit_small_patch14_reg4_dinov2", 28, ((CLS,) + (REGISTER,) * 4, (2, 2), 384, 12)),
     "timm-dinov3": ("timm:vit_small_patch16_dinov3", 32, ((CLS,) + (REGISTER,) * 4, (2, 2), 384, 12)),
     "timm-siglip": ("timm:vit_base_patch16_siglip_224", 32, ((ATTENTION_POOL,), (2, 2), 768, 12)),
     "timm-eva02": ("timm:eva02_tiny_patch14_224", 28, ((CLS,), (2, 2), 192, 12)),
-    "timm-resnet": ("timm:resnet18", 64, ((GLOBAL_AVERAGE,), (2, 2), 512, 5)),
-    "timm-mobilenetv2": ("timm:mobilenetv2_100", 64, ((GLOBAL_AVERAGE,), (2, 2), 320, 5)),
+    "timm-resnet": ("timm:resnet18", 64, ((GLOBAL_AVERAGE,), (2, 2), 512, 6)),
+    "timm-mobilenetv2": ("timm:mobilenetv2_100", 64, ((GLOBAL_AVERAGE,), (2, 2), 1280, 6)),
 }
 
 
@@ -164,12 +164,35 @@ def test_budget_and_layers_on_a_cnn(encoders):
     assert encoder.grid == (7, 7) and encoder.num_patches == 16
     clips = encoder.encode_views([_pixels(224)[None]], torch.device("cpu"))[0][0]
     assert clips.shape == (1, 2, 1 + 16, 512)
-    wide = load_backbone("timm:resnet18", 224, layer=-2, budget=TokenBudget.parse("2x3"))
+    wide = load_backbone("timm:resnet18", 224, layer=-3, budget=TokenBudget.parse("2x3"))
     assert (wide.grid, wide.dim, wide.num_patches) == ((14, 14), 256, 7 * 5)
     with pytest.raises(StepcliError, match="different shapes"):
-        load_backbone("timm:resnet18", 64, layer=(-1, -2))
+        load_backbone("timm:resnet18", 64, layer=(-2, -3))
     prefix_only = load_backbone("timm:resnet18", 64, budget=TokenBudget.parse("1", "prefix"))
     assert prefix_only.encode_clips([_pixels(64)], torch.device("cpu")).shape == (1, 2, 1, 512)
+
+
+@pytest.mark.parametrize("model_name", ["mobilenetv2_100", "resnet50", "convnext_tiny"])
+def test_a_cnns_last_block_is_its_own_forward_features(model_name, one_thread):
+    """Layer -1 of a CNN is the map timm's `forward_features` returns (head conv and norm included),
+    as tokens: its global average, then each position; the stages stay selectable by index."""
+    import timm
+
+    encoder = load_backbone(f"timm:{model_name}", 64)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the random-init seed: the same weights, built by timm itself
+        model = timm.create_model(model_name, num_classes=0).eval()
+    pixels = _pixels(64)
+    with torch.no_grad():
+        last = encoder(pixels)
+        expected = model.forward_features(pixels).flatten(2).transpose(1, 2)
+        stem = model.forward_intermediates(pixels, indices=[0], intermediates_only=True)[0]
+    assert encoder.dim == model.num_features and encoder.block_note(encoder.depth - 1) == "forward_features"
+    assert torch.equal(last[:, 1:], expected) and torch.equal(last[:, 0], expected.mean(dim=1))
+    # the stages and the final map read in one pass, as `--layers` and `stepcli backbones` do
+    shapes = encoder.block_shapes([0, encoder.depth - 1])
+    assert [(s.dim, s.grid) for s in shapes] == [(stem.shape[1], tuple(stem.shape[-2:])), (model.num_features, (2, 2))]
+    assert "forward_features" in encoder.provenance()["final_norm"]
 
 
 def test_several_layers_of_a_transformer_in_one_pass(encoders):
@@ -177,6 +200,14 @@ def test_several_layers_of_a_transformer_in_one_pass(encoders):
     with torch.no_grad():
         last, fourth = encoder.forward_layers(_pixels(32))
     assert last.shape == fourth.shape == (2, 5 + 4, 384) and not torch.allclose(last, fourth)
+
+
+def test_an_open_clip_model_whose_text_tower_needs_transformers_builds_its_image_tower(one_thread):
+    """roberta-ViT-B-32 (and mt5, nllb, xlm-roberta): the text tower, never used, is not fetched."""
+    encoder = load_backbone("openclip:roberta-ViT-B-32", 64)
+    with torch.no_grad():
+        tokens = encoder(_pixels(64))
+    assert tokens.shape == (2, 1 + 4, 768) and encoder.prefix == (CLS,) and torch.isfinite(tokens).all()
 
 
 @pytest.mark.parametrize(

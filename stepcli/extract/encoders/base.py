@@ -25,6 +25,10 @@ REGISTER = "register"
 # the token width (SigLIP's attention pool, a ViT's average pool), else the mean of the patch tokens
 ATTENTION_POOL = "attention-pool"
 GLOBAL_AVERAGE = "global-average"
+# bytes the largest activation of one CPU backbone call may take: glibc maps every block above its
+# mmap threshold (32 MiB at most) afresh on each call, zeroed, and gives it back after, so a call
+# whose activations stay below it reuses the same memory (see `stepcli.extract.allocator`)
+CALL_ACTIVATION_BYTES = 32 * 1024 * 1024
 
 
 class Family:
@@ -37,6 +41,7 @@ class Family:
     name = ""
     form = ""  # the spec's grammar, for help and errors
     example = ""  # one spec that works offline (random init)
+    extra = ""  # the optional extra (`pip install 'stepcli[<extra>]'`) the family needs, if any
 
     @classmethod
     def models(cls, pattern: str = "*") -> list[str]:
@@ -51,12 +56,14 @@ class Family:
 
 @dataclass(frozen=True)
 class BlockShape:
-    """What block `index` gives per frame: P prefix tokens (named) and a `grid` of D-wide patches."""
+    """What block `index` gives per frame: P prefix tokens (named) and a `grid` of D-wide patches;
+    `note`: what the block is where its index alone does not say (a CNN's ``forward_features``)."""
 
     index: int
     prefix: tuple[str, ...]
     grid: tuple[int, int]
     dim: int
+    note: str = ""
 
     @property
     def num_patches(self) -> int:
@@ -73,6 +80,7 @@ class FrameEncoder(torch.nn.Module):
     """
 
     family = ""  # set by the registry
+    versions: dict[str, str] = {}  # packages beyond torch, open_clip and timm that make the tokens
 
     def __init__(self, spec: str, weights: str, preprocess: Preprocess, layers: tuple[int, ...],
                  budget: TokenBudget | None, final_norm: str):  # fmt: skip
@@ -91,7 +99,10 @@ class FrameEncoder(torch.nn.Module):
         self.blocks = [block_index(layer, depth) for layer in self.layers]
         if len(set(self.blocks)) != len(self.blocks):
             raise StepcliError(f"--layers {','.join(map(str, self.layers))} names a block twice")
-        shapes = self.block_shapes(sorted(set(self.blocks)))
+        with _largest_output(self) as largest:
+            shapes = self.block_shapes(sorted(set(self.blocks)))
+        # frames per CPU backbone call: as many as keep the widest activation under the threshold
+        self.frames_per_call = max(1, CALL_ACTIVATION_BYTES // max(1, 4 * largest[0]))
         first = shapes[0]
         for other in shapes[1:]:
             if (other.grid, other.dim, len(other.prefix)) != (first.grid, first.dim, len(first.prefix)):
@@ -128,7 +139,14 @@ class FrameEncoder(torch.nn.Module):
         """The token layout of each of `blocks` (ascending), from one forward pass of a blank frame."""
         with self._frames_fit():
             read = self._read(self._blank(), blocks)
-        return [BlockShape(b, names, grid, x.shape[-1]) for b, (x, names, grid) in zip(blocks, read, strict=True)]
+        return [
+            BlockShape(b, names, grid, x.shape[-1], self.block_note(b))
+            for b, (x, names, grid) in zip(blocks, read, strict=True)
+        ]
+
+    def block_note(self, index: int) -> str:
+        """What block `index` is where its index alone does not say; see `BlockShape.note`."""
+        return ""
 
     @property
     def num_patches(self) -> int:
@@ -172,8 +190,9 @@ class FrameEncoder(torch.nn.Module):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             with torch.autocast("cuda", dtype=dtype):
                 layers = self.forward_layers(frames)
-        else:
-            layers = self.forward_layers(frames)
+        else:  # fp32 in calls of `frames_per_call` frames (a ViT's batch of clips is one call)
+            calls = [self.forward_layers(part) for part in frames.split(self.frames_per_call)]
+            layers = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*calls, strict=True)]
         out = []
         for tokens in layers:
             kept = self.budget.apply(tokens.float(), self.num_prefix, self.grid).cpu().numpy().astype(np.float16)
@@ -202,6 +221,26 @@ class FrameEncoder(torch.nn.Module):
             "grid": self.grid,
             "final_norm": self.final_norm,
         }
+
+
+@contextmanager
+def _largest_output(model: torch.nn.Module):
+    """Yields ``[n]``: after the block, the most elements a tensor took as any submodule's output
+    during it (one blank frame runs: its shape alone, so the meta device measures it too)."""
+    largest = [0]
+
+    def record(_module, _inputs, output) -> None:
+        tensors = output if isinstance(output, tuple | list) else (output,)
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                largest[0] = max(largest[0], t.numel())
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if m is not model]
+    try:
+        yield largest
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def block_index(layer: int, depth: int) -> int:

@@ -40,6 +40,16 @@ from stepcli.extract.encoders.weights import (
 )
 from stepcli.extract.preprocess import Preprocess
 
+# the smallest native text tower open_clip builds, in place of one it would load through transformers
+TEXT_STAND_IN = {"context_length": 2, "vocab_size": 2, "width": 8, "heads": 1, "layers": 1}
+
+
+def hf_text_tower(model_name: str) -> bool:
+    """Whether open_clip builds `model_name`'s text tower through `transformers`."""
+    import open_clip  # deferred: open_clip takes seconds to import; only an openclip backbone needs it
+
+    return "hf_model_name" in (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+
 
 class _ViTTokens:
     """open_clip's own VisionTransformer: one CLS token, then the patch grid, after ``ln_post``."""
@@ -108,12 +118,15 @@ class OpenClipEncoder(FrameEncoder):
 
         place = torch.device("meta") if meta else nullcontext()
         seeded = random_init_seed() if pretrained is None else nullcontext()
+        # a text tower from `transformers` (mt5, nllb, roberta) would be fetched from the hub and is
+        # never used: a one-block stand-in replaces it, built after the image tower (same init)
+        text = {"text_cfg": TEXT_STAND_IN} if hf_text_tower(model_name) else {}
         try:
             with seeded, place:
                 model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size,
-                                               device="meta" if meta else "cpu")  # fmt: skip
+                                               device="meta" if meta else "cpu", **text)  # fmt: skip
         except (RuntimeError, ValueError, KeyError, ImportError, AssertionError) as err:
-            # e.g. a text tower that needs `transformers` (mt5, nllb, roberta), a corrupt download
+            # e.g. a corrupt download
             raise StepcliError(f"open_clip cannot build {model_name}: {str(err).splitlines()[0]}") from None
         visual = model.visual
         reader = _tower_readers().get(type(visual))
@@ -134,6 +147,9 @@ class OpenClipEncoder(FrameEncoder):
     @torch.no_grad()
     def _read(self, pixels: torch.Tensor, blocks: list[int]) -> list:
         return self.tokens.read(pixels, blocks)
+
+    def block_note(self, index: int) -> str:
+        return self.tokens.note(index) if isinstance(self.tokens, _TrunkTokens) else ""
 
 
 def _load_tower(
@@ -194,6 +210,13 @@ class OpenClipFamily(Family):
         if meta:
             return OpenClipEncoder(spec, model_name, None, weights, image_size, layers, budget, meta=True)
         local = cached_hub_file(cfg.get("hf_hub", ""))
+        if hf_text_tower(model_name):  # the checkpoint holds a text tower stepcli does not build: its image tower
+            if local is None:
+                raise StepcliError(
+                    f"{spec}: {model_name}'s text tower comes through transformers; download its checkpoint and "
+                    f"pass the file (its image tower is read): openclip:{model_name}:/path/to/open_clip_model.safetensors"
+                )
+            return OpenClipEncoder(spec, model_name, None, weights, image_size, layers, budget, local)
         if local is None:
             require_network(urlparse(cfg["url"]).hostname if cfg.get("url") else "huggingface.co", spec)
         return OpenClipEncoder(spec, model_name, local or weights, weights, image_size, layers, budget)

@@ -16,8 +16,8 @@ def register(family: type[Family]) -> type[Family]:
 
 
 def spec_forms() -> str:
-    """Every family's spec grammar, for help texts and errors."""
-    return " or ".join(FAMILIES[name].form for name in sorted(FAMILIES))
+    """Every family's spec grammar, for help texts and errors: those every install has first."""
+    return " or ".join(FAMILIES[name].form for name in sorted(FAMILIES, key=lambda n: (bool(FAMILIES[n].extra), n)))
 
 
 def load_backbone(spec: str, image_size: int = 224, layer: int | tuple[int, ...] = -1,

@@ -7,7 +7,10 @@ Two ways tokens come out of a timm model, chosen by what the model is, not by it
   model with no prefix token gets its own pooled embedding (SigLIP's attention pool) as the one.
 * everything else (ResNet, ConvNeXt, EfficientNet, MobileNet, Swin): each stage's ``[C, H, W]``
   map becomes H*W patch tokens of width C, after the head's norm on the last stage where the model
-  has one (ConvNeXt); their global average stands in for the CLS.
+  has one (ConvNeXt); their global average stands in for the CLS. One block follows the stages:
+  the model's own final feature map (`forward_features`: what its classifier reads, a head conv
+  and norm included where it has them, e.g. MobileNet's 1280-wide ``conv_head``/``bn2``), so layer
+  -1 is that map and the stages stay selectable by index.
 
 `TimmTokens` is shared with open_clip, whose SigLIP, EVA and ConvNeXt towers are timm trunks.
 """
@@ -46,6 +49,10 @@ from stepcli.extract.encoders.weights import (
 )
 from stepcli.extract.preprocess import Preprocess
 
+# how a CNN cache says its layer -1 is the model's final features (caches made before held the last
+# stage there, and said "none (stage outputs ...)" or "head.norm ..., last stage only"): a resume
+# into such a cache is refused on this record's `final_norm`
+FEATURES_NOTE = "last block: forward_features"
 POOL_NAMES = {"map": ATTENTION_POOL, "avg": "average-pool", "avgmax": "avgmax-pool", "max": "max-pool"}
 
 
@@ -77,27 +84,35 @@ class TimmTokens:
         elif self.is_transformer:
             self.final_norm = f"{where}norm ({type(norm).__name__})"
         elif self.head_norm is not None:
-            self.final_norm = f"{where}head.norm ({type(self.head_norm).__name__}), last stage only"
+            self.final_norm = f"{FEATURES_NOTE}; {where}head.norm ({type(self.head_norm).__name__}) on the last stage"
         else:
-            self.final_norm = "none (stage outputs as the model gives them)"
+            self.final_norm = f"{FEATURES_NOTE}; stages as the model gives them"
 
     def depth(self, pixels: torch.Tensor) -> int:
-        """How many blocks (stages for a CNN) `--layers` can name; a CNN's are counted once, on `pixels`."""
+        """How many blocks `--layers` can name (a CNN: its stages, then its final features); a CNN's
+        are counted once, on `pixels`."""
         if self._depth is None:
             blocks = getattr(self.model, "blocks", None)
             if self.is_transformer and isinstance(blocks, torch.nn.Sequential | torch.nn.ModuleList):
                 self._depth = len(blocks)
-            else:
+            elif self.is_transformer:
                 self._depth = len(self._call(pixels, None))
+            else:
+                self._depth = len(self._call(pixels, None)) + 1
         return self._depth
 
-    def _call(self, pixels: torch.Tensor, blocks: list[int] | None) -> list:
+    def note(self, index: int) -> str:
+        """What block `index` is, where the index alone does not say (a CNN's final features)."""
+        return "forward_features" if not self.is_transformer and index == self._depth - 1 else ""
+
+    def _call(self, pixels: torch.Tensor, blocks: list[int] | None, final: bool = False) -> list:
         """The model's own `forward_intermediates`, with the arguments it takes: a transformer's
-        tokens after the final norm with its prefix tokens, a CNN's stage maps as they are."""
+        tokens after the final norm with its prefix tokens, a CNN's stage maps as they are (`final`:
+        and its `forward_features` output, first)."""
         kwargs = {
             "indices": blocks,
-            "intermediates_only": True,
-            "stop_early": blocks is not None,
+            "intermediates_only": not final,
+            "stop_early": blocks is not None and not final,
             "norm": self.is_transformer,
             "output_fmt": "NLC" if self.is_transformer else "NCHW",
             "return_prefix_tokens": self.is_transformer and bool(self.model.num_prefix_tokens),
@@ -105,10 +120,9 @@ class TimmTokens:
         return self.model.forward_intermediates(pixels, **{k: v for k, v in kwargs.items() if k in self.params})
 
     def read(self, pixels: torch.Tensor, blocks: list[int]) -> list[tuple[torch.Tensor, tuple[str, ...], tuple]]:
-        out = self._call(pixels, blocks)
         if not self.is_transformer:
-            last = self.depth(pixels) - 1 if self.head_norm is not None else -1
-            return [self._map(x, block == last) for x, block in zip(out, blocks, strict=True)]
+            return self._read_maps(pixels, blocks)
+        out = self._call(pixels, blocks)
         first = out[0][0] if isinstance(out[0], tuple) else out[0]
         grid = self._grid(pixels, first.shape[1])
         norm = self.token_norm or (lambda x: x)
@@ -117,6 +131,22 @@ class TimmTokens:
             return [(norm(torch.cat([prefix, patches], dim=1)), names, grid) for patches, prefix in out]
         pool = POOL_NAMES.get(getattr(self.model, "global_pool", ""), GLOBAL_AVERAGE)
         return [(with_stand_in(norm(x), self._pooled(x)), (pool,), grid) for x in out]
+
+    def _read_maps(self, pixels: torch.Tensor, blocks: list[int]) -> list:
+        """A CNN's stage maps and, as its last block, its `forward_features` map, in one pass."""
+        features = self.depth(pixels) - 1
+        stages = [b for b in blocks if b < features]
+        if features not in blocks:
+            maps = list(self._call(pixels, stages))
+        elif stages:
+            final, maps = self._call(pixels, stages, final=True)
+            maps = [*maps, final]
+        else:
+            maps = [self.model.forward_features(pixels)]
+        if features in blocks and getattr(self.model, "output_fmt", "NCHW") == "NHWC":  # Swin's final map
+            maps[-1] = maps[-1].permute(0, 3, 1, 2)
+        last = features - 1 if self.head_norm is not None else -1
+        return [self._map(x, block == last) for x, block in zip(maps, blocks, strict=True)]
 
     def _map(self, x: torch.Tensor, last: bool) -> tuple[torch.Tensor, tuple[str, ...], tuple]:
         if x.ndim != 4:
@@ -177,6 +207,9 @@ class TimmEncoder(FrameEncoder):
     @torch.no_grad()
     def _read(self, pixels: torch.Tensor, blocks: list[int]) -> list:
         return self.tokens.read(pixels, blocks)
+
+    def block_note(self, index: int) -> str:
+        return self.tokens.note(index)
 
 
 def create_timm(model_name: str, image_size: int, use_hub: bool, meta: bool) -> tuple[torch.nn.Module, int]:
