@@ -76,7 +76,10 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
 def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_specs, shot_list, folds,
                     **kwargs) -> None:  # fmt: skip
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
-    given = ctx.get_parameter_source("probes") is not click.core.ParameterSource.DEFAULT
+    source, sources = ctx.get_parameter_source("probes"), click.core.ParameterSource
+    # a written config.yaml spells out the default --probes beside its --ablation: only another list clashes
+    from_file = source is sources.DEFAULT_MAP and probes == ",".join(_default("probes"))
+    given = source is not sources.DEFAULT and not from_file
     if ablation is not None and given:
         raise StepcliError("give --probes or --ablation, not both")
     names = parse_probe_specs(probes, ablation)
