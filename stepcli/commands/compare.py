@@ -9,6 +9,7 @@ from stepcli.commands.common import (
     PathArg,
     default_of,
     device_option,
+    logger_option,
     pairs_option,
     permutations_option,
     print_comparison,
@@ -32,7 +33,7 @@ def _train_default(name: str):
 
 
 # the options of compare that go into every probe's training config
-TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer")
+TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer", "logger")
 
 
 @click.command("compare")
@@ -65,6 +66,7 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
 @pairs_option("Nearly-symmetric pairs, 'class a,class b' per line [cache's].")
 @device_option(TrainConfig)
 @click.option("--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) [its first].")
+@logger_option
 @click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
 @click.option("--shots", "shot_list", help="Low-data curve: e.g. 1,2,4,8 training clips per class (seeded, "

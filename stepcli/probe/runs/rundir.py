@@ -6,6 +6,8 @@
     timing.json        wall-clock times, kept apart so that metrics.json compares byte for byte
     splits.json        clip ids of train/val/test, so later evaluations use the same clips
     log.jsonl          one line per epoch (written by the training loop as it goes)
+    log.csv            one row per epoch per head (train loss, val top-1, lr, weight decay, time)
+    tensorboard/       event files, one directory per head, with `--logger tensorboard`
 
 A run is only meaningful on tokens from the extraction it was trained on; `load_run(run, cache)`
 (or `Run.check_cache`) refuses any other cache and names the difference.
