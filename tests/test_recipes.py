@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
+from conftest import fails
 
 from stepcli.cli import cli
 from stepcli.commands.configfile import COMMAND_KEY, config_defaults, read_config
@@ -38,13 +38,8 @@ def test_recipe_parses_and_starts(recipe: Path, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_recipe_runs_end_to_end(tmp_path) -> None:
-    out = tmp_path / "demo"
-    # the recipe with the tests' tiny backbone and a small dataset: every step of it, in seconds
-    ok("demo", "--config", Path(__file__).parent.parent / "recipes" / "demo.yaml", "--out", out,
-       "--backbone", TINY_BACKBONE, "--image-size", TINY_IMAGE_SIZE, "--workers", 0, "--size", 4, "--epochs", 1,
-       "--permutations", 2)  # fmt: skip
-    comparison = json.loads((out / "compare" / "comparison.json").read_text())
-    assert comparison["probes"] and (out / "compare" / "comparison.md").is_file()
-    written = yaml.safe_load((out / "config.yaml").read_text())
-    assert written["pool"] == "4" and written["size"] == 4
+def test_demo_recipe_runs_end_to_end(demo_study) -> None:
+    comparison = json.loads((demo_study / "compare" / "comparison.json").read_text())
+    assert comparison["probes"] and (demo_study / "compare" / "comparison.md").is_file()
+    written = yaml.safe_load((demo_study / "config.yaml").read_text())
+    assert written["command"] == "demo" and written["pool"] == "4" and written["size"] == 4

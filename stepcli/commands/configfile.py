@@ -26,10 +26,10 @@ import yaml
 from stepcli.commands.checks import PathArg
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.probe.studies.page import CONFIG_YAML
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR
 from stepcli.version import __version__
 
-CONFIG_FILE = "config.yaml"
 #: keys a written config.yaml holds beside the options
 COMMAND_KEY, VERSION_KEY = "command", "stepcli_version"
 
@@ -139,7 +139,7 @@ def write_resolved(ctx: click.Context) -> Path | None:
     out = output_dir(ctx.info_name or "", ctx.params)
     if out is None or not out.is_dir():
         return None
-    path = out / CONFIG_FILE
+    path = out / CONFIG_YAML
     write_atomic(path, yaml.safe_dump(resolved_config(ctx), sort_keys=False, default_flow_style=False))
     return path
 
