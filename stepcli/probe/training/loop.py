@@ -148,16 +148,16 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
     session.say(f"train-probe: {cfg.probe} on {cache.path} ({splits.counts()}), {reading}{where}{swept}")
     epoch_times: list[float] = []
     extra = None
-    if heads[0].probe.capabilities.fitted:
-        extra = heads[0].probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
-        session.write_log(heads[0].cfg.out, [{"epoch": 1, **extra}])
-    else:
-        loggers = {out: Loggers(out, cfg.logger) for out in outs} if group.main else {}
-        try:
+    loggers = {out: Loggers(out, cfg.logger) for out in outs} if group.main else {}
+    try:
+        if heads[0].probe.capabilities.fitted:  # no epochs: its log.csv is the header
+            extra = heads[0].probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
+            session.write_log(heads[0].cfg.out, [{"epoch": 1, **extra}])
+        else:
             epoch_times = fit_heads(session, heads, _epoch_logger(session, heads, outs, loggers))
-        finally:
-            for logger in loggers.values():
-                logger.close()
+    finally:
+        for logger in loggers.values():
+            logger.close()
     train_time = time.monotonic() - start
     vals, tests = _evaluate_final(session, heads, splits.val), _evaluate_final(session, heads, splits.test)
     if not group.main:
