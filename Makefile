@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ test: lint
 test-fast: lint
 	$(VENV)/bin/pytest -q -m "not slow"
 
+# the docs/ pages as a site: strict, so a broken link or anchor, or a page missing from the nav, fails
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: setup
 	$(PY) bench/extract.py
 	$(PY) bench/shuffle.py
@@ -36,4 +40,4 @@ bench: setup
 	$(PY) bench/sweep.py --cache demo-output/cache
 
 clean:
-	rm -rf demo-output .pytest_cache
+	rm -rf demo-output site .pytest_cache
