@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e '.[dev,hf]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev,hf,tensorboard]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -13,6 +13,7 @@ import sys
 import click
 
 from stepcli.commands import COMMANDS
+from stepcli.commands.configfile import with_config
 from stepcli.errors import StepcliError
 from stepcli.log import set_verbosity
 from stepcli.version import __version__
@@ -72,7 +73,7 @@ def cli(quiet: bool, verbose: int) -> None:
 
 
 for _command in COMMANDS:
-    cli.add_command(_command)
+    cli.add_command(with_config(_command))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -203,3 +203,16 @@ def write_reversal_cache(path: Path, per_class: int = 40) -> Path:
     dataset = DatasetRecord("reversal", tuple(names), tuple(map(tuple, pairs)), ("test", "train", "val"))
     Manifest(extraction=extraction, dataset=dataset).save(path)
     return path
+
+
+RECIPES = TESTS.parent / "recipes"
+
+
+@pytest.fixture(scope="session")
+def demo_study(tiny_openclip, tmp_path_factory) -> Path:
+    """`stepcli demo --config recipes/demo.yaml` with the tiny backbone and a small dataset: the whole
+    recipe end to end, its OUT (cache/, compare/ with report.html, config.yaml). Tests read, never write it."""
+    out = tmp_path_factory.mktemp("demo-study") / "demo"
+    ok("demo", "--config", RECIPES / "demo.yaml", "--out", out, "--backbone", TINY_BACKBONE,
+       "--image-size", TINY_IMAGE_SIZE, "--workers", 0, "--size", 4, "--epochs", 1, "--permutations", 2)  # fmt: skip
+    return out

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stepcli.__main__",),
     ("stepcli.cli",),
     ("stepcli.commands",),
-    ("stepcli.experiment",),
+    ("stepcli.experiment", "stepcli.api"),
     ("stepcli.probe.studies",),
     ("stepcli.probe.training",),
     ("stepcli.probe.evaluation",),

@@ -9,6 +9,7 @@ from stepcli.commands.frames import frames_command
 from stepcli.commands.inspect import inspect_cache
 from stepcli.commands.pairs import pairs_command
 from stepcli.commands.predict import predict_command
+from stepcli.commands.report import report_command
 from stepcli.commands.shuffle_test import shuffle_test_command
 from stepcli.commands.train_probe import train_probe_command
 from stepcli.commands.verify import verify_command
@@ -23,6 +24,7 @@ COMMANDS = [
     shuffle_test_command,
     evaluate_command,
     compare_command,
+    report_command,
     frames_command,
     demo_command,
     backbones_command,

@@ -18,7 +18,9 @@ import click
 from stepcli.commands.checks import PERMUTATIONS, SEED, PathArg, check_device
 from stepcli.device import DEVICES
 from stepcli.log import set_verbosity
+from stepcli.probe.config import TrainConfig
 from stepcli.probe.studies.compare import Comparison
+from stepcli.probe.training.loggers import LOGGERS
 
 
 def default_of(config: type, name: str) -> Any:
@@ -50,6 +52,15 @@ def permutations_option(config: type) -> Callable:
         "--permutations", type=PERMUTATIONS, default=default_of(config, "permutations"), show_default=True,
         help="Seeded random frame orders per shuffle test (K).",
     )  # fmt: skip
+
+
+def logger_option(command: Callable) -> Callable:
+    """`--logger`: training curves beyond each run's log.csv."""
+    return click.option(
+        "--logger", type=click.Choice(list(LOGGERS)), default=default_of(TrainConfig, "logger"), show_default=True,
+        help="Where training curves go: each run writes log.csv (one row per epoch per head) always; tensorboard: "
+        "event files in RUN/tensorboard as well (pip install 'stepcli[tensorboard]').",
+    )(command)  # fmt: skip
 
 
 def pairs_option(help: str) -> Callable:

@@ -9,6 +9,7 @@ from stepcli.commands.common import (
     PathArg,
     default_of,
     device_option,
+    logger_option,
     pairs_option,
     permutations_option,
     print_comparison,
@@ -34,7 +35,7 @@ def _train_default(name: str):
 
 
 # the options of compare that go into every probe's training config
-TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer", "in_memory")
+TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer", "in_memory", "logger")
 
 
 @click.command("compare")
@@ -70,6 +71,7 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
               show_default=True, help="Load the cache into RAM once for every probe (auto: if it takes at most "
               "half the available memory) or stream it from HDF5.")  # fmt: skip
 @click.option("--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) [its first].")
+@logger_option
 @click.option("--layers", help="all, or some of the cache's layers (-1,-4): one comparison per layer, "
               "plus a per-layer table and plot (OUT/layers.md, layers.png).")  # fmt: skip
 @click.option("--shots", "shot_list", help="Low-data curve: e.g. 1,2,4,8 training clips per class (seeded, "
@@ -81,7 +83,10 @@ TRAIN_OPTIONS = ("epochs", "lr", "weight_decay", "batch_size", "device", "layer"
 def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_specs, shot_list, folds,
                     **kwargs) -> None:  # fmt: skip
     """Train the probes on one cache, shuffle-test each, write one comparison table and plots."""
-    given = ctx.get_parameter_source("probes") is not DEFAULT
+    source, sources = ctx.get_parameter_source("probes"), click.core.ParameterSource
+    # a written config.yaml spells out the default --probes beside its --ablation: only another list clashes
+    from_file = source is sources.DEFAULT_MAP and probes == ",".join(_default("probes"))
+    given = source is not sources.DEFAULT and not from_file
     if ablation is not None and given:
         raise StepcliError("give --probes or --ablation, not both")
     names = parse_probe_specs(probes, ablation)

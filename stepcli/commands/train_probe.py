@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from stepcli.commands import checks
-from stepcli.commands.common import PathArg, default_of, device_option, seed_option, verbosity_options
+from stepcli.commands.common import PathArg, default_of, device_option, logger_option, seed_option, verbosity_options
 from stepcli.commands.parsing import parse_seeds, parse_sweep, probe_option_values
 from stepcli.probe.config import GPU_BATCH_SIZE, default_batch_size
 from stepcli.probe.models import PROBES, probe_class, probe_options
@@ -55,6 +55,7 @@ def _options_help() -> str:
 @click.option(
     "--layer", type=checks.LAYER, help="Which of the cache's layers (extract --layers) to train on [its first]."
 )
+@logger_option
 @click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE", help=_options_help())
 @click.option(
     "--temporal-pe/--no-temporal-pe",

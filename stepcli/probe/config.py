@@ -12,7 +12,7 @@ from stepcli.device import resolve_device
 from stepcli.errors import StepcliError
 
 # where and how a run ran, not what it trained: two runs differing only in these are the same run
-RUNTIME_FIELDS = ("out", "device", "in_memory", "workers", "compile")
+RUNTIME_FIELDS = ("out", "device", "in_memory", "workers", "compile", "logger")
 #: `--batch-size` when none is given on a GPU: many small steps leave it idle, so it takes more clips each
 GPU_BATCH_SIZE = 64
 
@@ -44,6 +44,7 @@ class TrainConfig:
     layer: int | None = None  # which of the cache's layers; None: its first (the one `extract --layer` named)
     probe_options: dict = field(default_factory=dict)
     compile: bool = False  # torch.compile the probe's forward; falls back to eager (with a warning) where it cannot
+    logger: str = "csv"  # where training curves go beside log.csv (always written): `training.loggers.LOGGERS`
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

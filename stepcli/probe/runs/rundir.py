@@ -7,6 +7,8 @@
     splits.json        clip ids of train/val/test, so later evaluations use the same clips, and
                        under `groups` each clip's group (what no split may cut apart)
     log.jsonl          one line per epoch (written by the training loop as it goes)
+    log.csv            one row per epoch per head (train loss, val top-1, lr, weight decay, time)
+    tensorboard/       event files, one directory per head, with `--logger tensorboard`
 
 A run is only meaningful on tokens from the extraction it was trained on; `load_run(run, cache)`
 (or `Run.check_cache`) refuses any other cache and names the difference.

@@ -26,6 +26,7 @@ from stepcli.probe.models.specs import ProbeSpec, parse_spec
 from stepcli.probe.runs.compat import check_frame_cls
 from stepcli.probe.runs.rundir import CONFIG, METRICS, Run, load_run, read_run_config
 from stepcli.probe.studies.frames import FRAMES_DIR
+from stepcli.probe.studies.page import Page, provenance, reproduce, write_page
 from stepcli.probe.studies.plots import plot_per_pair
 from stepcli.probe.studies.report import (
     plot_accuracy_vs_params,
@@ -218,6 +219,13 @@ def drop_stale_outputs(out: Path, plots: dict[str, Path], earlier: list[str] | N
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _config_record(cfg: CompareConfig) -> dict:
+    """The study's config record as plain JSON values (its training config flattened in)."""
+    record = {k: v for k, v in vars(cfg).items() if k != "train"}
+    record["train"] = cfg.training.to_dict()
+    return json.loads(json.dumps(record, default=str))
+
+
 def run_compare(cfg: CompareConfig) -> Comparison:
     """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
     check_compare_config(cfg)
@@ -235,7 +243,11 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     per_seed: dict[str, list[ComparisonRow]] = {}
     results = {}
     specs = {spec.label: spec for spec in cfg.specs}
+    start = time.monotonic()
     for n, (name, spec) in enumerate(specs.items(), start=1):
+        if n > 1:
+            left = (time.monotonic() - start) / (n - 1) * (len(specs) - n + 1)
+            log.info(f"compare: probe {n} of {len(specs)} ({name}); about {left:.0f} s left at the pace so far")
         for run in _trained_runs(cfg, spec, n, cache, seeds):
             tick = time.monotonic()
             result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
@@ -278,6 +290,13 @@ def run_compare(cfg: CompareConfig) -> Comparison:
                  "per_seed": {name: [r.to_dict() for r in group] for name, group in per_seed.items()}}  # fmt: skip
     tables = write_tables(out, rows, meta, spread)
     drop_stale_outputs(out, plots, earlier, list(specs))
+
+    page = Page(
+        title=f"stepcli compare: {len(rows)} probes on {cache.manifest.dataset.name}", markdown=tables["md"].read_text(),
+        plots=plots, config={"compare": _config_record(cfg), **meta},
+        provenance=provenance(cache, Path(per_seed[rows[0].probe][0].run)), commands=reproduce(cache, "compare", out),
+    )  # fmt: skip
+    tables["html"] = write_page(out, page)
     return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())
 
 

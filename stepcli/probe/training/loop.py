@@ -31,6 +31,7 @@ from stepcli.probe.models import build_probe_for_cache, probe_class
 from stepcli.probe.runs.compat import check_frame_cls
 from stepcli.probe.runs.rundir import CONFIG, LOG, Run, cache_ref, load_run, save_run
 from stepcli.probe.training.epochs import fit_heads, in_head_order
+from stepcli.probe.training.loggers import EpochRecord, Loggers, check_logger
 from stepcli.probe.training.optimizer import Head
 from stepcli.probe.training.session import Session, open_session
 from stepcli.probe.training.stacked import eval_modules
@@ -53,6 +54,7 @@ def check_config(cfg: TrainConfig) -> None:
     if problems:
         raise StepcliError("; ".join(problems))
     probe_class(cfg.probe)
+    check_logger(cfg.logger)
     out = check_out(cfg.out, "run")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / LOG).exists())):
         raise StepcliError(f"--out {out} exists and is not a stepcli run directory; choose a new --out")
@@ -150,11 +152,16 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
     session.say(f"train-probe: {cfg.probe} on {cache.path} ({splits.counts()}), {reading}{where}{swept}")
     epoch_times: list[float] = []
     extra = None
-    if heads[0].probe.capabilities.fitted:
-        extra = heads[0].probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
-        session.write_log(heads[0].cfg.out, [{"epoch": 1, **extra}])
-    else:
-        epoch_times = fit_heads(session, heads, _epoch_logger(session, heads, outs))
+    loggers = {out: Loggers(out, cfg.logger) for out in outs} if group.main else {}
+    try:
+        if heads[0].probe.capabilities.fitted:  # no epochs: its log.csv is the header
+            extra = heads[0].probe.fit(cache, splits.train, splits.val, workers=session.runtime.workers, seed=cfg.seed)
+            session.write_log(heads[0].cfg.out, [{"epoch": 1, **extra}])
+        else:
+            epoch_times = fit_heads(session, heads, _epoch_logger(session, heads, outs, loggers))
+    finally:
+        for logger in loggers.values():
+            logger.close()
     train_time = time.monotonic() - start
     vals, tests = _evaluate_final(session, heads, splits.val), _evaluate_final(session, heads, splits.test)
     if not group.main:
@@ -189,8 +196,9 @@ def _train(session: Session, configs: list[tuple[dict, TrainConfig]], sweep: dic
     return runs
 
 
-def _epoch_logger(session: Session, heads: list[Head], outs: dict[Path, list[int]]):
-    """`fit_heads`' callback: a head's epoch into its log, its run's log.jsonl and the console."""
+def _epoch_logger(session: Session, heads: list[Head], outs: dict[Path, list[int]], loggers: dict[Path, Loggers]):
+    """`fit_heads`' callback: a head's epoch into its log, its run's log.jsonl, log.csv (and TensorBoard) and
+    the console."""
     within = {i: (out, members.index(i), len(members)) for out, members in outs.items() for i in members}
     diverged: set[int] = set()
 
@@ -212,6 +220,13 @@ def _epoch_logger(session: Session, heads: list[Head], outs: dict[Path, list[int
             "val_mean_class_accuracy": metrics["mean_class_accuracy"], "epoch_time_s": round(epoch_time, 3),
         }  # fmt: skip
         heads[h].log.append(record)
+        if out in loggers:
+            loggers[out].log_epoch(EpochRecord(
+                head=index, epoch=epoch, train_loss=record["train_loss"], train_top1=record["train_top1"],
+                val_loss=metrics["loss"], val_top1=metrics["top1"],
+                val_mean_class_accuracy=metrics["mean_class_accuracy"], lr=lr,
+                weight_decay=heads[h].cfg.weight_decay, epoch_time_s=record["epoch_time_s"],
+            ))  # fmt: skip
         record = {"head": index, **record} if count > 1 else record
         session.write_log(out, [record])
         which = "" if len(outs) == 1 else f"{out.name}  "
