@@ -81,4 +81,4 @@ def test_out_error_in_a_real_process(tmp_path):
     (tmp_path / "file").write_text("x")
     done = _run(_args(tmp_path / "file", tmp_path / "videos"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "is a file, not a directory" in error_line(done.stderr)
+    assert "is a file, not a folder" in error_line(done.stderr)
