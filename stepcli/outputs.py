@@ -30,6 +30,7 @@ KINDS: dict[str, str] = {
     "evaluation": "evaluation.json",
     "pair mining": "pairs.json",
     "frames study": "frames.json",
+    "report": "report.json",
 }
 
 

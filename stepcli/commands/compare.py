@@ -101,7 +101,8 @@ def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_
         checks.check_sweep_values(spec.partition("[")[0].strip(), sweep)
     cfg = CompareConfig(cache=cache, out=out, probes=names, seeds=chosen, train=train, sweep=sweep,
                         optional_rows=ablation is not None, **kwargs)  # fmt: skip
-    given_here = {k for k in ("folds", "permutations") if ctx.get_parameter_source(k) is not DEFAULT}
+    values = {"folds": folds, "permutations": cfg.permutations}
+    given_here = {k for k, v in values.items() if _given(ctx, k, v)}
     if shot_list is None and "folds" in given_here:
         raise StepcliError("--folds goes with --shots (draws per K); without --shots it does nothing")
     if shot_list is not None and "permutations" in given_here:
@@ -123,3 +124,14 @@ def compare_command(ctx, cache, out, probes, ablation, seed_list, layers, sweep_
         return
     comparison = run_compare(cfg)
     print_comparison(comparison, out)
+
+
+def _given(ctx: click.Context, name: str, value: object) -> bool:
+    """Whether the user chose option `name`: on the command line, or in a config file with a value
+    other than its default (a written config.yaml spells out every default)."""
+    source = ctx.get_parameter_source(name)
+    if source is DEFAULT:
+        return False
+    if source is click.core.ParameterSource.DEFAULT_MAP:
+        return value != next(p.default for p in ctx.command.params if p.name == name)
+    return True

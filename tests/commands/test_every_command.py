@@ -121,6 +121,10 @@ WALK: dict[str, dict[str, Args]] = {
             "0",
         ],
     },  # fmt: skip
+    "report": {
+        "out": lambda w, p: [w.compare, "--out", p],
+        "compare": lambda w, p: [p, "--out", w.root / "new-report"],
+    },
     "backbones": {},  # describes models built on the meta device: reads no folder, writes nothing
 }
 

@@ -79,6 +79,7 @@ def base_args(command: str, cache: Path) -> list[str]:
         "frames": ["--compare", "missing-compare", "--device", "cpu"],
         "demo": ["--out", "out", "--backbone", "openclip:stepcli-no-such-model"],
         "backbones": ["--spec", "openclip:stepcli-no-such-model"],
+        "report": ["missing-study", "--out", "out"],
     }[command]
 
 

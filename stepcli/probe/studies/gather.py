@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.outputs import check_out
 from stepcli.probe.runs.rundir import SPLIT_IDS
 from stepcli.probe.studies.page import Page, render
 from stepcli.probe.studies.report import markdown_table
@@ -104,6 +105,7 @@ def gather(dirs: list[Path], out: Path, by: str = "probes") -> Gathered:
         raise StepcliError(f"--by {by!r}: choose {' or '.join(BY)}")
     if not dirs:
         raise StepcliError("give at least one comparison directory")
+    out = check_out(out, "report")
     studies = [read_study(d) for d in dirs]
     first = studies[0]
     for study in studies[1:]:

@@ -22,7 +22,16 @@ from stepcli.probe.runs.rundir import load_run
 # 24 train clips in batches of 23: each epoch's first step splits 12/11 across the two ranks and
 # its last step holds one clip, so rank 1 runs a zero-weight padding step
 ARGS = ["--probe", "step", "--epochs", "3", "--batch-size", "23", "--lr", "3e-3", "--device", "cpu"]
-RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "timing.json", "splits.json", "log.jsonl"}
+RUN_FILES = {
+    "config.json",
+    "config.yaml",
+    "model.safetensors",
+    "metrics.json",
+    "timing.json",
+    "splits.json",
+    "log.jsonl",
+    "log.csv",
+}
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 8])
