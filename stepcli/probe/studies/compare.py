@@ -35,7 +35,7 @@ from stepcli.probe.studies.report import (
     shuffle_markdown,
     write_tables,
 )
-from stepcli.probe.studies.results import ComparisonRow
+from stepcli.probe.studies.results import ComparisonRow, study_relative
 from stepcli.probe.studies.seeds import mean_row, seed_dir, seed_runs
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
 from stepcli.probe.studies.tuning import check_compare_sweep, selected_values, sweep_for, swept_differences
@@ -283,12 +283,12 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     meta = {
         "cache": str(cache.path.resolve()), "probes": list(specs), "epochs": cfg.training.epochs,
         "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
-        "pairs_source": source, "best_probe": best.probe, **({"sweep": cfg.sweep} if cfg.sweep else {}), "plots": {k: str(v) for k, v in plots.items()},
+        "pairs_source": source, "best_probe": best.probe, **({"sweep": cfg.sweep} if cfg.sweep else {}),
+        "plots": {k: study_relative(v, out) for k, v in plots.items()},
     }  # fmt: skip
     if cfg.seeds:
-        meta |= {"seeds": list(cfg.seeds), "std": spread,
-                 "per_seed": {name: [r.to_dict() for r in group] for name, group in per_seed.items()}}  # fmt: skip
-    tables = write_tables(out, rows, meta, spread)
+        meta["seeds"] = list(cfg.seeds)
+    tables = write_tables(out, rows, meta, spread, per_seed if cfg.seeds else None)
     drop_stale_outputs(out, plots, earlier, list(specs))
 
     page = Page(

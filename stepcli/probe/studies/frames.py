@@ -27,7 +27,7 @@ from stepcli.probe.evaluation.metrics import pair_metrics, rounded
 from stepcli.probe.runs.rundir import CONFIG, Run, load_run
 from stepcli.probe.studies.plots import plot_frame_attention, plot_frame_drop
 from stepcli.probe.studies.report import fmt, markdown_table
-from stepcli.probe.studies.results import FrameAttention, FrameDrop
+from stepcli.probe.studies.results import FrameAttention, FrameDrop, row_run
 
 FRAMES_DIR = "frames"
 
@@ -102,7 +102,7 @@ def run_frames(
     pairs = [tuple(p) for p in pairs]
     drops, attentions = [], []
     for row in rows:
-        run = load_run(_one_run(Path(row["run"])))
+        run = load_run(_one_run(row_run(compare_dir, row)))
         features = caches.setdefault(run.layer, FeatureCache(path, layer=run.layer))
         run.check_cache(features)
         drops.append(frame_drop(run, row["probe"], features, pairs, device))

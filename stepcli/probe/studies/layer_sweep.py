@@ -83,7 +83,7 @@ def write_layer_outputs(out: Path, rows: dict[int, list[ComparisonRow]]) -> dict
     note = "\nEach probe's layer is selected on val top-1 (ties: the earlier layer); report its test top-1.\n"
     write_atomic(paths["md"], markdown_table(header, table) + note)
     write_atomic(paths["csv"], buffer.getvalue())
-    record = {"layers": {str(k): [r.to_dict() for r in v] for k, v in rows.items()},
+    record = {"layers": {str(k): [r.result_dict(out) for r in v] for k, v in rows.items()},
               "selected_on_val": {p: {"layer": chosen[p], "val_top1": by[chosen[p], p].val_top1,
                                       "test_top1": by[chosen[p], p].top1} for p in probes}}  # fmt: skip
     write_atomic(paths["json"], json.dumps(record, indent=2))

@@ -74,7 +74,9 @@ def test_compare_writes_tables_and_plots_and_resumes(demo_cache: Path, tmp_path:
     rows = check_outputs(out, probes)
     by_name = {r["probe"]: r for r in rows}
     assert_order_blind(by_name["linear"])
-    assert all(r["num_params"] > 0 and r["train_time_s"] is not None for r in rows)
+    timing = json.loads((out / "timing.json").read_text())["rows"]  # wall-clock times: beside comparison.json
+    assert all(r["num_params"] > 0 and "train_time_s" not in r for r in rows)
+    assert all(timing[r["probe"]]["train_time_s"] is not None for r in rows)
     mtime = (out / "runs" / "step" / "model.safetensors").stat().st_mtime_ns
     again = CliRunner().invoke(cli, args[:-1])
     assert again.exit_code == 0 and again.output.count("reusing the finished run") == 2, again.output
