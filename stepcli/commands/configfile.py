@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,14 @@ import click
 import yaml
 
 from stepcli.commands.checks import PathArg
+from stepcli.commands.train_probe import train_probe_command
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.probe.models.specs import format_value
+from stepcli.probe.runs.rundir import CONFIG, MODEL, read_run_config
 from stepcli.probe.studies.page import CONFIG_YAML
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR
+from stepcli.probe.training.sweep import SWEEP, SweepRecord
 from stepcli.version import __version__
 
 #: keys a written config.yaml holds beside the options
@@ -134,14 +139,61 @@ def output_dir(name: str, params: dict[str, Any]) -> Path | None:
     return None
 
 
+def _dump(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
 def write_resolved(ctx: click.Context) -> Path | None:
-    """config.yaml in the command's output directory, when it has one."""
+    """config.yaml in the command's output directory, when it has one, and in every run a study
+    trained under it (`write_run_configs`)."""
     out = output_dir(ctx.info_name or "", ctx.params)
     if out is None or not out.is_dir():
         return None
+    write_run_configs(out)
     path = out / CONFIG_YAML
-    write_atomic(path, yaml.safe_dump(resolved_config(ctx), sort_keys=False, default_flow_style=False))
+    write_atomic(path, _dump(resolved_config(ctx)))
     return path
+
+
+def equivalent_config(command: click.Command, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The config.yaml `stepcli NAME` writes when given `values` (keyed as a config file is) and
+    its defaults for the rest: what a study writes for a part it ran through the library."""
+    defaults = config_defaults(click.Context(command, info_name=name), command, Path(f"<{name}>"), values)
+    return resolved_config(command.make_context(name, [], default_map=defaults))
+
+
+def train_probe_values(run_dir: Path) -> dict[str, Any]:
+    """The options of a `train-probe` that retrains the run in `run_dir`, from its config.json (and,
+    for a tuned run, its sweep.json's grid)."""
+    keys = option_keys(train_probe_command)
+    train = read_run_config(run_dir).train
+    sweep = SweepRecord.load(run_dir).swept if (Path(run_dir) / SWEEP).is_file() else {}
+    values: dict[str, Any] = {f.name: getattr(train, f.name) for f in fields(train) if f.name in keys}
+    values |= {
+        "cache": str(Path(train.cache).absolute()), "out": str(Path(run_dir).absolute()),
+        "option": [f"{k}={format_value(v)}" for k, v in train.probe_options.items() if k not in sweep],
+        "sweep": [f"{k}={','.join(map(format_value, v))}" for k, v in sweep.items()],
+    }  # fmt: skip
+    return values
+
+
+def write_run_configs(study: Path) -> list[Path]:
+    """RUN/config.yaml of an equivalent `train-probe` in every run directory under `study` but
+    `study` itself (a compare's runs, --seeds' seed-<s> runs, the cells of --shots and --layers),
+    so `stepcli train-probe --config RUN/config.yaml --out NEW` retrains any of them."""
+    written = []
+    for config in sorted(Path(study).glob(f"**/{CONFIG}")):
+        run = config.parent
+        if run == Path(study) or not (run / MODEL).is_file():
+            continue
+        try:
+            resolved = equivalent_config(train_probe_command, "train-probe", train_probe_values(run))
+        except StepcliError as err:  # a damaged run the study did not read: say so, keep the rest
+            log.warning(f"warning: no {CONFIG_YAML} for {run}: {err}")
+            continue
+        write_atomic(run / CONFIG_YAML, _dump(resolved))
+        written.append(run / CONFIG_YAML)
+    return written
 
 
 def with_config(command: click.Command) -> click.Command:

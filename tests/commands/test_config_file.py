@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, check_reproduce, fails, ok
 
 
 def _tokens(cache: Path) -> list[np.ndarray]:
@@ -54,6 +54,19 @@ def test_train_shuffle_and_compare_rerun_from_their_config_yaml_to_the_same_byte
     # results only (runs relative to each --out); the wall-clock times beside it, in timing.json
     assert (study / "comparison.json").read_bytes() == (again / "comparison.json").read_bytes()
     assert "train_time_s" in (again / "timing.json").read_text()
+    assert check_reproduce(again / "report.html")[-1].startswith("stepcli compare --config")
+    # every nested run holds the config.yaml of a train-probe that retrains it
+    nested = again / "runs" / "linear" / "seed-1"
+    written = yaml.safe_load((nested / "config.yaml").read_text())
+    assert (written["command"], written["seed"], written["sweep"]) == ("train-probe", 1, ["lr=0.001,0.003"])
+
+
+def test_a_nested_run_retrains_from_its_config_yaml_to_the_same_bytes(demo_cache, tmp_path) -> None:
+    study = tmp_path / "compare"
+    ok("compare", "--cache", demo_cache, "--out", study, "--probes", "linear", "--epochs", 1, "--permutations", 1)
+    run = study / "runs" / "linear"
+    ok("train-probe", "--config", run / "config.yaml", "--out", tmp_path / "again")
+    assert (run / "metrics.json").read_bytes() == (tmp_path / "again" / "metrics.json").read_bytes()
 
 
 def test_command_line_overrides_the_file_and_the_file_overrides_defaults(demo_cache, tmp_path) -> None:

@@ -219,15 +219,17 @@ def drop_stale_outputs(out: Path, plots: dict[str, Path], earlier: list[str] | N
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _config_record(cfg: CompareConfig) -> dict:
+def config_record(cfg: CompareConfig) -> dict:
     """The study's config record as plain JSON values (its training config flattened in)."""
     record = {k: v for k, v in vars(cfg).items() if k != "train"}
     record["train"] = cfg.training.to_dict()
     return json.loads(json.dumps(record, default=str))
 
 
-def run_compare(cfg: CompareConfig) -> Comparison:
-    """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
+def run_compare(cfg: CompareConfig, commands: tuple[str, ...] | None = None) -> Comparison:
+    """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`. `commands`: what
+    report.html gives as the commands that reproduce the study, when it is part of a larger one (a
+    --shots or --layers cell, the demo); None: extract and `compare --config OUT/config.yaml`."""
     check_compare_config(cfg)
     check_out(cfg.out, "comparison")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
@@ -293,8 +295,8 @@ def run_compare(cfg: CompareConfig) -> Comparison:
 
     page = Page(
         title=f"stepcli compare: {len(rows)} probes on {cache.manifest.dataset.name}", markdown=tables["md"].read_text(),
-        plots=plots, config={"compare": _config_record(cfg), **meta},
-        provenance=provenance(cache, Path(per_seed[rows[0].probe][0].run)), commands=reproduce(cache, "compare", out),
+        plots=plots, config={"compare": config_record(cfg), **meta},
+        provenance=provenance(cache, Path(per_seed[rows[0].probe][0].run)), commands=reproduce(cache, "compare", out) if commands is None else commands,
     )  # fmt: skip
     tables["html"] = write_page(out, page)
     return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())
