@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, check_reproduce, fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
@@ -111,6 +112,13 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses
     assert again.exit_code == 0, again.output
     assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == len(
+        DEFAULT_PROBES
+    )
+    # the page's reproduce command reruns this demo (OUT/config.yaml holds --quick's values): all reused
+    (command,) = check_reproduce(out / "compare" / "report.html")
+    rerun = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert rerun.exit_code == 0, rerun.output
+    assert "0 clips, 48 already cached" in rerun.output and rerun.output.count("reusing the finished run") == len(
         DEFAULT_PROBES
     )
 
