@@ -9,7 +9,9 @@ what it allows.
 After a command succeeds, the directory it wrote (`--out`, see `output_dir`) gets `config.yaml`:
 every option as click resolved it (the defaults are the library's config records', through
 `default_of`), the command's name and the stepcli version, so that `stepcli CMD --config
-OUT/config.yaml` reruns it.
+OUT/config.yaml` reruns it. Every run a study trained under OUT (a compare's probes, --seeds'
+seed runs, the cells of --shots and --layers) gets the config.yaml of an equivalent `train-probe`
+(`write_run_configs`), so any one of them retrains alone.
 """
 
 from __future__ import annotations
