@@ -27,7 +27,6 @@ import click
 import yaml
 
 from stepcli.commands.checks import PathArg
-from stepcli.commands.train_probe import train_probe_command
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.probe.models.specs import format_value
@@ -39,6 +38,9 @@ from stepcli.version import __version__
 
 #: keys a written config.yaml holds beside the options
 COMMAND_KEY, VERSION_KEY = "command", "stepcli_version"
+#: the command whose config.yaml every run a study trains gets (found on the CLI group, not imported:
+#: commands never import each other)
+TRAIN_PROBE = "train-probe"
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,9 @@ def write_resolved(ctx: click.Context) -> Path | None:
     out = output_dir(ctx.info_name or "", ctx.params)
     if out is None or not out.is_dir():
         return None
-    write_run_configs(out)
+    root = ctx.find_root()
+    if isinstance(root.command, click.Group) and (train := root.command.get_command(root, TRAIN_PROBE)) is not None:
+        write_run_configs(out, train)
     path = out / CONFIG_YAML
     write_atomic(path, _dump(resolved_config(ctx)))
     return path
@@ -164,10 +168,10 @@ def equivalent_config(command: click.Command, name: str, values: dict[str, Any])
     return resolved_config(command.make_context(name, [], default_map=defaults))
 
 
-def train_probe_values(run_dir: Path) -> dict[str, Any]:
-    """The options of a `train-probe` that retrains the run in `run_dir`, from its config.json (and,
-    for a tuned run, its sweep.json's grid)."""
-    keys = option_keys(train_probe_command)
+def train_probe_values(run_dir: Path, train_probe: click.Command) -> dict[str, Any]:
+    """The options of `train_probe` (the `train-probe` command) that retrain the run in `run_dir`,
+    from its config.json (and, for a tuned run, its sweep.json's grid)."""
+    keys = option_keys(train_probe)
     train = read_run_config(run_dir).train
     sweep = SweepRecord.load(run_dir).swept if (Path(run_dir) / SWEEP).is_file() else {}
     values: dict[str, Any] = {f.name: getattr(train, f.name) for f in fields(train) if f.name in keys}
@@ -179,7 +183,7 @@ def train_probe_values(run_dir: Path) -> dict[str, Any]:
     return values
 
 
-def write_run_configs(study: Path) -> list[Path]:
+def write_run_configs(study: Path, train_probe: click.Command) -> list[Path]:
     """RUN/config.yaml of an equivalent `train-probe` in every run directory under `study` but
     `study` itself (a compare's runs, --seeds' seed-<s> runs, the cells of --shots and --layers),
     so `stepcli train-probe --config RUN/config.yaml --out NEW` retrains any of them."""
@@ -189,7 +193,7 @@ def write_run_configs(study: Path) -> list[Path]:
         if run == Path(study) or not (run / MODEL).is_file():
             continue
         try:
-            resolved = equivalent_config(train_probe_command, "train-probe", train_probe_values(run))
+            resolved = equivalent_config(train_probe, TRAIN_PROBE, train_probe_values(run, train_probe))
         except StepcliError as err:  # a damaged run the study did not read: say so, keep the rest
             log.warning(f"warning: no {CONFIG_YAML} for {run}: {err}")
             continue
