@@ -17,6 +17,7 @@ from stepcli.extract.pipeline import ExtractConfig, ExtractSummary, run_extract
 from stepcli.outputs import check_out
 from stepcli.probe.config import TrainConfig
 from stepcli.probe.studies.compare import CompareConfig, Comparison, run_compare
+from stepcli.probe.studies.page import CONFIG_YAML
 
 log = logging.getLogger(__name__)
 
@@ -64,4 +65,5 @@ def run_demo(cfg: DemoConfig) -> tuple[ExtractSummary, Comparison]:
     out = Path(cfg.out) / "compare"
     train = TrainConfig(cache=cache, probe="", out=out, epochs=cfg.epochs)
     compare = CompareConfig(cache=cache, out=out, train=train, permutations=cfg.permutations)
-    return summary, run_compare(compare)
+    # the page's reproduce command is the demo's own: the command line writes OUT/config.yaml for it
+    return summary, run_compare(compare, commands=(f"stepcli demo --config {(Path(cfg.out) / CONFIG_YAML).resolve()}",))

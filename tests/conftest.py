@@ -4,14 +4,17 @@ checks every CLI error test makes."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from stepcli.cli import cli
@@ -92,6 +95,24 @@ def fails(*args: str) -> str:
     assert result.exit_code == 2, result.output
     assert not result.stdout.strip(), result.stdout
     return error_line(result.stderr)
+
+
+def page_commands(page: Path) -> list[str]:
+    """The commands of a report.html's Reproduce section, one a line."""
+    section = Path(page).read_text().split('<section id="reproduce">', 1)[1].split("</section>", 1)[0]
+    return html.unescape(section.split("<pre>", 1)[1].split("</pre>", 1)[0]).splitlines()
+
+
+def check_reproduce(page: Path) -> list[str]:
+    """Each `stepcli CMD --config FILE` on a report.html names a config.yaml that exists and is CMD's."""
+    commands = page_commands(page)
+    for line in commands:
+        words = shlex.split(line)
+        if "--config" in words:
+            config = Path(words[words.index("--config") + 1])
+            assert config.is_file(), line
+            assert yaml.safe_load(config.read_text())["command"] == words[1], line
+    return commands
 
 
 def child_env(**extra: str) -> dict:

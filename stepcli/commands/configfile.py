@@ -9,7 +9,9 @@ what it allows.
 After a command succeeds, the directory it wrote (`--out`, see `output_dir`) gets `config.yaml`:
 every option as click resolved it (the defaults are the library's config records', through
 `default_of`), the command's name and the stepcli version, so that `stepcli CMD --config
-OUT/config.yaml` reruns it.
+OUT/config.yaml` reruns it. Every run a study trained under OUT (a compare's probes, --seeds'
+seed runs, the cells of --shots and --layers) gets the config.yaml of an equivalent `train-probe`
+(`write_run_configs`), so any one of them retrains alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,18 @@ import yaml
 from stepcli.commands.checks import PathArg
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
+from stepcli.probe.models.specs import format_value
+from stepcli.probe.runs.rundir import CONFIG, MODEL, read_run_config
 from stepcli.probe.studies.page import CONFIG_YAML
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR
+from stepcli.probe.training.sweep import SWEEP, SweepRecord
 from stepcli.version import __version__
 
 #: keys a written config.yaml holds beside the options
 COMMAND_KEY, VERSION_KEY = "command", "stepcli_version"
+#: the command whose config.yaml every run a study trains gets (found on the CLI group, not imported:
+#: commands never import each other)
+TRAIN_PROBE = "train-probe"
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +143,63 @@ def output_dir(name: str, params: dict[str, Any]) -> Path | None:
     return None
 
 
+def _dump(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
 def write_resolved(ctx: click.Context) -> Path | None:
-    """config.yaml in the command's output directory, when it has one."""
+    """config.yaml in the command's output directory, when it has one, and in every run a study
+    trained under it (`write_run_configs`)."""
     out = output_dir(ctx.info_name or "", ctx.params)
     if out is None or not out.is_dir():
         return None
+    root = ctx.find_root()
+    if isinstance(root.command, click.Group) and (train := root.command.get_command(root, TRAIN_PROBE)) is not None:
+        write_run_configs(out, train)
     path = out / CONFIG_YAML
-    write_atomic(path, yaml.safe_dump(resolved_config(ctx), sort_keys=False, default_flow_style=False))
+    write_atomic(path, _dump(resolved_config(ctx)))
     return path
+
+
+def equivalent_config(command: click.Command, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The config.yaml `stepcli NAME` writes when given `values` (keyed as a config file is) and
+    its defaults for the rest: what a study writes for a part it ran through the library."""
+    defaults = config_defaults(click.Context(command, info_name=name), command, Path(f"<{name}>"), values)
+    return resolved_config(command.make_context(name, [], default_map=defaults))
+
+
+def train_probe_values(run_dir: Path, train_probe: click.Command) -> dict[str, Any]:
+    """The options of `train_probe` (the `train-probe` command) that retrain the run in `run_dir`,
+    from its config.json (and, for a tuned run, its sweep.json's grid)."""
+    keys = option_keys(train_probe)
+    train = read_run_config(run_dir).train
+    sweep = SweepRecord.load(run_dir).swept if (Path(run_dir) / SWEEP).is_file() else {}
+    values: dict[str, Any] = {f.name: getattr(train, f.name) for f in fields(train) if f.name in keys}
+    values |= {
+        "cache": str(Path(train.cache).absolute()), "out": str(Path(run_dir).absolute()),
+        "option": [f"{k}={format_value(v)}" for k, v in train.probe_options.items() if k not in sweep],
+        "sweep": [f"{k}={','.join(map(format_value, v))}" for k, v in sweep.items()],
+    }  # fmt: skip
+    return values
+
+
+def write_run_configs(study: Path, train_probe: click.Command) -> list[Path]:
+    """RUN/config.yaml of an equivalent `train-probe` in every run directory under `study` but
+    `study` itself (a compare's runs, --seeds' seed-<s> runs, the cells of --shots and --layers),
+    so `stepcli train-probe --config RUN/config.yaml --out NEW` retrains any of them."""
+    written = []
+    for config in sorted(Path(study).glob(f"**/{CONFIG}")):
+        run = config.parent
+        if run == Path(study) or not (run / MODEL).is_file():
+            continue
+        try:
+            resolved = equivalent_config(train_probe, TRAIN_PROBE, train_probe_values(run, train_probe))
+        except StepcliError as err:  # a damaged run the study did not read: say so, keep the rest
+            log.warning(f"warning: no {CONFIG_YAML} for {run}: {err}")
+            continue
+        write_atomic(run / CONFIG_YAML, _dump(resolved))
+        written.append(run / CONFIG_YAML)
+    return written
 
 
 def with_config(command: click.Command) -> click.Command:

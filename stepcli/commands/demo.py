@@ -49,6 +49,7 @@ def demo_command(ctx: click.Context, quick: bool, **kwargs) -> None:
     if quick:  # --quick changes the defaults; what the user gave still wins
         defaulted = {k for k in QUICK if ctx.get_parameter_source(k) is click.core.ParameterSource.DEFAULT}
         kwargs.update({k: QUICK[k] for k in defaulted})
+        ctx.params.update({k: QUICK[k] for k in defaulted})  # OUT/config.yaml: the values it ran with
     summary, comparison = run_demo(DemoConfig(**kwargs))
     print_comparison(comparison, kwargs["out"] / "compare")
     click.echo(f"demo finished in {time.monotonic() - start:.0f} s; table: {comparison.tables['md']}", err=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke, ok
+from conftest import check_reproduce, invoke, ok
 
 from stepcli.cache.format import Manifest
 from stepcli.cache.reader import FeatureCache
@@ -203,3 +203,8 @@ def test_frames_reads_the_layer_its_comparison_was_run_on(label_pair, tmp_path: 
     ok("frames", "--compare", out / "layer-2", "--quiet")
     (row,) = json.loads((out / "layer-2/comparison.json").read_text())["rows"]
     assert json.loads((out / "layer-2/frames/frames.json").read_text())["drops"][0]["top1"] == row["top1"]
+    # the layer study's page: its table (layers.md's cells), its plot and the study's command
+    page, table = (out / "report.html").read_text(), (out / "layers.md").read_text().splitlines()
+    assert all(f">{c.strip()}<" in page for line in table[:1] + table[2:3] for c in line.strip("|").split("|"))
+    assert page.count("data:image/png") == 1
+    assert check_reproduce(out / "report.html")[-1] == f"stepcli compare --config {out.resolve() / 'config.yaml'}"

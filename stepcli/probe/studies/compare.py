@@ -35,7 +35,7 @@ from stepcli.probe.studies.report import (
     shuffle_markdown,
     write_tables,
 )
-from stepcli.probe.studies.results import ComparisonRow
+from stepcli.probe.studies.results import ComparisonRow, study_relative
 from stepcli.probe.studies.seeds import mean_row, seed_dir, seed_runs
 from stepcli.probe.studies.shuffle import SHUFFLE_DIR, ShuffleConfig, pairs_for, shuffle_test, write_shuffle_outputs
 from stepcli.probe.studies.tuning import check_compare_sweep, selected_values, sweep_for, swept_differences
@@ -219,15 +219,17 @@ def drop_stale_outputs(out: Path, plots: dict[str, Path], earlier: list[str] | N
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _config_record(cfg: CompareConfig) -> dict:
+def config_record(cfg: CompareConfig) -> dict:
     """The study's config record as plain JSON values (its training config flattened in)."""
     record = {k: v for k, v in vars(cfg).items() if k != "train"}
     record["train"] = cfg.training.to_dict()
     return json.loads(json.dumps(record, default=str))
 
 
-def run_compare(cfg: CompareConfig) -> Comparison:
-    """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`."""
+def run_compare(cfg: CompareConfig, commands: tuple[str, ...] | None = None) -> Comparison:
+    """Train (or reuse), shuffle-test and tabulate every probe in `cfg.probes`. `commands`: what
+    report.html gives as the commands that reproduce the study, when it is part of a larger one (a
+    --shots or --layers cell, the demo); None: extract and `compare --config OUT/config.yaml`."""
     check_compare_config(cfg)
     check_out(cfg.out, "comparison")
     cache = FeatureCache(cfg.cache, layer=cfg.layer)
@@ -283,18 +285,18 @@ def run_compare(cfg: CompareConfig) -> Comparison:
     meta = {
         "cache": str(cache.path.resolve()), "probes": list(specs), "epochs": cfg.training.epochs,
         "permutations": cfg.permutations, "seed": cfg.seed, "pairs": [list(p) for p in pairs],
-        "pairs_source": source, "best_probe": best.probe, **({"sweep": cfg.sweep} if cfg.sweep else {}), "plots": {k: str(v) for k, v in plots.items()},
+        "pairs_source": source, "best_probe": best.probe, **({"sweep": cfg.sweep} if cfg.sweep else {}),
+        "plots": {k: study_relative(v, out) for k, v in plots.items()},
     }  # fmt: skip
     if cfg.seeds:
-        meta |= {"seeds": list(cfg.seeds), "std": spread,
-                 "per_seed": {name: [r.to_dict() for r in group] for name, group in per_seed.items()}}  # fmt: skip
-    tables = write_tables(out, rows, meta, spread)
+        meta["seeds"] = list(cfg.seeds)
+    tables = write_tables(out, rows, meta, spread, per_seed if cfg.seeds else None)
     drop_stale_outputs(out, plots, earlier, list(specs))
 
     page = Page(
         title=f"stepcli compare: {len(rows)} probes on {cache.manifest.dataset.name}", markdown=tables["md"].read_text(),
-        plots=plots, config={"compare": _config_record(cfg), **meta},
-        provenance=provenance(cache, Path(per_seed[rows[0].probe][0].run)), commands=reproduce(cache, "compare", out),
+        plots=plots, config={"compare": config_record(cfg), **meta},
+        provenance=provenance(cache, Path(per_seed[rows[0].probe][0].run)), commands=reproduce(cache, "compare", out) if commands is None else commands,
     )  # fmt: skip
     tables["html"] = write_page(out, page)
     return Comparison(rows=rows, tables=tables, plots=plots, markdown=tables["md"].read_text())

@@ -24,10 +24,11 @@ from stepcli.pairs import Pair, partner_sets
 from stepcli.probe.data import fixed_batches, iterate_batches
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import pair_metrics, rounded
-from stepcli.probe.runs.rundir import CONFIG, Run, load_run
+from stepcli.probe.runs.rundir import Run, load_run
 from stepcli.probe.studies.plots import plot_frame_attention, plot_frame_drop
 from stepcli.probe.studies.report import fmt, markdown_table
-from stepcli.probe.studies.results import FrameAttention, FrameDrop
+from stepcli.probe.studies.results import FrameAttention, FrameDrop, row_run
+from stepcli.probe.studies.seeds import one_run
 
 FRAMES_DIR = "frames"
 
@@ -102,7 +103,7 @@ def run_frames(
     pairs = [tuple(p) for p in pairs]
     drops, attentions = [], []
     for row in rows:
-        run = load_run(_one_run(Path(row["run"])))
+        run = load_run(one_run(row_run(compare_dir, row)))
         features = caches.setdefault(run.layer, FeatureCache(path, layer=run.layer))
         run.check_cache(features)
         drops.append(frame_drop(run, row["probe"], features, pairs, device))
@@ -110,17 +111,6 @@ def run_frames(
         if attention is not None:
             attentions.append(attention)
     return write_frames_outputs(out, drops, attentions)
-
-
-def _one_run(run_dir: Path) -> Path:
-    """A row's run; for a comparison over seeds (`runs/<probe>/seed-<s>`), the run of the lowest seed."""
-    if (run_dir / CONFIG).is_file():
-        return run_dir
-    found = [p for p in run_dir.glob("seed-*") if p.name[len("seed-") :].lstrip("-").isdigit()]
-    seeds = sorted(found, key=lambda p: int(p.name[len("seed-") :]))  # seed-2 before seed-10
-    if not seeds:
-        raise StepcliError(f"{run_dir} holds no finished run; rerun the comparison")
-    return seeds[0]
 
 
 def write_frames_outputs(out: Path, drops: list[FrameDrop], attentions: list[FrameAttention]) -> dict[str, Path]:

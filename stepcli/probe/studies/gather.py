@@ -21,6 +21,7 @@ from stepcli.outputs import check_out
 from stepcli.probe.runs.rundir import SPLIT_IDS
 from stepcli.probe.studies.page import Page, render
 from stepcli.probe.studies.report import markdown_table
+from stepcli.probe.studies.results import row_run
 
 COMPARISON = "comparison.json"
 BY = ("probes", "studies")  # what the rows are
@@ -66,7 +67,7 @@ def read_study(path: Path) -> Study:
         cells = {
             r["probe"]: Cell(r["top1"], *(r.get("top1_ci") or (None, None))) for r in rows
         }  # fmt: skip
-        run = Path(rows[0]["run"])
+        run = row_run(path, rows[0])
     except (json.JSONDecodeError, KeyError, TypeError, IndexError) as err:
         raise StepcliError(f"{file} is not a comparison.json ({type(err).__name__}: {err})") from None
     splits = run / SPLIT_IDS

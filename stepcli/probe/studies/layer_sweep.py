@@ -18,11 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from stepcli.cache.format import Manifest
+from stepcli.cache.reader import FeatureCache
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.outputs import check_out
-from stepcli.probe.studies.compare import CompareConfig, run_compare
+from stepcli.probe.studies.compare import CompareConfig, config_record, run_compare
 from stepcli.probe.studies.figures import new_figure
+from stepcli.probe.studies.page import Page, provenance, reproduce, write_page
 from stepcli.probe.studies.report import fmt, markdown_table
 from stepcli.probe.studies.results import ComparisonRow
 
@@ -54,11 +56,21 @@ def run_layer_sweep(cfg: CompareConfig, layers: str) -> dict[str, Path]:
     """Compare every probe on each chosen layer into OUT/layer<L>; write the per-layer table and plot."""
     check_out(cfg.out, "layer study")
     rows: dict[int, list[ComparisonRow]] = {}
+    cache = FeatureCache(cfg.cache, layer=cfg.layer)
+    commands = reproduce(cache, "compare", cfg.out)  # each layer's page: the whole study's
     for layer in sweep_layers(Path(cfg.cache), layers):
         rows[layer] = run_compare(
-            replace(cfg, out=Path(cfg.out) / f"layer{layer}", train=replace(cfg.training, layer=layer))
+            replace(cfg, out=Path(cfg.out) / f"layer{layer}", train=replace(cfg.training, layer=layer)), commands
         ).rows
-    return write_layer_outputs(Path(cfg.out), rows)
+    paths = write_layer_outputs(Path(cfg.out), rows)
+    page = Page(
+        title=f"stepcli compare --layers: {len(rows)} layers on {cache.manifest.dataset.name}",
+        markdown=paths["md"].read_text(), plots={"layers": paths["png"]},
+        config={"compare": config_record(cfg), "layers": list(rows)}, commands=commands,
+        provenance=provenance(cache, Path(next(iter(rows.values()))[0].run)) | {"layer": ", ".join(map(str, rows))},
+    )  # fmt: skip
+    paths["html"] = write_page(Path(cfg.out), page)
+    return paths
 
 
 def write_layer_outputs(out: Path, rows: dict[int, list[ComparisonRow]]) -> dict[str, Path]:
@@ -83,7 +95,7 @@ def write_layer_outputs(out: Path, rows: dict[int, list[ComparisonRow]]) -> dict
     note = "\nEach probe's layer is selected on val top-1 (ties: the earlier layer); report its test top-1.\n"
     write_atomic(paths["md"], markdown_table(header, table) + note)
     write_atomic(paths["csv"], buffer.getvalue())
-    record = {"layers": {str(k): [r.to_dict() for r in v] for k, v in rows.items()},
+    record = {"layers": {str(k): [r.result_dict(out) for r in v] for k, v in rows.items()},
               "selected_on_val": {p: {"layer": chosen[p], "val_top1": by[chosen[p], p].val_top1,
                                       "test_top1": by[chosen[p], p].top1} for p in probes}}  # fmt: skip
     write_atomic(paths["json"], json.dumps(record, indent=2))

@@ -20,6 +20,7 @@ from typing import Any
 from stepcli.cache.reader import FeatureCache
 from stepcli.files import write_atomic
 from stepcli.probe.runs.rundir import METRICS, read_run_config
+from stepcli.probe.studies.seeds import one_run
 from stepcli.version import __version__
 
 REPORT = "report.html"
@@ -51,7 +52,8 @@ class Page:
 
 
 def provenance(cache: FeatureCache, run_dir: Path | None = None) -> dict[str, str]:
-    """The cache's provenance, and a run's split (and leakage, when its metrics.json has them) counts."""
+    """The cache's provenance, and a run's split (and leakage, when its metrics.json has them) counts
+    (`run_dir`: a run, or a comparison row's directory of seed runs)."""
     extraction, dataset = cache.manifest.extraction, cache.manifest.dataset
     views = extraction.views
     rows = {
@@ -66,6 +68,7 @@ def provenance(cache: FeatureCache, run_dir: Path | None = None) -> dict[str, st
         "dataset": f"{dataset.name}, {len(dataset.class_names)} classes, {len(cache.clip_ids)} clips",
     }
     if run_dir is not None:
+        run_dir = one_run(Path(run_dir))  # a row over seeds: its lowest seed's run
         config = read_run_config(run_dir)
         rows["splits"] = ", ".join(f"{k} {v}" for k, v in sorted(config.splits.counts.items()))
         rows["split source"] = config.splits.source
@@ -163,10 +166,13 @@ def extract_command(cache: FeatureCache) -> str:
     )
 
 
-def reproduce(cache: FeatureCache, command: str, out: Path) -> tuple[str, ...]:
+def reproduce(cache: FeatureCache, command: str, out: Path, runs: tuple[Path, ...] = ()) -> tuple[str, ...]:
     """The commands that rebuild a study: the cache's extraction (from its config.yaml, where the
-    command line wrote one, else its options from the manifest) and the study's own run from the
-    config.yaml the command line writes beside this page."""
+    command line wrote one, else its options from the manifest), the training of each run in `runs`
+    that the study reads without training it (shuffle-test's run; from the run's config.yaml, where it
+    has one) and the study's own run from the config.yaml the command line writes beside this page."""
     cache_config = cache.path / CONFIG_YAML
     extract = f"stepcli extract --config {cache_config.resolve()}" if cache_config.is_file() else extract_command(cache)
-    return (extract, f"stepcli {command} --config {(Path(out) / CONFIG_YAML).resolve()}")
+    trained = [f"stepcli train-probe --config {(Path(r) / CONFIG_YAML).resolve()}" for r in runs
+               if (Path(r) / CONFIG_YAML).is_file()]  # fmt: skip
+    return (extract, *trained, f"stepcli {command} --config {(Path(out) / CONFIG_YAML).resolve()}")

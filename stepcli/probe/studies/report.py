@@ -15,8 +15,9 @@ import numpy as np
 
 from stepcli.files import write_atomic
 from stepcli.probe.evaluation.metrics import STD_NAME
+from stepcli.probe.runs.rundir import TIMING
 from stepcli.probe.studies.figures import new_figure, plotted
-from stepcli.probe.studies.results import ORIGINAL, REVERSED, SHUFFLED, ComparisonRow, ShuffleResult
+from stepcli.probe.studies.results import ORIGINAL, REVERSED, SHUFFLED, TIME_KEYS, ComparisonRow, ShuffleResult
 
 # (key in a comparison row, column title, how to show it)
 COLUMNS: list[tuple[str, str, str]] = [
@@ -118,13 +119,31 @@ def comparison_csv(rows: list[ComparisonRow]) -> str:
 
 
 def write_tables(
-    out: Path, rows: list[ComparisonRow], meta: dict, spread: dict[str, dict] | None = None
+    out: Path,
+    rows: list[ComparisonRow],
+    meta: dict,
+    spread: dict[str, dict] | None = None,
+    per_seed: dict[str, list[ComparisonRow]] | None = None,
 ) -> dict[str, Path]:
-    """`comparison.md`, `.csv` and `.json` in `out`; returns their paths."""
-    paths = {ext: Path(out) / f"comparison.{ext}" for ext in ("md", "csv", "json")}
+    """`comparison.md`, `.csv`, `.json` and `timing.json` in `out`; returns their paths.
+
+    comparison.json holds results only (run directories relative to `out`, no wall-clock times), so
+    a rerun writes it byte for byte; the times go to timing.json (the .md and .csv keep train time)."""
+    out = Path(out)
+    paths = {ext: out / f"comparison.{ext}" for ext in ("md", "csv", "json")}
     write_atomic(paths["md"], comparison_markdown(rows, spread))
     write_atomic(paths["csv"], comparison_csv(rows))
-    write_atomic(paths["json"], json.dumps({**meta, "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
+    record = {**meta, "rows": [r.result_dict(out) for r in rows]}
+    timing: dict = {"rows": {r.probe: r.timing_dict() for r in rows}}
+    if spread:  # the std over seeds: of results in comparison.json, of times in timing.json
+        record["std"] = {name: {k: v for k, v in s.items() if k not in TIME_KEYS} for name, s in spread.items()}
+        timing["std"] = {name: {k: s.get(k) for k in TIME_KEYS} for name, s in spread.items()}
+    if per_seed:
+        record["per_seed"] = {name: [r.result_dict(out) for r in group] for name, group in per_seed.items()}
+        timing["per_seed"] = {name: [r.timing_dict() for r in group] for name, group in per_seed.items()}
+    write_atomic(paths["json"], json.dumps(record, indent=2) + "\n")
+    paths["timing"] = out / TIMING
+    write_atomic(paths["timing"], json.dumps(timing, indent=2) + "\n")
     return paths
 
 

@@ -7,6 +7,7 @@ results.json keeps the layout it has always had (header, ``summary``, ``per_orde
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,8 @@ class ShuffleResult:
 
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One probe's line of the comparison table (fractions and seconds; comparison.json keeps them raw)."""
+    """One probe's line of the comparison table (fractions and seconds). comparison.json keeps its
+    results raw (`result_dict`), its wall-clock times go to timing.json (`timing_dict`)."""
 
     probe: str
     num_params: int
@@ -183,6 +185,31 @@ class ComparisonRow:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def result_dict(self, study: Path | str) -> dict:
+        """The row as comparison.json holds it: no wall-clock times and its run relative to the study
+        directory, so that a rerun of the study into another --out writes the same bytes."""
+        data = {k: v for k, v in asdict(self).items() if k not in TIME_KEYS}
+        data["run"] = study_relative(self.run, study)
+        return data
+
+    def timing_dict(self) -> dict[str, float | None]:
+        return {k: getattr(self, k) for k in TIME_KEYS}
+
+
+#: a comparison row's wall-clock fields: in timing.json beside comparison.json, never in it
+TIME_KEYS = ("train_time_s", "shuffle_time_s")
+
+
+def study_relative(path: Path | str, study: Path | str) -> str:
+    """`path` relative to the study directory it lies in (as written), else absolute."""
+    path, study = Path(os.path.abspath(path)), Path(os.path.abspath(study))
+    return path.relative_to(study).as_posix() if path.is_relative_to(study) else str(path)
+
+
+def row_run(study: Path | str, row: dict) -> Path:
+    """The run directory of a comparison.json row: relative to the study (older files: absolute)."""
+    return Path(study) / row["run"]
 
 
 _TYPED = {"pairs", "class_names", "original", "reversed", "shuffled", "per_order", "per_class"}

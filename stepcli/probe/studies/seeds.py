@@ -36,6 +36,17 @@ def seed_dir(out: Path | str, seed: int) -> Path:
     return Path(out) / f"seed-{seed}"
 
 
+def one_run(run_dir: Path) -> Path:
+    """A row's run; for a comparison over seeds (`runs/<probe>/seed-<s>`), the run of the lowest seed."""
+    if (run_dir / CONFIG).is_file():
+        return run_dir
+    found = [p for p in run_dir.glob("seed-*") if p.name[len("seed-") :].lstrip("-").isdigit()]
+    seeds = sorted(found, key=lambda p: int(p.name[len("seed-") :]))  # seed-2 before seed-10
+    if not seeds:
+        raise StepcliError(f"{run_dir} holds no finished run; rerun the comparison")
+    return seeds[0]
+
+
 @dataclass(frozen=True)
 class SeedSummary:
     """seeds.json: the per-seed test numbers of a probe and their mean and std."""

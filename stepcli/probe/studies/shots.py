@@ -15,12 +15,14 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from stepcli.cache.reader import FeatureCache
 from stepcli.errors import StepcliError
 from stepcli.files import write_atomic
 from stepcli.outputs import check_out
 from stepcli.probe.evaluation.metrics import STD_NAME, mean_std
-from stepcli.probe.studies.compare import CompareConfig, run_compare
+from stepcli.probe.studies.compare import CompareConfig, config_record, run_compare
 from stepcli.probe.studies.figures import new_figure
+from stepcli.probe.studies.page import Page, provenance, reproduce, write_page
 from stepcli.probe.studies.report import fmt, markdown_table
 from stepcli.probe.studies.results import ComparisonRow
 
@@ -67,16 +69,29 @@ def run_shots(cfg: CompareConfig, shots: tuple[int, ...], folds: int) -> dict[st
     if cfg.seeds:
         raise StepcliError("--shots draws its folds with --seed + fold; give --folds, not --seeds")
     points: list[ShotsPoint] = []
+    runs: list[str] = []  # every cell's run, in order: the first's splits stand in the page's provenance
+    cache = FeatureCache(cfg.cache, layer=cfg.layer)
+    commands = reproduce(cache, "compare", cfg.out)  # each cell's page: the whole study's
     for k in shots:
         per_probe: dict[str, list[ComparisonRow]] = {}
         for fold in range(folds):
             seed = cfg.seed + fold
             cell = replace(cfg, out=Path(cfg.out) / f"shots-{k}" / f"fold-{fold}", seed=seed, permutations=1,
                            train=replace(cfg.training, shots=k, seed=seed))  # fmt: skip
-            for row in run_compare(cell).rows:
+            for row in run_compare(cell, commands).rows:
                 per_probe.setdefault(row.probe, []).append(row)
+                runs.append(row.run)
         points += [ShotsPoint.of(probe, k, rows) for probe, rows in per_probe.items()]
-    return write_shots_outputs(Path(cfg.out), points, {"shots": list(shots), "folds": folds, "seed": cfg.seed})
+    meta = {"shots": list(shots), "folds": folds, "seed": cfg.seed}
+    paths = write_shots_outputs(Path(cfg.out), points, meta)
+    page = Page(
+        title=f"stepcli compare --shots: {len(per_probe)} probes on {cache.manifest.dataset.name}",
+        markdown=paths["md"].read_text(), plots={"shots": paths["png"]}, config={"compare": config_record(cfg), **meta},
+        provenance=provenance(cache, Path(runs[0])),
+        commands=commands,
+    )  # fmt: skip
+    paths["html"] = write_page(Path(cfg.out), page)
+    return paths
 
 
 def write_shots_outputs(out: Path, points: list[ShotsPoint], meta: dict) -> dict[str, Path]:

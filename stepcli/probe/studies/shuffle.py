@@ -14,7 +14,7 @@ into its partner class, so accuracy there should fall towards zero and the partn
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,8 @@ from stepcli.probe.evaluation.metrics import (
     spread,
 )
 from stepcli.probe.runs.rundir import Run, load_run
-from stepcli.probe.studies.report import plot_shuffle
+from stepcli.probe.studies.page import Page, provenance, reproduce, write_page
+from stepcli.probe.studies.report import plot_shuffle, shuffle_markdown
 from stepcli.probe.studies.results import (
     METRIC_KEYS,
     ORIGINAL,
@@ -50,7 +51,7 @@ from stepcli.probe.studies.results import (
 )
 
 TIE_TOLERANCE = 1e-4  # relative to the logit scale; float32 reordering noise is ~1e-6
-SHUFFLE_DIR, RESULTS, CHART = "shuffle", "results.json", "shuffle.png"  # RUN/shuffle/...
+SHUFFLE_DIR, RESULTS, TABLE, CHART = "shuffle", "results.json", "results.md", "shuffle.png"  # RUN/shuffle/...
 
 
 @dataclass(frozen=True)
@@ -232,13 +233,24 @@ def run_shuffle_test(
     features = run.open_cache(cache)
     pairs, source = pairs_for(features, pairs_file)
     out = check_out(Path(run_dir) / SHUFFLE_DIR if out is None else out, "shuffle test")
+    cfg = cfg or ShuffleConfig()
     result = shuffle_test(run, features, cfg, pairs=pairs, pairs_source=source)
-    return result, write_shuffle_outputs(result, out)
+    paths = write_shuffle_outputs(result, out)
+    config = {"shuffle_test": asdict(cfg), "run": result.run, "cache": result.cache, "pairs_file": pairs_file}
+    page = Page(
+        title=f"stepcli shuffle-test: {result.probe} on {features.manifest.dataset.name}",
+        markdown=paths["md"].read_text(), plots={"shuffle": paths["chart"]},
+        config=json.loads(json.dumps(config, default=str)), provenance=provenance(features, run.run_dir),
+        commands=reproduce(features, "shuffle-test", out, runs=(run.run_dir,)),
+    )  # fmt: skip
+    paths["html"] = write_page(out, page)
+    return result, paths
 
 
 def write_shuffle_outputs(result: ShuffleResult, out: Path) -> dict[str, Path]:
-    """results.json and the Figure-1 style chart in `out`; returns their paths."""
+    """results.json, its table as results.md and the Figure-1 style chart in `out`; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / RESULTS, json.dumps(result.to_dict(), indent=2) + "\n")
-    return {"results": out / RESULTS, "chart": plot_shuffle(result, out / CHART)}
+    write_atomic(out / TABLE, shuffle_markdown(result))
+    return {"results": out / RESULTS, "md": out / TABLE, "chart": plot_shuffle(result, out / CHART)}

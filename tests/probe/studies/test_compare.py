@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, fails, ok
+from conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, check_reproduce, fails, ok
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
@@ -74,7 +75,9 @@ def test_compare_writes_tables_and_plots_and_resumes(demo_cache: Path, tmp_path:
     rows = check_outputs(out, probes)
     by_name = {r["probe"]: r for r in rows}
     assert_order_blind(by_name["linear"])
-    assert all(r["num_params"] > 0 and r["train_time_s"] is not None for r in rows)
+    timing = json.loads((out / "timing.json").read_text())["rows"]  # wall-clock times: beside comparison.json
+    assert all(r["num_params"] > 0 and "train_time_s" not in r for r in rows)
+    assert all(timing[r["probe"]]["train_time_s"] is not None for r in rows)
     mtime = (out / "runs" / "step" / "model.safetensors").stat().st_mtime_ns
     again = CliRunner().invoke(cli, args[:-1])
     assert again.exit_code == 0 and again.output.count("reusing the finished run") == 2, again.output
@@ -109,6 +112,13 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, args[:4] + args[5:])  # without --quiet: says what it reuses
     assert again.exit_code == 0, again.output
     assert "0 clips, 48 already cached" in again.output and again.output.count("reusing the finished run") == len(
+        DEFAULT_PROBES
+    )
+    # the page's reproduce command reruns this demo (OUT/config.yaml holds --quick's values): all reused
+    (command,) = check_reproduce(out / "compare" / "report.html")
+    rerun = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert rerun.exit_code == 0, rerun.output
+    assert "0 clips, 48 already cached" in rerun.output and rerun.output.count("reusing the finished run") == len(
         DEFAULT_PROBES
     )
 

@@ -66,19 +66,19 @@ def test_frames_command_and_per_pair_chart(demo_cache: Path, tmp_path: Path) -> 
 
 
 def test_a_row_over_seeds_reads_one_seed_run(tmp_path: Path) -> None:
-    from stepcli.probe.studies.frames import _one_run
+    from stepcli.probe.studies.seeds import one_run
 
     (tmp_path / "step" / "seed-1").mkdir(parents=True)
     (tmp_path / "step" / "seed-1" / "config.json").write_text("{}")
-    assert _one_run(tmp_path / "step") == tmp_path / "step" / "seed-1"
-    assert _one_run(tmp_path / "step" / "seed-1") == tmp_path / "step" / "seed-1"
+    assert one_run(tmp_path / "step") == tmp_path / "step" / "seed-1"
+    assert one_run(tmp_path / "step" / "seed-1") == tmp_path / "step" / "seed-1"
     with pytest.raises(StepcliError, match="no finished run"):
-        _one_run(tmp_path)
+        one_run(tmp_path)
 
 
 def test_the_first_seed_is_the_lowest_not_the_first_name(tmp_path: Path) -> None:
-    from stepcli.probe.studies.frames import _one_run
+    from stepcli.probe.studies.seeds import one_run
 
     for seed in (10, 2):
         (tmp_path / f"seed-{seed}").mkdir()
-    assert _one_run(tmp_path) == tmp_path / "seed-2"
+    assert one_run(tmp_path) == tmp_path / "seed-2"

@@ -20,10 +20,9 @@ def studies(demo_cache, tmp_path_factory):
     ok("compare", "--cache", demo_cache, "--out", root / "a", "--probes", "linear,knn", *common)
     ok("compare", "--cache", demo_cache, "--out", root / "b", "--probes", "linear", "--lr", "0.01", *common)
     ok("compare", "--cache", demo_cache, "--out", root / "c", "--probes", "knn", *common)
-    # study d: a's, moved, with a test split one clip short (as a cache extracted with other clips has)
+    # study d: a's, copied (its comparison.json names its runs relative to it), with a test split one
+    # clip short (as a cache extracted with other clips has)
     shutil.copytree(root / "a", root / "d")
-    text = (root / "d" / "comparison.json").read_text().replace(str(root / "a"), str(root / "d"))
-    (root / "d" / "comparison.json").write_text(text)
     for splits in (root / "d" / "runs").glob("*/splits.json"):
         ids = json.loads(splits.read_text())
         splits.write_text(json.dumps({**ids, "test": ids["test"][1:]}))
@@ -64,3 +63,16 @@ def test_report_refuses_studies_on_other_test_clips(studies) -> None:
 def test_report_of_a_directory_that_is_no_comparison(tmp_path) -> None:
     line = fails("report", tmp_path, "--out", tmp_path / "r")
     assert "comparison.json" in line
+
+
+@pytest.mark.slow
+def test_report_reads_an_older_comparison_json_of_absolute_runs_and_times(studies, tmp_path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(studies / "a", old)
+    data = json.loads((old / "comparison.json").read_text())
+    for row in data["rows"]:  # as compare wrote it before timing.json
+        row |= {"run": str((old / row["run"]).resolve()), "train_time_s": 1.5, "shuffle_time_s": 0.25}
+    (old / "comparison.json").write_text(json.dumps(data))
+    (old / "timing.json").unlink()
+    read, current = read_study(old), read_study(studies / "a")
+    assert (read.cells, read.test_clips) == (current.cells, current.test_clips)

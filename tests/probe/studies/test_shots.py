@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import fails, ok
+from conftest import check_reproduce, fails, ok
 from test_compare import check_png
 
 from stepcli.probe.evaluation.metrics import mean_std
@@ -33,4 +33,11 @@ def test_shots_curve_with_fold_spread(demo_cache: Path, tmp_path: Path) -> None:
     assert draws[0]["train"] != draws[1]["train"]  # each fold a different draw
     assert "± " in (out / "shots.md").read_text()
     check_png(out / "shots.png")
+    page = (out / "report.html").read_text()  # the study's page: its table and curve
+    assert all(f">{p['probe']}<" in page for p in data["points"]) and page.count("data:image/png") == 1
+    assert all(f">{cell}<" in page for line in (out / "shots.md").read_text().splitlines()[4:] for cell in
+               [c.strip() for c in line.strip("|").split("|")])  # fmt: skip
+    assert check_reproduce(out / "shots-1" / "fold-0" / "report.html")[-1] == (
+        f"stepcli compare --config {out.resolve() / 'config.yaml'}"  # a cell's page: the whole study's command
+    )
     assert "--shots" in fails("compare", "--cache", demo_cache, "--out", out, "--shots", "0,1")

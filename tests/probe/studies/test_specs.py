@@ -50,7 +50,7 @@ def test_compare_rows_of_specs_and_the_order_aware_control(demo_cache: Path, tmp
     for label, dirname in [("attentive[temporal_pe=true]", "attentive.temporal_pe-true"),
                            ("step[temporal_pe=false]", "step.temporal_pe-false"), ("vjepa2[depth=2]", "vjepa2.depth-2")]:  # fmt: skip
         config = json.loads((out / "runs" / dirname / "config.json").read_text())
-        assert rows[label]["run"] == str(out / "runs" / dirname)
+        assert rows[label]["run"] == f"runs/{dirname}"  # relative to the study: a moved study still reads
         assert json.loads((out / "runs" / dirname / "shuffle" / "results.json").read_text())["probe"] == label
         assert config["train"]["probe_options"] == parse_spec(label).option_dict
     for label in ("step[temporal_pe=false]", "ep", "vjepa2[depth=2]"):
