@@ -53,6 +53,9 @@ def test_train_shuffle_and_compare_rerun_from_their_config_yaml_to_the_same_byte
     ok("compare", "--config", study / "config.yaml", "--out", again)
     # results only (runs relative to each --out); the wall-clock times beside it, in timing.json
     assert (study / "comparison.json").read_bytes() == (again / "comparison.json").read_bytes()
+    # and so does a nested shuffle results.json (its run relative to the study)
+    nested_results = Path("runs", "linear", "seed-1", "shuffle", "results.json")
+    assert (study / nested_results).read_bytes() == (again / nested_results).read_bytes()
     assert "train_time_s" in (again / "timing.json").read_text()
     assert check_reproduce(again / "report.html")[-1].startswith("stepcli compare --config")
     # every nested run holds the config.yaml of a train-probe that retrains it
