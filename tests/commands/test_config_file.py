@@ -90,11 +90,14 @@ def test_command_line_overrides_the_file_and_the_file_overrides_defaults(demo_ca
         ("command: compare\n", ["stepcli compare", "stepcli train-probe"]),
         ("- epochs\n", ["mapping"]),
         ("epochs: [1\n", ["not valid YAML", "line"]),
+        ("epochs: {a: 1}\n", ["epochs", "a mapping"]),  # a value of the wrong shape, not a TypeError
+        ("sweep: [[lr, 1]]\n", ["sweep", "a list"]),
+        (b"\xff\xfe epochs: 1\n", ["not UTF-8 text"]),
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, names) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text(text)
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
     line = fails("train-probe", "--config", config, "--cache", tmp_path, "--probe", "linear", "--out", tmp_path / "r")
     assert str(config) in line and all(name in line for name in names), line
     assert not (tmp_path / "r").exists()
