@@ -123,6 +123,13 @@ def _shaped(path: Path, key: str, param: click.Parameter, value: Any) -> Any:
         shape = "a mapping" if any(isinstance(item, dict) for item in items) else "a list inside a list"
         want = "a list of values" if repeatable else "one value"
         raise StepcliError(f"--config {path}: {key}: {shape} is not a value of --{key.replace('_', '-')}; give {want}")
+    for item in items:
+        if isinstance(param.type, click.types.IntParamType) and (
+            isinstance(item, bool) or (isinstance(item, float) and not item.is_integer())
+        ):  # click would take int(1.5) == 1 and int(True) == 1 silently
+            raise StepcliError(f"--config {path}: {key}: {item!r} is not an integer; give a whole number")
+        if isinstance(param.type, click.types.FloatParamType) and isinstance(item, bool):
+            raise StepcliError(f"--config {path}: {key}: {item!r} is not a number; give one, e.g. 0.001")
     if repeatable:
         return items
     return ",".join(map(str, items)) if isinstance(value, list) else value

@@ -93,6 +93,9 @@ def test_command_line_overrides_the_file_and_the_file_overrides_defaults(demo_ca
         ("epochs: {a: 1}\n", ["epochs", "a mapping"]),  # a value of the wrong shape, not a TypeError
         ("sweep: [[lr, 1]]\n", ["sweep", "a list"]),
         (b"\xff\xfe epochs: 1\n", ["not UTF-8 text"]),
+        ("epochs: 1.5\n", ["epochs", "1.5", "integer"]),  # was silently 1
+        ("epochs: true\n", ["epochs", "True", "integer"]),
+        ("lr: false\n", ["lr", "False", "number"]),
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, names) -> None:
