@@ -8,7 +8,9 @@ which is what held streamed reads at about half the speed of a plain sequential 
 lie one after another in the file and in the batch (evaluation reads rows in storage order) are
 copied as one slab. Mapped pages once read count in the process's resident memory, so the reader
 drops them from its mapping (`release`) every `RESIDENT_BYTES` it copies: they stay in the page
-cache, and a streamed epoch holds at most that much of the cache in RSS, not all of it. A dataset
+cache, and a streamed epoch holds at most that much of the cache in RSS, not all of it. A reader
+that knows what it reads next asks the kernel for it ahead (`advise_ahead`, MADV_WILLNEED): a cold
+shuffled epoch then keeps many reads in flight instead of waiting on one page fault at a time. A dataset
 that does not qualify (compressed, another chunking, another byte
 order) is read through h5py as before.
 """
@@ -22,6 +24,7 @@ import h5py
 import numpy as np
 
 RESIDENT_BYTES = 256 << 20  # token bytes copied from mapped shards between two releases
+READ_AHEAD_BYTES = 16 << 20  # token bytes a streamed reader asks the kernel to fetch before it needs them
 
 
 def chunk_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
@@ -67,3 +70,22 @@ def copy_chunks(mapped: np.ndarray, first: int, count: int, out: np.ndarray) -> 
     if first + count * size > len(mapped):
         raise OSError(f"a token chunk lies past the end of the file ({len(mapped)} bytes): is it truncated?")
     out.reshape(count, -1).view(np.uint8)[:] = mapped[first : first + count * size].reshape(count, size)
+
+
+def advise_ahead(mapping: mmap.mmap, starts: np.ndarray, size: int) -> None:
+    """Ask the kernel to start reading the chunks of `size` bytes at file offsets `starts` now
+    (MADV_WILLNEED, without waiting); ranges that touch are merged. A no-op where madvise is missing."""
+    if not len(starts) or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_WILLNEED"):
+        return
+    page = mmap.PAGESIZE
+    begin = np.sort(np.asarray(starts, dtype=np.int64))
+    begin, end = begin - begin % page, np.minimum(begin + size, len(mapping))
+    merged_begin, merged_end = [int(begin[0])], [int(end[0])]
+    for b, e in zip(begin[1:].tolist(), end[1:].tolist(), strict=True):
+        if b <= merged_end[-1]:
+            merged_end[-1] = max(merged_end[-1], e)
+        else:
+            merged_begin.append(b)
+            merged_end.append(e)
+    for b, e in zip(merged_begin, merged_end, strict=True):
+        mapping.madvise(mmap.MADV_WILLNEED, b, e - b)

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from stepcli.cache import chunks
-from stepcli.cache.chunks import chunk_offsets, copy_chunks, map_file, release
+from stepcli.cache.chunks import advise_ahead, chunk_offsets, copy_chunks, map_file, release
 from stepcli.cache.failures import read_failures
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
@@ -83,6 +83,7 @@ class FeatureCache:
         self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
         self._maps: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}  # shard -> (mapped file, offsets)
+        self._mapping_of: dict[int, object] = {}  # shard -> its mmap, for read-ahead advice
         self._mappings: list = []  # the mmaps behind `_maps`, released every chunks.RESIDENT_BYTES copied
         self._copied = 0
         self._pid = os.getpid()
@@ -166,6 +167,22 @@ class FeatureCache:
             k = self._read_run(shards, local, chosen, k, out)
         return out
 
+    def prefetch(self, rows: np.ndarray | list[int], views: np.ndarray | list[int] | None = None) -> None:
+        """Ask the kernel to start reading these clip views from disk now, without waiting for
+        them (a streamed reader calls it for the batches ahead of the one it reads); a no-op in
+        memory and for shards read through h5py."""
+        if self._memory is not None or not len(rows):
+            return
+        rows = np.asarray(rows, dtype=np.int64)
+        views = np.zeros(len(rows), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)
+        size = int(np.prod(self.clip_shape)) * 2
+        shard_of = self._shard_of[rows]
+        for shard in np.unique(shard_of).tolist():
+            direct = self._direct(shard)
+            if direct is not None:
+                mine = shard_of == shard
+                advise_ahead(self._mapping_of[shard], direct[1][self._row_of[rows[mine]], views[mine]], size)
+
     def _read_run(self, shards: list[int], rows: list[int], views: list[int], k: int, out: np.ndarray) -> int:
         """Read slot `k` of `out`, and the slots after it whose chunks follow it in the same file, in one
         copy; returns the next slot to read. Shards that cannot be read directly go through h5py."""
@@ -204,6 +221,7 @@ class FeatureCache:
             else:
                 mapping, mapped = map_file(self.shard_paths[shard])
                 self._mappings.append(mapping)
+                self._mapping_of[shard] = mapping
                 self._maps[shard] = (mapped, offsets)
         return self._maps[shard]
 
@@ -220,7 +238,7 @@ class FeatureCache:
 
     def _handle(self, shard: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a worker: parent's handles are not ours to use
-            self._handles, self._maps, self._mappings = {}, {}, []
+            self._handles, self._maps, self._mappings, self._mapping_of = {}, {}, [], {}
             self._pid = os.getpid()
         if shard not in self._handles:
             self._handles[shard] = h5py.File(self.shard_paths[shard], "r")
@@ -229,4 +247,4 @@ class FeatureCache:
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        self._handles, self._maps, self._mappings = {}, {}, []  # a mapping is unmapped when its last array goes
+        self._handles, self._maps, self._mappings, self._mapping_of = {}, {}, [], {}  # unmapped with its last array

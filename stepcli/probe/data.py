@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stepcli.cache.chunks import READ_AHEAD_BYTES
 from stepcli.cache.format import SPLITS
 from stepcli.cache.reader import FeatureCache
 from stepcli.errors import StepcliError
@@ -223,6 +224,12 @@ class _RowBatches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.cache.in_memory:  # the kernel reads the batches `ahead` of this one while this one is used
+            clip_bytes = int(np.prod(self.cache.clip_shape)) * 2
+            ahead = max(1, READ_AHEAD_BYTES // max(1, clip_bytes * len(self.batches[i])))
+            for j in range(i + 1, i + ahead + 1) if i == 0 else (i + ahead,):  # the first item starts the window
+                if j < len(self.batches):
+                    self.cache.prefetch(self.batches[j], None if self.views is None else self.views[j])
         rows = self.batches[i]
         views = None if self.views is None else self.views[i]
         return torch.from_numpy(self.cache.tokens(rows, views)), torch.from_numpy(self.cache.labels[rows])
