@@ -69,7 +69,7 @@ def copy_chunks(mapped: np.ndarray, first: int, count: int, out: np.ndarray) -> 
     size = out[0].nbytes
     if first + count * size > len(mapped):
         raise OSError(f"a token chunk lies past the end of the file ({len(mapped)} bytes): is it truncated?")
-    out.reshape(count, -1).view(np.uint8)[:] = mapped[first : first + count * size].reshape(count, size)
+    out.reshape(count * size).view(np.uint8)[:] = mapped[first : first + count * size]
 
 
 def advise_ahead(mapping: mmap.mmap, starts: np.ndarray, size: int) -> None:

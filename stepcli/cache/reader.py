@@ -161,10 +161,35 @@ class FeatureCache:
         if self._memory is not None:
             return self._memory[self._first_item[rows] + views]
         out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
-        shards, local, chosen = self._shard_of[rows].tolist(), self._row_of[rows].tolist(), views.tolist()
-        k = 0
-        while k < len(rows):  # in batch order: a shuffled batch costs one copy per clip view
-            k = self._read_run(shards, local, chosen, k, out)
+        flat = out.reshape(len(rows), -1).view(np.uint8)  # one clip view's chunk per row
+        size, shard_of = flat.shape[1], self._shard_of[rows]
+        starts = np.full(len(rows), -1, dtype=np.int64)  # file offset of each slot's chunk; -1: through h5py
+        for shard in np.unique(shard_of).tolist():
+            mine = np.flatnonzero(shard_of == shard)
+            direct = self._direct(shard)
+            if direct is not None:
+                starts[mine] = direct[1][self._row_of[rows[mine]], views[mine]]
+                continue
+            stored = self._tokens(shard)
+            for k in mine.tolist():
+                out[k] = stored[self._row_of[rows[k]]] if stored.ndim == 4 else stored[self._row_of[rows[k]], views[k]]
+        # runs of slots whose chunks lie back to back in one file are one copy (storage-order reads);
+        # a shuffled batch is one copy per clip view, with no Python work beyond the slice
+        cuts = np.flatnonzero((np.diff(shard_of) != 0) | (np.diff(starts) != size) | (starts[1:] < 0)) + 1
+        bounds = [0, *cuts.tolist(), len(rows)]
+        for a, b, shard, first in zip(bounds[:-1], bounds[1:], shard_of[bounds[:-1]].tolist(),
+                                      starts[bounds[:-1]].tolist(), strict=True):  # fmt: skip
+            if first < 0:
+                continue
+            try:
+                copy_chunks(self._maps[shard][0], first, b - a, flat[a:b])
+            except OSError as err:
+                raise StepcliError(f"shard {self.shard_paths[shard]} cannot be read ({err})") from None
+        self._copied += int((starts >= 0).sum()) * size
+        if self._copied >= chunks.RESIDENT_BYTES:  # keep RSS bounded: read pages back to the page cache
+            for mapping in self._mappings:
+                release(mapping)
+            self._copied = 0
         return out
 
     def prefetch(self, rows: np.ndarray | list[int], views: np.ndarray | list[int] | None = None) -> None:
@@ -182,34 +207,6 @@ class FeatureCache:
             if direct is not None:
                 mine = shard_of == shard
                 advise_ahead(self._mapping_of[shard], direct[1][self._row_of[rows[mine]], views[mine]], size)
-
-    def _read_run(self, shards: list[int], rows: list[int], views: list[int], k: int, out: np.ndarray) -> int:
-        """Read slot `k` of `out`, and the slots after it whose chunks follow it in the same file, in one
-        copy; returns the next slot to read. Shards that cannot be read directly go through h5py."""
-        direct = self._direct(shards[k])
-        if direct is None:
-            stored = self._tokens(shards[k])
-            out[k] = stored[rows[k]] if stored.ndim == 4 else stored[rows[k], views[k]]
-            return k + 1
-        mapped, offsets = direct
-        size, first = out[0].nbytes, int(offsets[rows[k], views[k]])
-        end = k + 1
-        while (
-            end < len(shards)
-            and shards[end] == shards[k]
-            and offsets[rows[end], views[end]] == first + (end - k) * size
-        ):
-            end += 1
-        try:
-            copy_chunks(mapped, first, end - k, out[k:end])
-        except OSError as err:
-            raise StepcliError(f"shard {self.shard_paths[shards[k]]} cannot be read ({err})") from None
-        self._copied += (end - k) * size
-        if self._copied >= chunks.RESIDENT_BYTES:  # keep RSS bounded: read pages back to the page cache
-            for mapping in self._mappings:
-                release(mapping)
-            self._copied = 0
-        return end
 
     def _direct(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
         """`(mapped file, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
