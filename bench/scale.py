@@ -97,9 +97,9 @@ def write_cache(out: Path, clips: int, seed: int = 0) -> int:
             sign = np.where(batch[moving] % 2 == 0, 1.0, -1.0).astype(np.float32)
             direction = motion[batch[moving] // 2] * sign[:, None]  # [m, D]
             tokens[moving, :, PREFIX:] += ramp[None, :, None, None] * direction[:, None, None, :]
-            for i, label in enumerate(batch):
-                row = start + i
-                writer.add(f"{row:06d}", int(label), str(splits[row]), [tokens[i][None]], frame_index, timestamps)
+            rows = range(start, start + len(batch))
+            writer.add_clips([f"{row:06d}" for row in rows], batch, [str(splits[row]) for row in rows],
+                             [tokens[:, None]], frame_index, timestamps)  # fmt: skip
     extraction = ExtractionRecord(
         backbone="synthetic-ssv2", weights="none", image_size=224, mean=(0.0,), std=(1.0,), resize="none",
         normalize="none", layer=-1, num_frames=FRAMES, sampler="uniform", dtype="float16", num_prefix=PREFIX,

@@ -1,27 +1,26 @@
-"""Direct chunk reads: a clip view's tokens copied straight from the mapped shard file into the batch.
+"""Direct chunk reads: a clip view's tokens read straight from the shard file into the batch.
 
 Each clip view is one uncompressed HDF5 chunk (the writer chunks ``tokens`` so), and a complete
 shard never changes, so where each chunk lies in its file can be asked of HDF5 once (`h5py`'s
-chunk index), the file mapped read-only, and every later read is one copy from the page cache
-into the batch array: no HDF5 selection machinery, no chunk cache and no system call per clip,
-which is what held streamed reads at about half the speed of a plain sequential read. Chunks that
-lie one after another in the file and in the batch (evaluation reads rows in storage order) are
-copied as one slab. Mapped pages once read count in the process's resident memory, so the reader
-drops them from its mapping (`release`) every `RESIDENT_BYTES` it copies: they stay in the page
-cache, and a streamed epoch holds at most that much of the cache in RSS, not all of it. A dataset
-that does not qualify (compressed, another chunking, another byte
-order) is read through h5py as before.
+chunk index) and every later read is one positional read (`os.preadv`) of those bytes into the
+batch array: no HDF5 selection machinery, no chunk cache, and no mapped pages that would pile up
+in the process's resident memory over a streamed epoch. Chunks that lie one after another in the
+file and in the batch (evaluation reads rows in storage order) are one read. A reader that knows
+what it reads next asks the kernel for it ahead (`advise_ahead`, POSIX_FADV_WILLNEED): a cold
+shuffled epoch then keeps many reads in flight instead of waiting on one at a time. A dataset
+that does not qualify (compressed, another chunking, another byte order), or a platform without
+`preadv`, is read through h5py as before.
 """
 
 from __future__ import annotations
 
-import mmap
-from pathlib import Path
+import os
 
 import h5py
 import numpy as np
 
-RESIDENT_BYTES = 256 << 20  # token bytes copied from mapped shards between two releases
+READ_AHEAD_BYTES = 16 << 20  # token bytes a streamed reader asks the kernel to fetch before it needs them
+DIRECT = hasattr(os, "preadv")  # positional reads into a buffer (Linux, the BSDs, macOS)
 
 
 def chunk_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
@@ -46,24 +45,24 @@ def chunk_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
     return None if (offsets < 0).any() else offsets
 
 
-def map_file(path: Path) -> tuple[mmap.mmap, np.ndarray]:
-    """The whole file mapped read-only, and as a `uint8` array backed by the page cache (no copy)."""
-    with open(path, "rb") as handle:
-        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    return mapping, np.frombuffer(mapping, dtype=np.uint8)
+def runs(files: np.ndarray, starts: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """`(first, end)` slots of each run of chunks of `size` bytes that lie back to back in one file."""
+    cuts = np.flatnonzero((np.diff(files) != 0) | (np.diff(starts) != size)) + 1
+    bounds = [0, *cuts.tolist(), len(starts)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def release(mapping: mmap.mmap) -> None:
-    """Drop the mapping's pages from this process's resident memory (the page cache keeps them;
-    the next read maps them again); a no-op where madvise is missing."""
-    if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        mapping.madvise(mmap.MADV_DONTNEED)
+def read_chunks(fd: int, first: int, out: memoryview) -> None:
+    """Fill `out` with the bytes at file offset `first` of `fd` (one run of chunks)."""
+    done = os.preadv(fd, [out], first)
+    while 0 < done < len(out):  # a regular file returns short only at its end, or on a signal
+        more = os.preadv(fd, [out[done:]], first + done)
+        done = done + more if more > 0 else -1
+    if done != len(out):
+        raise OSError(f"a token chunk lies past the end of the file at byte {first}: is it truncated?")
 
 
-def copy_chunks(mapped: np.ndarray, first: int, count: int, out: np.ndarray) -> None:
-    """Copy `count` chunks that lie back to back from file offset `first` of `mapped` into `out`
-    (C-contiguous, one chunk per entry): one slab copy."""
-    size = out[0].nbytes
-    if first + count * size > len(mapped):
-        raise OSError(f"a token chunk lies past the end of the file ({len(mapped)} bytes): is it truncated?")
-    out.reshape(count, -1).view(np.uint8)[:] = mapped[first : first + count * size].reshape(count, size)
+def advise_ahead(fd: int, first: int, length: int) -> None:
+    """Ask the kernel to start reading `length` bytes at `first` of `fd` now, without waiting."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, first, length, os.POSIX_FADV_WILLNEED)

@@ -7,6 +7,7 @@ of which a `FeatureCache` reads one. A version-1 shard is read as one view of on
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -14,13 +15,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stepcli.cache import chunks
-from stepcli.cache.chunks import chunk_offsets, copy_chunks, map_file, release
+from stepcli.cache.chunks import DIRECT, advise_ahead, chunk_offsets, read_chunks, runs
 from stepcli.cache.failures import read_failures
 from stepcli.cache.format import FAILURES, SHARDS, Manifest
 from stepcli.cache.records import TokenLayout
 from stepcli.cache.schema import GROUP
 from stepcli.errors import StepcliError
+
+UNOPENED, THROUGH_H5PY = -2, -1  # a shard's entry in the descriptor table before it is read, and without direct reads
 
 
 class FeatureCache:
@@ -82,9 +84,9 @@ class FeatureCache:
         self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]
         self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
-        self._maps: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}  # shard -> (mapped file, offsets)
-        self._mappings: list = []  # the mmaps behind `_maps`, released every chunks.RESIDENT_BYTES copied
-        self._copied = 0
+        self._fd_of = np.full(len(self.shard_paths), UNOPENED, dtype=np.int64)  # per shard: descriptor, or
+        self._chunk_at = np.full(int(self.num_views.sum()), -1, dtype=np.int64)  # per clip view: file offset
+        self._opening = threading.Lock()  # reader threads share one cache: each shard is opened once
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
 
@@ -160,52 +162,64 @@ class FeatureCache:
         if self._memory is not None:
             return self._memory[self._first_item[rows] + views]
         out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
-        shards, local, chosen = self._shard_of[rows].tolist(), self._row_of[rows].tolist(), views.tolist()
-        k = 0
-        while k < len(rows):  # in batch order: a shuffled batch costs one copy per clip view
-            k = self._read_run(shards, local, chosen, k, out)
+        files, starts = self._locate(rows, views)
+        size = out[0].nbytes
+        for k in np.flatnonzero(starts < 0).tolist():  # shards that cannot be read directly
+            stored, row = self._tokens(int(self._shard_of[rows[k]])), self._row_of[rows[k]]
+            out[k] = stored[row] if stored.ndim == 4 else stored[row, views[k]]
+        buffer = memoryview(out.reshape(-1).view(np.uint8))
+        for a, b in runs(files, starts, size):  # a shuffled batch: one read per clip view
+            if starts[a] >= 0:
+                try:
+                    read_chunks(int(files[a]), int(starts[a]), buffer[a * size : b * size])
+                except OSError as err:
+                    shard = self.shard_paths[self._shard_of[rows[a]]]
+                    raise StepcliError(f"shard {shard} cannot be read ({err})") from None
         return out
 
-    def _read_run(self, shards: list[int], rows: list[int], views: list[int], k: int, out: np.ndarray) -> int:
-        """Read slot `k` of `out`, and the slots after it whose chunks follow it in the same file, in one
-        copy; returns the next slot to read. Shards that cannot be read directly go through h5py."""
-        direct = self._direct(shards[k])
-        if direct is None:
-            stored = self._tokens(shards[k])
-            out[k] = stored[rows[k]] if stored.ndim == 4 else stored[rows[k], views[k]]
-            return k + 1
-        mapped, offsets = direct
-        size, first = out[0].nbytes, int(offsets[rows[k], views[k]])
-        end = k + 1
-        while (
-            end < len(shards)
-            and shards[end] == shards[k]
-            and offsets[rows[end], views[end]] == first + (end - k) * size
-        ):
-            end += 1
-        try:
-            copy_chunks(mapped, first, end - k, out[k:end])
-        except OSError as err:
-            raise StepcliError(f"shard {self.shard_paths[shards[k]]} cannot be read ({err})") from None
-        self._copied += (end - k) * size
-        if self._copied >= chunks.RESIDENT_BYTES:  # keep RSS bounded: read pages back to the page cache
-            for mapping in self._mappings:
-                release(mapping)
-            self._copied = 0
-        return end
+    def prefetch(self, rows: np.ndarray | list[int], views: np.ndarray | list[int] | None = None) -> None:
+        """Ask the kernel to start reading these clip views from disk now, without waiting for
+        them (a streamed reader calls it for the batches ahead of the one it reads); a no-op in
+        memory and for shards read through h5py."""
+        if self._memory is not None or not len(rows):
+            return
+        rows = np.asarray(rows, dtype=np.int64)
+        views = np.zeros(len(rows), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)
+        files, starts = self._locate(rows, views)
+        size = int(np.prod(self.clip_shape)) * 2
+        order = np.lexsort((starts, files))  # storage order, so that neighbours merge into one request
+        files, starts = files[order], starts[order]
+        for a, b in runs(files, starts, size):
+            if starts[a] >= 0:
+                advise_ahead(int(files[a]), int(starts[a]), (b - a) * size)
 
-    def _direct(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(mapped file, chunk offsets [V, K])` of a shard whose tokens can be read directly."""
-        self._handle(shard)  # resets both caches after a fork
-        if shard not in self._maps:
-            offsets = chunk_offsets(self._tokens(shard))
+    def _locate(self, rows: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per slot, the file descriptor and byte offset of its chunk (-1, -1: read through h5py),
+        from two tables filled the first time each shard is read."""
+        shard_of = self._shard_of[rows]
+        files = self._fd_of[shard_of]
+        if (files == UNOPENED).any():
+            for shard in np.unique(shard_of[files == UNOPENED]).tolist():
+                self._open_direct(shard)
+            files = self._fd_of[shard_of]
+        starts = np.where(files >= 0, self._chunk_at[self._first_item[rows] + views], -1)
+        return files, starts
+
+    def _open_direct(self, shard: int) -> None:
+        """Find where a shard's chunks lie and open its file for direct reads (or mark it for h5py)."""
+        self._handle(shard)  # after a fork, a fresh lock first
+        with self._opening:
+            if self._fd_of[shard] != UNOPENED:
+                return
+            offsets = chunk_offsets(self._tokens(shard)) if DIRECT else None
             if offsets is None:
-                self._maps[shard] = None
-            else:
-                mapping, mapped = map_file(self.shard_paths[shard])
-                self._mappings.append(mapping)
-                self._maps[shard] = (mapped, offsets)
-        return self._maps[shard]
+                self._fd_of[shard] = THROUGH_H5PY
+                return
+            mine = np.flatnonzero(self._shard_of == shard)
+            items = self._first_item[mine][:, None] + np.arange(offsets.shape[1])
+            valid = np.arange(offsets.shape[1]) < self.num_views[mine][:, None]
+            self._chunk_at[items[valid]] = offsets[self._row_of[mine]][valid]
+            self._fd_of[shard] = os.open(self.shard_paths[shard], os.O_RDONLY)
 
     def timing(self, row: int, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(frame_index [T], timestamp [T])`` of the frames of one clip view."""
@@ -220,13 +234,22 @@ class FeatureCache:
 
     def _handle(self, shard: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a worker: parent's handles are not ours to use
-            self._handles, self._maps, self._mappings = {}, {}, []
+            self._handles = {}  # (descriptors for direct reads are inherited and stay valid: reads are positional)
+            self._opening = threading.Lock()
             self._pid = os.getpid()
         if shard not in self._handles:
             self._handles[shard] = h5py.File(self.shard_paths[shard], "r")
         return self._handles[shard]
 
+    @property
+    def direct_shards(self) -> list[bool | None]:
+        """Per shard: read directly (True), through h5py (False), or not read yet (None)."""
+        return [None if fd == UNOPENED else bool(fd >= 0) for fd in self._fd_of.tolist()]
+
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        self._handles, self._maps, self._mappings = {}, {}, []  # a mapping is unmapped when its last array goes
+        for fd in self._fd_of[self._fd_of >= 0].tolist():
+            os.close(fd)
+        self._handles = {}
+        self._fd_of[:] = UNOPENED

@@ -108,24 +108,49 @@ class ShardWriter:
     ) -> None:
         """Append one clip: ``tokens`` per layer ``[K, T, P+N, D]`` (stored as float16), ``frame_index``
         and ``timestamps`` ``[K, T]``; ``group`` is what the clip belongs with ("": itself)."""
-        K = tokens[0].shape[0]
-        values = {"clip_id": clip_id, "label": label, "split": split, "frame_index": frame_index,
-                  "timestamp": timestamps, "group": group or clip_id}  # fmt: skip
-        values |= {f"tokens/{layer}": t.astype(np.float16) for layer, t in zip(self.layers, tokens, strict=True)}
-        try:
-            if K not in self._open:
-                self._open[K] = self._new_shard(tokens[0].shape)
-            shard = self._open[K]
-            for name, value in values.items():
-                shard.datasets[name].resize(shard.count + 1, axis=0)
-                shard.datasets[name][shard.count] = value
-            shard.file.flush()  # a write that fails (a full disk) fails here, for this clip
-        except (OSError, RuntimeError):
-            self.discard()
-            raise
-        shard.count += 1
-        if shard.count >= self.clips_per_shard:
-            self._close(K)
+        self.add_clips([clip_id], [label], [split], [t[None] for t in tokens], np.asarray(frame_index)[None],
+                       np.asarray(timestamps)[None], [group])  # fmt: skip
+
+    def add_clips(
+        self,
+        clip_ids: list[str],
+        labels: list[int] | np.ndarray,
+        splits: list[str],
+        tokens: list[np.ndarray],
+        frame_index: np.ndarray,
+        timestamps: np.ndarray,
+        groups: list[str] | None = None,
+    ) -> None:
+        """Append clips that have the same views: ``tokens`` per layer ``[N, K, T, P+N, D]``,
+        ``frame_index`` and ``timestamps`` ``[N, K, T]`` (or one ``[K, T]`` for all). Each shard's
+        share is written with one resize, one write per dataset and one flush: a bulk writer (a
+        synthetic cache, a conversion) pays HDF5's per-call cost once per shard, not per clip."""
+        n, K = len(clip_ids), tokens[0].shape[1]
+        per_frame = {"frame_index": np.asarray(frame_index), "timestamp": np.asarray(timestamps)}
+        per_frame = {k: np.broadcast_to(v, (n, *v.shape[-2:])) for k, v in per_frame.items()}
+        groups = [g or c for g, c in zip(groups or [""] * n, clip_ids, strict=True)]
+        values = {"clip_id": np.asarray(clip_ids, dtype=object), "label": np.asarray(labels, dtype=np.int64),
+                  "split": np.asarray(splits, dtype=object), **per_frame, "group": np.asarray(groups, dtype=object)}  # fmt: skip
+        values |= {f"tokens/{layer}": t for layer, t in zip(self.layers, tokens, strict=True)}
+        start = 0
+        while start < n:
+            try:
+                if K not in self._open:
+                    self._open[K] = self._new_shard(tokens[0].shape[1:])
+                shard = self._open[K]
+                take = min(n - start, self.clips_per_shard - shard.count)
+                for name, value in values.items():
+                    shard.datasets[name].resize(shard.count + take, axis=0)
+                    part = value[start : start + take]
+                    shard.datasets[name][shard.count :] = part.astype(TOKEN_DTYPE) if name.startswith(TOKENS) else part
+                shard.file.flush()  # a write that fails (a full disk) fails here, for these clips
+            except (OSError, RuntimeError):
+                self.discard()
+                raise
+            shard.count += take
+            start += take
+            if shard.count >= self.clips_per_shard:
+                self._close(K)
 
     def close_shard(self) -> None:
         """Close every open shard and give it its final name (the commit point)."""

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stepcli.cache.chunks import READ_AHEAD_BYTES
 from stepcli.cache.format import SPLITS
 from stepcli.cache.reader import FeatureCache
 from stepcli.errors import StepcliError
@@ -214,15 +215,28 @@ def use_memory(cache: FeatureCache, in_memory: str, copies: int = 1) -> bool:
 
 class _RowBatches(Dataset):
     """Item i = (tokens `[b, T, P+N, D]` float16, labels `[b]`) of the i-th batch of cache rows,
-    each row's view `views[i]` (view 0 when None)."""
+    each row's view `views[i]` (view 0 when None). Streamed, every `ahead` items (about
+    `READ_AHEAD_BYTES` of tokens) the reader asks the kernel for the next window of batches in
+    one call, so that a cold cache has many reads in flight while a warm one pays little for it."""
 
     def __init__(self, cache: FeatureCache, batches: list[np.ndarray], views: list[np.ndarray] | None) -> None:
         self.cache, self.batches, self.views = cache, batches, views
+        clip_bytes = int(np.prod(cache.clip_shape)) * 2
+        self.ahead = max(1, READ_AHEAD_BYTES // max(1, clip_bytes * max((len(b) for b in batches), default=1)))
 
     def __len__(self) -> int:
         return len(self.batches)
 
+    def _prefetch(self, first: int, end: int) -> None:
+        window = range(first, min(end, len(self.batches)))
+        if window:
+            rows = np.concatenate([self.batches[j] for j in window])
+            views = None if self.views is None else np.concatenate([self.views[j] for j in window])
+            self.cache.prefetch(rows, views)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.cache.in_memory and i % self.ahead == 0:  # this window is on its way: ask for the next
+            self._prefetch(i + 1 if i == 0 else i + self.ahead, i + 2 * self.ahead)
         rows = self.batches[i]
         views = None if self.views is None else self.views[i]
         return torch.from_numpy(self.cache.tokens(rows, views)), torch.from_numpy(self.cache.labels[rows])
@@ -232,7 +246,7 @@ def iterate_batches(
     cache: FeatureCache, batches: list[np.ndarray], workers: int = 0, views: list[np.ndarray] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield the batches (with `views`, one per row, else view 0) in the given order: from memory
-    in-process, or from HDF5 by `workers`."""
+    or the cache's files in-process, or streamed from HDF5 by `workers` processes."""
     dataset = _RowBatches(cache, batches, views)
     if workers == 0 or cache.in_memory:
         yield from (dataset[i] for i in range(len(dataset)))
