@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 from stepcli.cache.reader import FeatureCache
+from stepcli.errors import StepcliError
 from stepcli.extract.datasets import DATASETS, DatasetOptions
 from stepcli.extract.encoders import FAMILIES
 from stepcli.extract.pipeline import ExtractConfig, ExtractSummary, run_extract
@@ -31,11 +34,29 @@ from stepcli.probe.training.loop import train_probe as train_run
 _DATASET_FIELDS = {f.name for f in dataclasses.fields(DatasetOptions)} - {"num_frames", "extra"}
 
 
+#: what a keyword of a config record's plain field type takes (int for float too, never a bool for a number)
+_TAKES = {int: ("an integer", (int,)), float: ("a number", (int, float)), str: ("a string", (str,)),
+          bool: ("True or False", (bool,))}  # fmt: skip
+
+
 def _split(options: dict[str, Any], config: type, what: str) -> dict[str, Any]:
+    """`options` checked against `config`'s fields: an unknown name is a TypeError naming it, a
+    value of the wrong plain type (`epochs="x"`) a one-line StepcliError, not an error from deep inside."""
     known = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"{what}: unknown option {unknown[0]!r}; options: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(config)
+    for key, value in options.items():
+        hint = hints[key]
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        plain = [a for a in args if a in _TAKES]
+        if value is None and type(None) in args or not plain or len(plain) < len(set(args) - {type(None)}):
+            continue  # None where allowed, or a field of a richer type: its record checks it
+        wrong_bool = isinstance(value, bool) and bool not in plain
+        if wrong_bool or not isinstance(value, tuple(t for a in plain for t in _TAKES[a][1])):
+            want = " or ".join(_TAKES[a][0] for a in plain)
+            raise StepcliError(f"{what}: {key}={value!r} is not {want}; give {want}")
     return options
 
 
@@ -92,6 +113,7 @@ def compare(
     """Every probe of `probes` (spec texts, e.g. `"step[cls=frame]"`) trained, shuffle-tested and
     tabulated in `out`, as `stepcli compare`; `train_options` go into every probe's TrainConfig."""
     train = _train_config(cache, "", out, {"seed": seed, **train_options})
+    probes = [probes] if isinstance(probes, str) else probes  # one spec, not its letters
     cfg = CompareConfig(
         cache=Path(cache), out=Path(out), probes=tuple(probes or CompareConfig.probes), train=train,
         permutations=permutations, seed=seed, seeds=tuple(seeds or ()), sweep=dict(sweep or {}),

@@ -63,9 +63,11 @@ def option_keys(command: click.Command) -> dict[str, click.Parameter]:
 def read_config(path: Path) -> dict[str, Any]:
     """The YAML mapping in `path`; anything else is a one-line error."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise StepcliError(f"--config {path}: cannot read it ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise StepcliError(f"--config {path} is not UTF-8 text; give a YAML file of 'key: value' lines") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -97,8 +99,7 @@ def config_defaults(ctx: click.Context, command: click.Command, path: Path, data
             )
         if value is None:  # null: as if not given
             continue
-        if (param.multiple or param.nargs == -1) and not isinstance(value, list):
-            value = [value]
+        value = _shaped(path, key, param, value)
         try:
             param.type_cast_value(ctx, value)
         except click.BadParameter as err:
@@ -108,6 +109,30 @@ def config_defaults(ctx: click.Context, command: click.Command, path: Path, data
     if version is not None and str(version) != __version__:
         log.warning(f"warning: --config {path} was written by stepcli {version}, this is {__version__}")
     return defaults
+
+
+SCALARS = (str, int, float, bool)
+
+
+def _shaped(path: Path, key: str, param: click.Parameter, value: Any) -> Any:
+    """A file's value in the shape the option takes: a list for a repeatable option (one item
+    listed alone), else one value (a list of items comma-joined, as the option reads them)."""
+    repeatable = param.multiple or param.nargs == -1
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, SCALARS) for item in items):
+        shape = "a mapping" if any(isinstance(item, dict) for item in items) else "a list inside a list"
+        want = "a list of values" if repeatable else "one value"
+        raise StepcliError(f"--config {path}: {key}: {shape} is not a value of --{key.replace('_', '-')}; give {want}")
+    for item in items:
+        if isinstance(param.type, click.types.IntParamType) and (
+            isinstance(item, bool) or (isinstance(item, float) and not item.is_integer())
+        ):  # click would take int(1.5) == 1 and int(True) == 1 silently
+            raise StepcliError(f"--config {path}: {key}: {item!r} is not an integer; give a whole number")
+        if isinstance(param.type, click.types.FloatParamType) and isinstance(item, bool):
+            raise StepcliError(f"--config {path}: {key}: {item!r} is not a number; give one, e.g. 0.001")
+    if repeatable:
+        return items
+    return ",".join(map(str, items)) if isinstance(value, list) else value
 
 
 def _load(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:

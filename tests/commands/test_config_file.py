@@ -53,6 +53,9 @@ def test_train_shuffle_and_compare_rerun_from_their_config_yaml_to_the_same_byte
     ok("compare", "--config", study / "config.yaml", "--out", again)
     # results only (runs relative to each --out); the wall-clock times beside it, in timing.json
     assert (study / "comparison.json").read_bytes() == (again / "comparison.json").read_bytes()
+    # and so does a nested shuffle results.json (its run relative to the study)
+    nested_results = Path("runs", "linear", "seed-1", "shuffle", "results.json")
+    assert (study / nested_results).read_bytes() == (again / nested_results).read_bytes()
     assert "train_time_s" in (again / "timing.json").read_text()
     assert check_reproduce(again / "report.html")[-1].startswith("stepcli compare --config")
     # every nested run holds the config.yaml of a train-probe that retrains it
@@ -87,11 +90,17 @@ def test_command_line_overrides_the_file_and_the_file_overrides_defaults(demo_ca
         ("command: compare\n", ["stepcli compare", "stepcli train-probe"]),
         ("- epochs\n", ["mapping"]),
         ("epochs: [1\n", ["not valid YAML", "line"]),
+        ("epochs: {a: 1}\n", ["epochs", "a mapping"]),  # a value of the wrong shape, not a TypeError
+        ("sweep: [[lr, 1]]\n", ["sweep", "a list"]),
+        (b"\xff\xfe epochs: 1\n", ["not UTF-8 text"]),
+        ("epochs: 1.5\n", ["epochs", "1.5", "integer"]),  # was silently 1
+        ("epochs: true\n", ["epochs", "True", "integer"]),
+        ("lr: false\n", ["lr", "False", "number"]),
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, names) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text(text)
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
     line = fails("train-probe", "--config", config, "--cache", tmp_path, "--probe", "linear", "--out", tmp_path / "r")
     assert str(config) in line and all(name in line for name in names), line
     assert not (tmp_path / "r").exists()

@@ -255,7 +255,7 @@ def run_compare(cfg: CompareConfig, commands: tuple[str, ...] | None = None) -> 
             result = shuffle_test(run, cache, shuffle_cfg, pairs=pairs, pairs_source=source)
             result = replace(result, probe=name)  # the row's spec, e.g. step[cls=frame]
             shuffle_time = time.monotonic() - tick
-            write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR)
+            write_shuffle_outputs(result, run.run_dir / SHUFFLE_DIR, study=cfg.out)
             log.info(shuffle_markdown(result))
             row = ComparisonRow.of(result, run.run_dir, run.timing.get("train_time_s"), shuffle_time)
             leaked = sum(run.metrics.get("leakage", {}).values()) or None

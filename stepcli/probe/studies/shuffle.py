@@ -48,6 +48,7 @@ from stepcli.probe.studies.results import (
     ShuffledMetrics,
     ShuffleResult,
     Spread,
+    study_relative,
 )
 
 TIE_TOLERANCE = 1e-4  # relative to the logit scale; float32 reordering noise is ~1e-6
@@ -247,10 +248,16 @@ def run_shuffle_test(
     return result, paths
 
 
-def write_shuffle_outputs(result: ShuffleResult, out: Path) -> dict[str, Path]:
-    """results.json, its table as results.md and the Figure-1 style chart in `out`; returns their paths."""
+def write_shuffle_outputs(result: ShuffleResult, out: Path, study: Path | None = None) -> dict[str, Path]:
+    """results.json, its table as results.md and the Figure-1 style chart in `out`; returns their paths.
+
+    In a `study` (a compare's RUN/shuffle), the run is written relative to it where it lies under
+    it, so that a rerun of the study into another --out writes the same bytes."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / RESULTS, json.dumps(result.to_dict(), indent=2) + "\n")
+    data = result.to_dict()
+    if study is not None:
+        data["run"] = study_relative(result.run, study)
+    write_atomic(out / RESULTS, json.dumps(data, indent=2) + "\n")
     write_atomic(out / TABLE, shuffle_markdown(result))
     return {"results": out / RESULTS, "md": out / TABLE, "chart": plot_shuffle(result, out / CHART)}
