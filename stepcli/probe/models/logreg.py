@@ -24,7 +24,6 @@ from stepcli.probe.models.base import Probe
 from stepcli.probe.models.registry import register
 
 C_GRID = tuple(10.0**k for k in range(-3, 4))  # 1e-3 ... 1e3
-THREADED_FROM = 1 << 22  # train features (clips x D) from which BLAS may use every core
 
 
 @register("logreg", needs_patches=False, needs_cls=True, fitted=True, head_norm=False)
@@ -86,8 +85,8 @@ def fit_logreg(cache: FeatureCache, train: np.ndarray, val: np.ndarray, *, worke
     best, sweep = None, []
     for c in C_GRID:
         model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        # one BLAS thread for a small problem (threads cost more than they save), every core for a large one
-        with warnings.catch_warnings(), threadpool_limits(1 if x_train.size < THREADED_FROM else None):
+        # one BLAS thread: for a few hundred clips, threads cost more than they save
+        with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")  # ConvergenceWarning at weak regularisation is expected
             model.fit(x_train, y_train)
         accuracy = float((model.predict(x_val) == y_val).mean())
