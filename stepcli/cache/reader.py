@@ -7,7 +7,6 @@ of which a `FeatureCache` reads one. A version-1 shard is read as one view of on
 from __future__ import annotations
 
 import os
-import threading
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -84,9 +83,9 @@ class FeatureCache:
         self.num_views = np.asarray(num_views, dtype=np.int64)  # [clips]
         self._first_item = np.concatenate([[0], np.cumsum(self.num_views)[:-1]]).astype(np.int64)
         self._handles: dict[int, h5py.File] = {}
-        self._fd_of = np.full(len(self.shard_paths), UNOPENED, dtype=np.int64)  # per shard: descriptor, or
+        # per shard: the descriptor of its file for direct reads, UNOPENED or THROUGH_H5PY
+        self._fd_of = np.full(len(self.shard_paths), UNOPENED, dtype=np.int64)
         self._chunk_at = np.full(int(self.num_views.sum()), -1, dtype=np.int64)  # per clip view: file offset
-        self._opening = threading.Lock()  # reader threads share one cache: each shard is opened once
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
 
@@ -207,19 +206,17 @@ class FeatureCache:
 
     def _open_direct(self, shard: int) -> None:
         """Find where a shard's chunks lie and open its file for direct reads (or mark it for h5py)."""
-        self._handle(shard)  # after a fork, a fresh lock first
-        with self._opening:
-            if self._fd_of[shard] != UNOPENED:
-                return
-            offsets = chunk_offsets(self._tokens(shard)) if DIRECT else None
-            if offsets is None:
-                self._fd_of[shard] = THROUGH_H5PY
-                return
-            mine = np.flatnonzero(self._shard_of == shard)
-            items = self._first_item[mine][:, None] + np.arange(offsets.shape[1])
-            valid = np.arange(offsets.shape[1]) < self.num_views[mine][:, None]
-            self._chunk_at[items[valid]] = offsets[self._row_of[mine]][valid]
-            self._fd_of[shard] = os.open(self.shard_paths[shard], os.O_RDONLY)
+        if self._fd_of[shard] != UNOPENED:
+            return
+        offsets = chunk_offsets(self._tokens(shard)) if DIRECT else None
+        if offsets is None:
+            self._fd_of[shard] = THROUGH_H5PY
+            return
+        mine = np.flatnonzero(self._shard_of == shard)
+        items = self._first_item[mine][:, None] + np.arange(offsets.shape[1])
+        valid = np.arange(offsets.shape[1]) < self.num_views[mine][:, None]
+        self._chunk_at[items[valid]] = offsets[self._row_of[mine]][valid]
+        self._fd_of[shard] = os.open(self.shard_paths[shard], os.O_RDONLY)
 
     def timing(self, row: int, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(frame_index [T], timestamp [T])`` of the frames of one clip view."""
@@ -235,7 +232,6 @@ class FeatureCache:
     def _handle(self, shard: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a worker: parent's handles are not ours to use
             self._handles = {}  # (descriptors for direct reads are inherited and stay valid: reads are positional)
-            self._opening = threading.Lock()
             self._pid = os.getpid()
         if shard not in self._handles:
             self._handles[shard] = h5py.File(self.shard_paths[shard], "r")
