@@ -1,19 +1,21 @@
 """Can stage two read a streamed cache at disk speed? Shuffled training reads vs. a plain sequential read.
 
 The streamed pass reads every clip of the cache through `FeatureCache` the way `train-probe`
-does when the cache is not loaded into memory: a seeded shuffle cut into batches of
-`--batch-size` clips, one view per clip (`epoch_views`), through `iterate_batches` in-process,
-one epoch per repeat from one opened cache, as train-probe's epochs are (the first epoch also
-maps the files). The reference pass reads the same shard files from start to end with plain
-`read(4 MiB)` calls, each into new memory as a reader handing bytes on must; the figure against
-`readinto` one reused buffer (memory that stays in the CPU cache: a bound no consumer gets) is
-printed beside it. Each ratio is (token bytes / streamed time) / (file bytes / sequential time),
-measured in one run, alternating the passes `--repeats` times and taking the median, because
-the machine is shared and noisy.
+does when the cache is not loaded into memory: the epoch's seeded order (`epoch_order`: one
+shuffle, or, for more than `SHUFFLE_GROUP_BYTES` of clips, shuffled in groups that are each read
+whole, see `stepcli.cache.staging`) cut into batches of `--batch-size` clips, one view per clip
+(`epoch_views`), through `iterate_batches` in-process, one epoch per repeat from one opened
+cache, as train-probe's epochs are (the first epoch also allocates the reused buffers). The
+reference pass reads the same shard files from start to end with plain `read(4 MiB)` calls, each
+into new memory as a reader handing bytes on must; the figure against `readinto` one reused
+buffer (memory that stays in the CPU cache: a bound no consumer gets) is printed beside it. Each
+ratio is (token bytes / streamed time) / (file bytes / sequential time), measured in one run,
+alternating the passes `--repeats` times and taking the median, because the machine is shared
+and noisy.
 
 Warm: the files are in the page cache (a first read put them there). Cold: before every pass
 each shard file is dropped from the page cache with posix_fadvise(DONTNEED), where the platform
-has it, and the streamed pass opens the cache afresh; the kernel may keep pages another process
+has it (the reader maps nothing, so its open files keep no pages); the kernel may keep pages another process
 holds, so the cold figure is a best effort; where util-linux's `fincore` is installed, the script
 first prints how much of the shards a drop leaves in the page cache, to show that it works here.
 
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.data import epoch_batches, epoch_views, iterate_batches
+from stepcli.probe.data import epoch_order, epoch_views, iterate_batches
 
 BLOCK = 4 << 20
 
@@ -93,26 +95,24 @@ def streamed_read(cache: FeatureCache, batch_size: int, epoch: int) -> float:
     start = time.perf_counter()
     rows = np.arange(len(cache))
     views = epoch_views(cache, rows, seed=0, epoch=epoch)
-    batches = epoch_batches(rows, batch_size, seed=0, epoch=epoch)
+    drawn = epoch_order(rows, batch_size, seed=0, epoch=epoch, view_bytes=cache.view_nbytes)
     total = 0
-    for tokens, _ in iterate_batches(cache, batches, workers=0, views=[views[b] for b in batches]):
+    for tokens, _ in iterate_batches(cache, drawn.batches, 0, [views[b] for b in drawn.batches], drawn.groups):
         total += tokens.numel() * tokens.element_size()
     return total / (time.perf_counter() - start)
 
 
 def ratios(cache_dir: Path, paths: list[Path], batch_size: int, repeats: int, cold: bool) -> list[float]:
-    found, cache = [], FeatureCache(cache_dir)
+    found, cache = [], FeatureCache(cache_dir)  # open across repeats, as across train-probe's epochs
     for repeat in range(repeats):
         if cold:
-            cache.close()  # unmapped, so that the kernel can drop the pages
-            drop_from_page_cache(paths)
+            drop_from_page_cache(paths)  # the reader maps nothing, so its open files do not keep pages
         plain = sequential_read(paths)
         if cold:
             drop_from_page_cache(paths)
         reused = sequential_read(paths, reuse=True)
         if cold:
             drop_from_page_cache(paths)
-            cache = FeatureCache(cache_dir)
         streamed = streamed_read(cache, batch_size, epoch=repeat + 1)
         found.append(streamed / plain)
         print(

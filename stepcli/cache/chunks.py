@@ -52,14 +52,36 @@ def runs(files: np.ndarray, starts: np.ndarray, size: int) -> list[tuple[int, in
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def read_chunks(fd: int, first: int, out: memoryview) -> None:
-    """Fill `out` with the bytes at file offset `first` of `fd` (one run of chunks)."""
-    done = os.preadv(fd, [out], first)
-    while 0 < done < len(out):  # a regular file returns short only at its end, or on a signal
-        more = os.preadv(fd, [out[done:]], first + done)
-        done = done + more if more > 0 else -1
-    if done != len(out):
-        raise OSError(f"a token chunk lies past the end of the file at byte {first}: is it truncated?")
+IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") and "SC_IOV_MAX" in os.sysconf_names else 16
+
+
+def read_chunks(fd: int, first: int, out: memoryview | list[memoryview]) -> None:
+    """Fill `out` with the bytes at file offset `first` of `fd` (one run of chunks): one buffer, or
+    a list of buffers that the run's bytes fill in turn (a scattered read, IOV_MAX at a time)."""
+    parts = [out] if isinstance(out, memoryview) else out
+    for k in range(0, len(parts), IOV_MAX):
+        batch = parts[k : k + IOV_MAX]
+        want = sum(len(p) for p in batch)
+        done = os.preadv(fd, batch, first)
+        if done < want:  # a regular file returns short only at its end, or on a signal: finish piece by piece
+            done = _finish(fd, first, batch, done)
+        if done != want:
+            raise OSError(f"a token chunk lies past the end of the file at byte {first}: is it truncated?")
+        first += want
+
+
+def _finish(fd: int, first: int, parts: list[memoryview], done: int) -> int:
+    """Complete a short scattered read that stopped after `done` bytes; the bytes read in all."""
+    offset = 0
+    for part in parts:
+        end = offset + len(part)
+        while done < end:
+            more = os.preadv(fd, [part[done - offset :]], first + done)
+            if more <= 0:
+                return done
+            done += more
+        offset = end
+    return done
 
 
 def advise_ahead(fd: int, first: int, length: int) -> None:

@@ -88,6 +88,7 @@ class FeatureCache:
         self._chunk_at = np.full(int(self.num_views.sum()), -1, dtype=np.int64)  # per clip view: file offset
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
+        self._buffers: dict[int, np.ndarray] = {}  # reused read buffers (`buffer`), by slot
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -106,11 +107,15 @@ class FeatureCache:
         """``(T, P+N, D)`` of one clip's tokens."""
         return self.layout.clip_shape
 
+    @cached_property
+    def view_nbytes(self) -> int:
+        """Bytes of one clip view's tokens (one HDF5 chunk)."""
+        return int(np.prod(self.clip_shape)) * 2
+
     @property
     def nbytes(self) -> int:
         """Bytes of this layer's tokens, every view of every clip."""
-        T, L, D = self.clip_shape
-        return int(self.num_views.sum()) * T * L * D * 2
+        return int(self.num_views.sum()) * self.view_nbytes
 
     def view_items(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every view of `rows`: `(item_rows, item_views, owner)`, owner the position in `rows`."""
@@ -152,28 +157,53 @@ class FeatureCache:
     def in_memory(self) -> bool:
         return self._memory is not None
 
-    def tokens(self, rows: np.ndarray | list[int], views: np.ndarray | list[int] | None = None) -> np.ndarray:
-        """``[len(rows), T, P+N, D]`` float16: view ``views[k]`` (0 when None) of clip ``rows[k]``."""
+    def tokens(
+        self,
+        rows: np.ndarray | list[int],
+        views: np.ndarray | list[int] | None = None,
+        out: np.ndarray | None = None,
+        slots: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``[len(rows), T, P+N, D]`` float16: view ``views[k]`` (0 when None) of clip ``rows[k]``.
+
+        With `out` (float16 ``[n, T, P+N, D]``, C-contiguous, e.g. a reused `buffer`) the views are
+        read into it instead, ``rows[k]`` into ``out[slots[k]]`` (`slots`: ``0..len(rows)-1`` when
+        None), and `out` is returned: rows given in storage order go into any slots with one
+        scattered read per run of neighbouring chunks.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         views = np.zeros(len(rows), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)
         if len(views) != len(rows) or np.any(views < 0) or np.any(views >= self.num_views[rows]):
             raise StepcliError(f"views {views.tolist()} do not name a view of each clip {rows.tolist()}")
+        if out is None:
+            if self._memory is not None:
+                return self._memory[self._first_item[rows] + views]
+            out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
+        elif out.shape[1:] != self.clip_shape or out.dtype != np.float16 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous float16 [n, {self.clip_shape}], got {out.dtype} {out.shape}")
+        slots = np.arange(len(rows)) if slots is None else np.asarray(slots, dtype=np.int64)
         if self._memory is not None:
-            return self._memory[self._first_item[rows] + views]
-        out = np.empty((len(rows), *self.clip_shape), dtype=np.float16)
+            out[slots] = self._memory[self._first_item[rows] + views]
+            return out
         files, starts = self._locate(rows, views)
-        size = out[0].nbytes
+        size = self.view_nbytes
         for k in np.flatnonzero(starts < 0).tolist():  # shards that cannot be read directly
             stored, row = self._tokens(int(self._shard_of[rows[k]])), self._row_of[rows[k]]
-            out[k] = stored[row] if stored.ndim == 4 else stored[row, views[k]]
+            out[slots[k]] = stored[row] if stored.ndim == 4 else stored[row, views[k]]
         buffer = memoryview(out.reshape(-1).view(np.uint8))
         for a, b in runs(files, starts, size):  # a shuffled batch: one read per clip view
-            if starts[a] >= 0:
-                try:
-                    read_chunks(int(files[a]), int(starts[a]), buffer[a * size : b * size])
-                except OSError as err:
-                    shard = self.shard_paths[self._shard_of[rows[a]]]
-                    raise StepcliError(f"shard {shard} cannot be read ({err})") from None
+            if starts[a] < 0:
+                continue
+            mine = slots[a:b]
+            if mine[-1] - mine[0] == b - a - 1 and (b - a == 1 or (np.diff(mine) == 1).all()):
+                into = buffer[mine[0] * size : (mine[-1] + 1) * size]  # neighbours in the file and in `out`
+            else:
+                into = [buffer[s * size : (s + 1) * size] for s in mine.tolist()]
+            try:
+                read_chunks(int(files[a]), int(starts[a]), into)
+            except OSError as err:
+                shard = self.shard_paths[self._shard_of[rows[a]]]
+                raise StepcliError(f"shard {shard} cannot be read ({err})") from None
         return out
 
     def prefetch(self, rows: np.ndarray | list[int], views: np.ndarray | list[int] | None = None) -> None:
@@ -191,6 +221,15 @@ class FeatureCache:
         for a, b in runs(files, starts, size):
             if starts[a] >= 0:
                 advise_ahead(int(files[a]), int(starts[a]), (b - a) * size)
+
+    def buffer(self, slot: int, clips: int) -> np.ndarray:
+        """A float16 array of `clips` clip views, ``[clips, T, P+N, D]``, on reused memory: the same
+        slot returns the same memory (grown when too small) until `close`, so a streamed epoch does
+        not pay the kernel for fresh zeroed pages at every group it stages (`stepcli.cache.staging`)."""
+        held = self._buffers.get(slot)
+        if held is None or len(held) < clips:
+            held = self._buffers[slot] = np.empty((clips, *self.clip_shape), dtype=np.float16)
+        return held[:clips]
 
     def _locate(self, rows: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per slot, the file descriptor and byte offset of its chunk (-1, -1: read through h5py),
@@ -248,4 +287,5 @@ class FeatureCache:
         for fd in self._fd_of[self._fd_of >= 0].tolist():
             os.close(fd)
         self._handles = {}
+        self._buffers = {}
         self._fd_of[:] = UNOPENED

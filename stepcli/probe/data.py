@@ -25,12 +25,17 @@ from torch.utils.data import Dataset
 from stepcli.cache.chunks import READ_AHEAD_BYTES
 from stepcli.cache.format import SPLITS
 from stepcli.cache.reader import FeatureCache
+from stepcli.cache.staging import StagedGroups
 from stepcli.errors import StepcliError
 from stepcli.workers import Watch, watched_items
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+# an epoch whose clips take more than SHUFFLE_GROUP_BYTES is shuffled in groups (`epoch_order`):
+# random blocks of about SHUFFLE_BLOCK_BYTES of neighbouring clips, a group's worth shuffled together
+SHUFFLE_GROUP_BYTES = 512 << 20
+SHUFFLE_BLOCK_BYTES = 4 << 20
 VAL_FROM_TRAIN = 0.2  # share of each class's train clips held out when the dataset has no val split
 
 
@@ -215,14 +220,28 @@ def use_memory(cache: FeatureCache, in_memory: str, copies: int = 1) -> bool:
 
 class _RowBatches(Dataset):
     """Item i = (tokens `[b, T, P+N, D]` float16, labels `[b]`) of the i-th batch of cache rows,
-    each row's view `views[i]` (view 0 when None). Streamed, every `ahead` items (about
+    each row's view `views[i]` (view 0 when None). Streamed with the epoch's `groups`, each group
+    is read whole when first needed (`StagedGroups`). Streamed without, every `ahead` items (about
     `READ_AHEAD_BYTES` of tokens) the reader asks the kernel for the next window of batches in
     one call, so that a cold cache has many reads in flight while a warm one pays little for it."""
 
-    def __init__(self, cache: FeatureCache, batches: list[np.ndarray], views: list[np.ndarray] | None) -> None:
+    def __init__(
+        self,
+        cache: FeatureCache,
+        batches: list[np.ndarray],
+        views: list[np.ndarray] | None,
+        groups: tuple[np.ndarray, ...] = (),
+    ) -> None:
         self.cache, self.batches, self.views = cache, batches, views
-        clip_bytes = int(np.prod(cache.clip_shape)) * 2
-        self.ahead = max(1, READ_AHEAD_BYTES // max(1, clip_bytes * max((len(b) for b in batches), default=1)))
+        self.ahead = max(1, READ_AHEAD_BYTES // (cache.view_nbytes * max((len(b) for b in batches), default=1)))
+        self.staged = None
+        if groups and not cache.in_memory:
+            view_of = None
+            if views is not None:
+                view_of = np.zeros(len(cache), dtype=np.int64)
+                for batch, batch_views in zip(batches, views, strict=True):
+                    view_of[batch] = batch_views
+            self.staged = StagedGroups(cache, groups, view_of)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -235,20 +254,28 @@ class _RowBatches(Dataset):
             self.cache.prefetch(rows, views)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.batches[i]
+        if self.staged is not None:
+            return torch.from_numpy(self.staged.tokens(rows)), torch.from_numpy(self.cache.labels[rows])
         if not self.cache.in_memory and i % self.ahead == 0:  # this window is on its way: ask for the next
             self._prefetch(i + 1 if i == 0 else i + self.ahead, i + 2 * self.ahead)
-        rows = self.batches[i]
         views = None if self.views is None else self.views[i]
         return torch.from_numpy(self.cache.tokens(rows, views)), torch.from_numpy(self.cache.labels[rows])
 
 
 def iterate_batches(
-    cache: FeatureCache, batches: list[np.ndarray], workers: int = 0, views: list[np.ndarray] | None = None
+    cache: FeatureCache,
+    batches: list[np.ndarray],
+    workers: int = 0,
+    views: list[np.ndarray] | None = None,
+    groups: tuple[np.ndarray, ...] = (),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield the batches (with `views`, one per row, else view 0) in the given order: from memory
-    or the cache's files in-process, or streamed from HDF5 by `workers` processes."""
-    dataset = _RowBatches(cache, batches, views)
-    if workers == 0 or cache.in_memory:
+    or the cache's files in-process, or streamed from HDF5 by `workers` processes. With the
+    epoch's `groups` (`EpochOrder.groups`) a streamed cache is read a group at a time in-process,
+    whatever `workers` is: long reads keep up with a GPU where one read per clip needs processes."""
+    dataset = _RowBatches(cache, batches, views, groups)
+    if workers == 0 or cache.in_memory or dataset.staged is not None:
         yield from (dataset[i] for i in range(len(dataset)))
         return
     yield from watched_items(dataset, workers, Watch("HDF5 reader worker", lambda i: f"batch {i}"))
@@ -263,10 +290,45 @@ def epoch_views(cache: FeatureCache, rows: np.ndarray, seed: int, epoch: int) ->
     return views
 
 
-def epoch_batches(rows: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """A seeded shuffle of `rows` cut into batches (the last one may be smaller)."""
-    order = np.random.default_rng([seed, epoch]).permutation(rows)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+@dataclass(frozen=True)
+class EpochOrder:
+    """An epoch's batches of rows and, when it was drawn in groups, each group's rows in the
+    epoch's order (the batches are their concatenation, cut); `()`: one shuffle of every row."""
+
+    batches: list[np.ndarray]
+    groups: tuple[np.ndarray, ...] = ()
+
+
+def epoch_order(rows: np.ndarray, batch_size: int, seed: int, epoch: int, view_bytes: int) -> EpochOrder:
+    """A seeded shuffle of `rows` cut into batches (the last one may be smaller), the same whether
+    the cache is in memory or streamed.
+
+    Rows whose views take at most SHUFFLE_GROUP_BYTES (`view_bytes` each) are one permutation. More
+    are shuffled in groups, as sharded loaders do, so that a streamed epoch reads its files in long
+    runs (`stepcli.cache.staging`): the rows, in storage order, are cut into blocks of about
+    SHUFFLE_BLOCK_BYTES of neighbours; the blocks are shuffled and taken a group of about
+    SHUFFLE_GROUP_BYTES at a time (at least a batch), and each group's rows are shuffled together.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) * view_bytes <= SHUFFLE_GROUP_BYTES:
+        order = rng.permutation(rows)
+        return EpochOrder([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
+    per_block = max(1, SHUFFLE_BLOCK_BYTES // max(1, view_bytes))
+    blocks = np.array_split(np.sort(rows), -(-len(rows) // per_block))
+    per_group = max(1, -(-max(batch_size, SHUFFLE_GROUP_BYTES // max(1, view_bytes)) // per_block))
+    shuffled = rng.permutation(len(blocks))
+    groups = tuple(
+        rng.permutation(np.sort(np.concatenate([blocks[b] for b in shuffled[g : g + per_group]])))
+        for g in range(0, len(blocks), per_group)
+    )
+    order = np.concatenate(groups)
+    return EpochOrder([order[i : i + batch_size] for i in range(0, len(order), batch_size)], groups)
+
+
+def epoch_batches(rows: np.ndarray, batch_size: int, seed: int, epoch: int, view_bytes: int) -> list[np.ndarray]:
+    """`epoch_order`'s batches."""
+    return epoch_order(rows, batch_size, seed, epoch, view_bytes).batches
 
 
 def shard_batch(batch: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from stepcli.cache.reader import FeatureCache
-from stepcli.probe.data import epoch_batches, epoch_views, iterate_batches, shard_batch
+from stepcli.probe.data import epoch_batches, epoch_order, epoch_views, iterate_batches, shard_batch
 from stepcli.probe.training.optimizer import Head
 from stepcli.probe.training.session import Session
 from stepcli.probe.training.stacked import StackedHeads, group_heads
@@ -90,7 +90,7 @@ def seed_steps(
     clip view read once), and each seed's rows of that union in its batch order. `trains` holds
     each seed's train rows (as many for every seed)."""
     seeds = list(trains)
-    orders = {s: epoch_batches(trains[s], batch_size, s, epoch) for s in seeds}
+    orders = {s: epoch_batches(trains[s], batch_size, s, epoch, cache.view_nbytes) for s in seeds}
     views = {s: epoch_views(cache, trains[s], s, epoch) for s in seeds}
     unions, picks = [], []
     for i in range(len(orders[seeds[0]])):
@@ -134,11 +134,12 @@ def run_epoch(session: Session, trainers: list[tuple[Trainer, list[int]]], epoch
     seen = 0
     dtype = trainers[0][0].probe.dtype
     if len(seeds) == 1:
-        batches = epoch_batches(train, cfg.batch_size, seeds[0], epoch)  # the same on every rank
+        drawn = epoch_order(train, cfg.batch_size, seeds[0], epoch, session.cache.view_nbytes)  # the same on every rank
+        batches = drawn.batches
         shards = [shard_batch(batch, group.rank, group.world_size) for batch in batches]
         views = epoch_views(session.cache, train, seeds[0], epoch)
         rows = [rows for rows, _ in shards]
-        loaded = iterate_batches(session.cache, rows, session.runtime.workers, [views[r] for r in rows])
+        loaded = iterate_batches(session.cache, rows, session.runtime.workers, [views[r] for r in rows], drawn.groups)
         steps = ((len(b), t, y, None, w) for b, (_, w), (t, y) in zip(batches, shards, loaded, strict=True))
     else:
         steps = ((n, t, y, pick, np.ones(n, dtype=np.float32))

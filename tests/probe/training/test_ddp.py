@@ -14,7 +14,7 @@ from conftest import TINY_CLI, TORCHRUN, child_env, fails
 
 from stepcli.cache.reader import FeatureCache
 from stepcli.cli import cli
-from stepcli.probe.data import epoch_batches, shard_batch
+from stepcli.probe.data import SHUFFLE_GROUP_BYTES, epoch_batches, shard_batch
 from stepcli.probe.evaluation.inference import predict_logits
 from stepcli.probe.evaluation.metrics import classification_metrics
 from stepcli.probe.runs.rundir import load_run
@@ -36,10 +36,11 @@ RUN_FILES = {
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 8])
 @pytest.mark.parametrize("batch_size", [1, 5, 8, 23])
-def test_each_clip_goes_to_exactly_one_rank_per_epoch(world_size: int, batch_size: int) -> None:
+@pytest.mark.parametrize("view_bytes", [1024, SHUFFLE_GROUP_BYTES // 4])  # one shuffle; shuffled in groups
+def test_each_clip_goes_to_exactly_one_rank_per_epoch(world_size: int, batch_size: int, view_bytes: int) -> None:
     train = np.arange(100, 124)
     for epoch in (1, 2):
-        batches = epoch_batches(train, batch_size, seed=0, epoch=epoch)
+        batches = epoch_batches(train, batch_size, seed=0, epoch=epoch, view_bytes=view_bytes)
         assert len(batches) == -(-len(train) // batch_size)  # the single-process steps, on every rank
         taken: list[int] = []
         for batch in batches:

@@ -151,11 +151,11 @@ def test_seed_batches_read_each_clip_view_once_per_step(demo_cache: Path) -> Non
     train = np.flatnonzero(cache.splits == "train")
     trains = {0: train, 5: np.sort(np.random.default_rng(5).permutation(train))}  # their own subsets work alike
     steps = list(seed_steps(cache, trains, 8, epoch=1, workers=0))
-    assert len(steps) == len(epoch_batches(train, 8, 0, 1))
+    assert len(steps) == len(epoch_batches(train, 8, 0, 1, cache.view_nbytes))
     for i, (size, tokens, labels, pick) in enumerate(steps):
         pairs = set()
         for seed, rows_of_seed in trains.items():
-            rows = epoch_batches(rows_of_seed, 8, seed, 1)[i]
+            rows = epoch_batches(rows_of_seed, 8, seed, 1, cache.view_nbytes)[i]
             views = epoch_views(cache, rows_of_seed, seed, 1)[rows]
             assert size == len(rows) and labels[pick[seed]].tolist() == cache.labels[rows].tolist()
             assert np.array_equal(tokens[pick[seed]].numpy(), cache.tokens(rows, views))
