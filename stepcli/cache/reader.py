@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 
 import h5py
@@ -22,6 +24,24 @@ from stepcli.cache.schema import GROUP
 from stepcli.errors import StepcliError
 
 UNOPENED, THROUGH_H5PY = -2, -1  # a shard's entry in the descriptor table before it is read, and without direct reads
+
+
+@dataclass(frozen=True)
+class ReadBuffer:
+    """Reused memory for clip views read together: `array` ``[n, T, P+N, D]`` float16 and `slots`,
+    each slot's bytes as a buffer a scattered read fills, made once (not per read)."""
+
+    array: np.ndarray
+    slots: list[memoryview]
+
+    @classmethod
+    def empty(cls, clips: int, clip_shape: tuple[int, int, int]) -> ReadBuffer:
+        array = np.empty((clips, *clip_shape), dtype=np.float16)
+        data, size = memoryview(array.reshape(-1).view(np.uint8)), array[0].nbytes if clips else 0
+        return cls(array, [data[k * size : (k + 1) * size] for k in range(clips)])
+
+    def first(self, clips: int) -> ReadBuffer:
+        return ReadBuffer(self.array[:clips], self.slots[:clips])
 
 
 class FeatureCache:
@@ -88,7 +108,7 @@ class FeatureCache:
         self._chunk_at = np.full(int(self.num_views.sum()), -1, dtype=np.int64)  # per clip view: file offset
         self._pid = os.getpid()
         self._memory: np.ndarray | None = None  # [views of all clips, T, P+N, D], clip-major
-        self._buffers: dict[int, np.ndarray] = {}  # reused read buffers (`buffer`), by slot
+        self._buffers: dict[int, ReadBuffer] = {}  # reused read buffers (`buffer`), by slot
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -116,6 +136,10 @@ class FeatureCache:
     def nbytes(self) -> int:
         """Bytes of this layer's tokens, every view of every clip."""
         return int(self.num_views.sum()) * self.view_nbytes
+
+    def shard_of(self, rows: np.ndarray) -> np.ndarray:
+        """The index (in `shard_paths`) of the shard holding each of `rows`."""
+        return self._shard_of[np.asarray(rows, dtype=np.int64)]
 
     def view_items(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every view of `rows`: `(item_rows, item_views, owner)`, owner the position in `rows`."""
@@ -161,12 +185,12 @@ class FeatureCache:
         self,
         rows: np.ndarray | list[int],
         views: np.ndarray | list[int] | None = None,
-        out: np.ndarray | None = None,
+        out: np.ndarray | ReadBuffer | None = None,
         slots: np.ndarray | None = None,
     ) -> np.ndarray:
         """``[len(rows), T, P+N, D]`` float16: view ``views[k]`` (0 when None) of clip ``rows[k]``.
 
-        With `out` (float16 ``[n, T, P+N, D]``, C-contiguous, e.g. a reused `buffer`) the views are
+        With `out` (float16 ``[n, T, P+N, D]``, C-contiguous, or a reused `buffer`) the views are
         read into it instead, ``rows[k]`` into ``out[slots[k]]`` (`slots`: ``0..len(rows)-1`` when
         None), and `out` is returned: rows given in storage order go into any slots with one
         scattered read per run of neighbouring chunks.
@@ -175,6 +199,8 @@ class FeatureCache:
         views = np.zeros(len(rows), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)
         if len(views) != len(rows) or np.any(views < 0) or np.any(views >= self.num_views[rows]):
             raise StepcliError(f"views {views.tolist()} do not name a view of each clip {rows.tolist()}")
+        parts = out.slots if isinstance(out, ReadBuffer) else None
+        out = out.array if isinstance(out, ReadBuffer) else out
         if out is None:
             if self._memory is not None:
                 return self._memory[self._first_item[rows] + views]
@@ -197,6 +223,8 @@ class FeatureCache:
             mine = slots[a:b]
             if mine[-1] - mine[0] == b - a - 1 and (b - a == 1 or (np.diff(mine) == 1).all()):
                 into = buffer[mine[0] * size : (mine[-1] + 1) * size]  # neighbours in the file and in `out`
+            elif parts is not None:
+                into = list(itemgetter(*mine.tolist())(parts))  # b - a > 1 here: a tuple of them
             else:
                 into = [buffer[s * size : (s + 1) * size] for s in mine.tolist()]
             try:
@@ -222,14 +250,40 @@ class FeatureCache:
             if starts[a] >= 0:
                 advise_ahead(int(files[a]), int(starts[a]), (b - a) * size)
 
-    def buffer(self, slot: int, clips: int) -> np.ndarray:
-        """A float16 array of `clips` clip views, ``[clips, T, P+N, D]``, on reused memory: the same
-        slot returns the same memory (grown when too small) until `close`, so a streamed epoch does
-        not pay the kernel for fresh zeroed pages at every group it stages (`stepcli.cache.staging`)."""
+    def buffer(self, slot: int, clips: int) -> ReadBuffer:
+        """Room for `clips` clip views on reused memory: the same slot returns the same memory
+        (grown when too small) until `close`, so a streamed epoch does not pay the kernel for fresh
+        zeroed pages at every group it stages (`stepcli.cache.staging`)."""
         held = self._buffers.get(slot)
-        if held is None or len(held) < clips:
-            held = self._buffers[slot] = np.empty((clips, *self.clip_shape), dtype=np.float16)
-        return held[:clips]
+        if held is None or len(held.array) < clips:
+            held = self._buffers[slot] = ReadBuffer.empty(clips, self.clip_shape)
+        return held.first(clips)
+
+    def open_shards(self, rows: np.ndarray) -> None:
+        """Open the shards holding `rows` for direct reads now: `tokens` opens a shard the first
+        time it reads one, which several threads reading together must not do at once."""
+        for shard in np.unique(self._shard_of[np.asarray(rows, dtype=np.int64)]).tolist():
+            self._open_direct(shard)
+
+    def resident(self, rows: np.ndarray, views: np.ndarray | None = None, probes: int = 16) -> bool:
+        """Whether the kernel holds these clip views in memory already, judged by reading up to
+        `probes` of them spread over `rows` with RWF_NOWAIT (which fails instead of waiting for the
+        disk); False where that cannot be asked (another platform, a shard read through h5py)."""
+        nowait = getattr(os, "RWF_NOWAIT", None)
+        if nowait is None or not len(rows) or self._memory is not None:
+            return self._memory is not None
+        pick = np.linspace(0, len(rows) - 1, min(probes, len(rows))).astype(np.int64)
+        rows = np.asarray(rows, dtype=np.int64)[pick]
+        views = np.zeros(len(rows), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)[pick]
+        files, starts = self._locate(rows, views)
+        scratch = bytearray(self.view_nbytes)
+        for fd, start in zip(files.tolist(), starts.tolist(), strict=True):
+            try:
+                if fd < 0 or start < 0 or os.preadv(fd, [scratch], start, nowait) != len(scratch):
+                    return False
+            except (BlockingIOError, OSError):
+                return False
+        return True
 
     def _locate(self, rows: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per slot, the file descriptor and byte offset of its chunk (-1, -1: read through h5py),

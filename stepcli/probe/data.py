@@ -242,6 +242,7 @@ class _RowBatches(Dataset):
                 for batch, batch_views in zip(batches, views, strict=True):
                     view_of[batch] = batch_views
             self.staged = StagedGroups(cache, groups, view_of)
+            self.where = self.staged.slices(batches)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -256,7 +257,7 @@ class _RowBatches(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self.batches[i]
         if self.staged is not None:
-            return torch.from_numpy(self.staged.tokens(rows)), torch.from_numpy(self.cache.labels[rows])
+            return torch.from_numpy(self.staged.tokens(rows, self.where[i])), torch.from_numpy(self.cache.labels[rows])
         if not self.cache.in_memory and i % self.ahead == 0:  # this window is on its way: ask for the next
             self._prefetch(i + 1 if i == 0 else i + self.ahead, i + 2 * self.ahead)
         views = None if self.views is None else self.views[i]
@@ -275,7 +276,13 @@ def iterate_batches(
     epoch's `groups` (`EpochOrder.groups`) a streamed cache is read a group at a time in-process,
     whatever `workers` is: long reads keep up with a GPU where one read per clip needs processes."""
     dataset = _RowBatches(cache, batches, views, groups)
-    if workers == 0 or cache.in_memory or dataset.staged is not None:
+    if dataset.staged is not None:
+        try:
+            yield from (dataset[i] for i in range(len(dataset)))
+        finally:
+            dataset.staged.close()
+        return
+    if workers == 0 or cache.in_memory:
         yield from (dataset[i] for i in range(len(dataset)))
         return
     yield from watched_items(dataset, workers, Watch("HDF5 reader worker", lambda i: f"batch {i}"))
