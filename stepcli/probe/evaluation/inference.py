@@ -10,6 +10,10 @@ A clip with several cached views (temporal clips x spatial crops) is scored as i
 test of V-JEPA and SlowFast: the softmax is averaged over its views, every view in the same frame
 order; the logits returned are the log of that average, so argmax and cross-entropy read it as
 they read one view's logits. A clip with one view gets its logits as they are.
+
+A probe reads batches of at least the caller's size (`Probe.eval_batch_size`: kNN's cost per clip
+falls with more queries per call), and a fitted probe may already hold the logits of the rows it
+was fitted on (`Probe.fitted_logits`: kNN's validation split), which are then not read again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from stepcli.distributed import Group
 from stepcli.errors import StepcliError
 from stepcli.probe.data import fixed_batches, iterate_batches
 from stepcli.probe.evaluation.metrics import classification_metrics
+from stepcli.probe.models.base import Probe
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -101,10 +106,22 @@ def _item_logits(
     device: torch.device, orders: list[torch.Tensor | None], workers: int,
 ) -> np.ndarray:  # fmt: skip
     """Logits `[H, K, len(rows), C]` of one view per row (`views`, or view 0) under each frame order;
-    a module of K stacked heads (`stacked_heads`) fills K of the H."""
+    a module of K stacked heads (`stacked_heads`) fills K of the H. Batches of `batch_size` clips, or
+    more where a probe asks for more (`Probe.eval_batch_size`); logits a probe's `fit` already
+    computed for these rows (`Probe.fitted_logits`) are taken as they are."""
     widths = [getattr(probe, "stacked_heads", 1) for probe in probes]  # a stacked module outputs `[K, B, C]`
     out = np.empty((sum(widths), len(orders), len(rows), probes[0].num_classes), dtype=np.float32)
     firsts = np.cumsum([0, *widths[:-1]])
+    computed = []
+    for h, width, probe in zip(firsts, widths, probes, strict=True):
+        known = _fitted_logits(probe, cache, rows, views, orders)
+        if known is None:
+            computed.append((h, width, probe))
+        else:
+            out[h, 0] = known
+    if not computed:
+        return out
+    batch_size = max([batch_size, *(p.eval_batch_size(batch_size) for _, _, p in computed if isinstance(p, Probe))])
     modes = [probe.training for probe in probes]
     for probe in probes:
         probe.eval()
@@ -114,7 +131,7 @@ def _item_logits(
         tokens = tokens.to(device, non_blocking=True)
         for k, order in enumerate(orders):
             x = tokens if order is None else tokens[:, order.to(device)]
-            for h, width, probe in zip(firsts, widths, probes, strict=True):
+            for h, width, probe in computed:
                 with autocast(device):
                     logits = probe(x)
                 out[h : h + width, k, start : start + len(tokens)] = logits.float().cpu().numpy()
@@ -122,6 +139,16 @@ def _item_logits(
     for probe, mode in zip(probes, modes, strict=True):
         probe.train(mode)
     return out
+
+
+def _fitted_logits(
+    probe: nn.Module, cache: FeatureCache, rows: np.ndarray, views: np.ndarray | None, orders: list[torch.Tensor | None]
+) -> np.ndarray | None:
+    """`probe.fitted_logits` where it can apply: a probe (not a stacked module), view 0 of clips that
+    have no other, the original frame order alone."""
+    if not isinstance(probe, Probe) or views is not None or len(orders) != 1 or orders[0] is not None:
+        return None
+    return probe.fitted_logits(cache, rows)
 
 
 def predict_logits(

@@ -122,6 +122,17 @@ class Probe(nn.Module):
         """
         raise NotImplementedError(f"probe '{self.name}' is trained by gradient steps, not fitted")
 
+    def eval_batch_size(self, batch_size: int) -> int:
+        """Clips this probe wants per evaluation call when the caller reads `batch_size` (at least
+        that many): the caller's batch, unless the probe's cost per clip falls with larger calls."""
+        return batch_size
+
+    def fitted_logits(self, cache: FeatureCache, rows: np.ndarray) -> np.ndarray | None:
+        """Logits `[len(rows), C]` that `fit` already computed for exactly these cache `rows`, one view
+        each in their original frame order, equal bit for bit to what evaluation would compute; None
+        (the default): evaluation computes them."""
+        return None
+
     def forward_features(self, tokens: Tensor) -> Tensor:
         """Pool `[B, T, P+N, D]` tokens to one clip embedding `[B, D]`."""
         raise NotImplementedError

@@ -38,6 +38,14 @@ def test_knn_run_fits_loads_and_ignores_frame_order(demo_cache: Path, tmp_path: 
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
     again = classification_metrics(logits[0], cache.labels[rows], cache.class_names)
     assert again["top1"] == run.metrics["top1"] and again["confusion_matrix"] == run.metrics["confusion_matrix"]
+    probe = run.probe  # the metrics as main computed them, before val was read from the fit: each split's
+    for split, metrics in (("val", run.metrics["val"]), ("test", run.metrics)):  # k nearest, one search each
+        rows = run.rows(cache, split)
+        features = probe.forward_features(torch.from_numpy(cache.tokens(rows)))
+        logits = knn_logits(features, probe.bank, probe.bank_labels, probe.num_classes, int(probe.k),
+                            float(probe.temperature)).numpy()  # fmt: skip
+        expected = classification_metrics(logits, cache.labels[rows], cache.class_names, intervals=True)
+        assert {key: metrics[key] for key in expected} == expected, split
 
 
 def test_knn_trains_on_a_prefix_only_cache(tiny_openclip, tmp_path: Path) -> None:
@@ -90,3 +98,38 @@ def test_knn_in_chunks_chooses_and_predicts_as_all_at_once(demo_cache: Path, mon
     found = knn_logits(many, bank, labels, 4, 7, 0.1, chunk=4)
     assert torch.equal(found.argmax(dim=1), expected.argmax(dim=1))  # BLAS may round a product by one ulp
     torch.testing.assert_close(found, expected, rtol=0, atol=1e-6)
+
+
+def test_knn_scores_val_once_and_as_a_second_search_would(demo_cache: Path, monkeypatch) -> None:
+    """`fit` keeps the chosen (k, temperature)'s val logits and evaluation reads them (no second
+    search); they equal bit for bit the probe's logits recomputed on those rows, read in its chunks."""
+    from stepcli.probe.models import knn
+
+    cache = FeatureCache(demo_cache)
+    train, val, test = cache.rows("train"), cache.rows("val"), cache.rows("test")
+    monkeypatch.setattr(knn, "SIMILARITY_BYTES", 4 * len(train) * 5)  # chunks of 5 queries: 12 val in 5, 5, 2
+    probe = knn.KnnProbe(cache.layout, len(cache.class_names))
+    probe.fit(cache, train, val, workers=0, seed=0)
+    assert probe.chunk() == 5 and probe.eval_batch_size(3) == 5 and probe.eval_batch_size(64) == 65
+    searches: list[int] = []
+    search = knn.nearest
+    monkeypatch.setattr(knn, "nearest", lambda queries, *a: searches.append(len(queries)) or search(queries, *a))
+    kept = predict_logits(probe, cache, val)[0]
+    assert searches == []
+    again = knn.KnnProbe(cache.layout, len(cache.class_names))  # the same bank, k and temperature, no fit
+    again.load_state_dict(probe.state_dict())
+    batches: list[int] = []
+    again.register_forward_pre_hook(lambda _, args: batches.append(len(args[0])))
+    recomputed = predict_logits(again, cache, val, batch_size=4)[0]
+    assert batches == searches == [5, 5, 2]  # batches of the fit's chunks, not of 4
+    np.testing.assert_array_equal(kept, recomputed)
+    for other in (  # anything else is searched as before: other rows, another order, another cache
+        lambda: predict_logits(probe, cache, test),
+        lambda: predict_logits(probe, cache, val[:-1]),
+        lambda: predict_logits(probe, cache, val, frame_orders=[np.arange(8)[::-1]]),
+        lambda: predict_logits(probe, FeatureCache(demo_cache), val),
+    ):
+        searches.clear()
+        other()
+        assert searches, other
+    np.testing.assert_array_equal(predict_logits(probe, FeatureCache(demo_cache), val)[0], kept)
