@@ -45,7 +45,7 @@ def test_the_allocator_keeps_freed_memory_where_it_is_glibc():
 
 def test_decode_workers_leave_a_cpus_cores_to_the_backbone():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert [decode_workers(cpu, n) for n in (1, 2, 8, 64)] == [1, 1, 2, 8]
+    assert [decode_workers(cpu, n) for n in (1, 2, 4, 8, 64)] == [0, 0, 1, 2, 8]  # in-process below 4 cores
     assert [decode_workers(gpu, n) for n in (1, 2, 8, 64)] == [1, 1, 7, 8]
 
 
