@@ -5,7 +5,9 @@ and one without a validation split gets a stratified slice of train, so that mod
 never looks at test. A drawn split moves whole clip groups (the cache's `groups`: a source video,
 a clip and its reversed twin), so no clip is scored beside its twin in train. Low-data subsets (`shots`, `train_fraction`) are drawn per class with the
 run's seed. Batches are read in the main process from memory, or streamed from HDF5 by
-DataLoader workers that each open their own file handles (FeatureCache reopens after a fork).
+DataLoader workers that each open their own file handles (FeatureCache reopens after a fork);
+an epoch over 512 MiB of clips is shuffled in groups and streamed a group at a time in-process
+(`epoch_order`, `stepcli.cache.staging`).
 Under torchrun every process draws the same batches and `shard_batch` gives each its share.
 """
 
