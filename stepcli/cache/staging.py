@@ -113,7 +113,8 @@ class StagedGroups:
         rows = order[stored]
         views = self.view_of[rows]
         self.cache.open_shards(rows)
-        direct = all(self.cache.direct_shards[s] for s in np.unique(self.cache.shard_of(rows)).tolist())
+        read_directly = self.cache.direct_shards  # a list built per call: once per group
+        direct = all(read_directly[s] for s in np.unique(self.cache.shard_of(rows)).tolist())
         if self.pool is None or not direct:  # a shard read through h5py is read by one thread
             self.cache.tokens(rows, views, out=buffer, slots=stored)
         else:  # each thread a stretch of the files
